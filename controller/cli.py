@@ -1,0 +1,61 @@
+"""``spotguard``: the controller and the admin commands (click)."""
+
+from __future__ import annotations
+
+import shlex
+import signal
+import sys
+import threading
+import time
+from types import FrameType
+
+import click
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """Spot Guard: replacement capacity for EC2 spot nodes before they die."""
+
+
+@main.command()
+@click.option("--pairs", default=1, show_default=True, help="Spot/on-demand ASG pairs to create.")
+@click.option("--spot-desired", default=3, show_default=True, help="Initial spot instances (and Nodes) per pair.")
+@click.option("--keep", is_flag=True, help="Keep the sandbox's temp dir (logs, etcd data) after it stops.")
+def sandbox(pairs: int, spot_desired: int, keep: bool) -> None:
+    """Run the local sandbox in the foreground until Ctrl-C or SIGTERM.
+
+    A real kube-apiserver, etcd, controller-manager and scheduler with kwok as the kubelets,
+    moto's AWS with a spot and an on-demand Auto Scaling Group (and a capacity simulator), and the
+    SpotGuardFallbackEvent CRD. Prints what to export to point kubectl and boto3 at it.
+    """
+    from sandbox.environment import Sandbox  # the sandbox (and moto) only load for this command
+
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    started = time.monotonic()
+    click.echo("Starting the sandbox (the first run builds the Kubernetes binaries: several minutes)...", err=True)
+    with Sandbox(pairs=pairs, spot_desired=spot_desired, keep_workdir=keep) as sb:
+        click.echo(f"Sandbox ready in {time.monotonic() - started:.1f}s.", err=True)
+        click.echo(f"kubeconfig: {sb.kubeconfig}")
+        click.echo(f"AWS endpoint: {sb.aws_endpoint}")
+        for group in sb.aws_groups:
+            click.echo(f"ASG: {group}")
+        click.echo("\n# Point kubectl, the kubernetes client and boto3 at the sandbox:")
+        for key, value in sb.env().items():
+            click.echo(f"export {key}={shlex.quote(value)}")
+        click.echo(f"# kubectl is at {sb.binaries.kubectl}")
+        click.echo("\nPress Ctrl-C to stop.", err=True)
+        sys.stdout.flush()
+        while not stop.wait(1.0):
+            sb.check_alive()
+        click.echo("Stopping the sandbox...", err=True)
+    click.echo("Sandbox stopped; no process left behind.", err=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,41 @@
+"""Fixtures that run tests against the real local sandbox (see sandbox/environment.py).
+
+One sandbox per test session; each test gets clients bound to it. ``SPOTGUARD_SANDBOX_KUBERNETES=k3s``
+swaps the local control plane for a k3s container through testcontainers (needs a Docker engine).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from kubernetes import client as k8s
+from kubernetes import config as k8s_config
+
+from sandbox.environment import Sandbox
+
+
+@pytest.fixture(scope="session")
+def sandbox() -> Iterator[Sandbox]:
+    with Sandbox(pairs=1, spot_desired=3) as sb:
+        yield sb
+
+
+@pytest.fixture(scope="session")
+def api_client(sandbox: Sandbox) -> k8s.ApiClient:
+    return k8s_config.new_client_from_config(config_file=str(sandbox.kubeconfig))
+
+
+@pytest.fixture
+def core(api_client: k8s.ApiClient) -> k8s.CoreV1Api:
+    return k8s.CoreV1Api(api_client)
+
+
+@pytest.fixture
+def namespace(core: k8s.CoreV1Api) -> Iterator[str]:
+    """A fresh namespace per test, deleted afterwards."""
+    name = f"t-{uuid.uuid4().hex[:8]}"
+    core.create_namespace(k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name=name)))
+    yield name
+    core.delete_namespace(name)
