@@ -1,0 +1,126 @@
+"""The thin AWS layer: error codes kept, retries bounded, capacity errors classified by code."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import pytest
+from botocore.exceptions import ClientError
+
+from controller.aws import Activity, AutoScaling, AwsError, instance_id_from_provider_id
+
+REAL_SPOT_SHORTAGE = (
+    "Could not launch Spot Instances. InsufficientInstanceCapacity - There is no Spot capacity available "
+    "that matches your request. Launching EC2 instance failed."
+)
+
+
+def _activity(status: str, message: str, description: str = "") -> Activity:
+    return Activity("a-1", status, message, description, "cause", dt.datetime(2025, 1, 15, tzinfo=dt.UTC))
+
+
+@pytest.mark.parametrize(
+    ("status", "message", "expected"),
+    [
+        ("Failed", REAL_SPOT_SHORTAGE, "InsufficientInstanceCapacity"),
+        (
+            "Failed",
+            "Could not launch Spot Instances. SpotMaxPriceTooLow - Your max price is below the price.",
+            "SpotMaxPriceTooLow",
+        ),
+        ("Failed", "MaxSpotInstanceCountExceeded - Max spot instance count exceeded.", "MaxSpotInstanceCountExceeded"),
+        # The seed's false positives: the bare word "capacity" or "insufficient" is not a code.
+        ("Failed", "Launching a new EC2 instance failed: the capacity reservation was not found.", None),
+        ("Failed", "Insufficient permissions: not authorized to perform ec2:RunInstances.", None),
+        ("Failed", "The requested configuration is currently not supported. capacity-not-available", None),
+        # Only Failed activities count.
+        ("Successful", REAL_SPOT_SHORTAGE, None),
+    ],
+)
+def test_capacity_failures_are_classified_by_code_only(status: str, message: str, expected: str | None) -> None:
+    assert _activity(status, message).capacity_code() == expected
+
+
+def test_provider_id_parsing() -> None:
+    assert instance_id_from_provider_id("aws:///us-east-1a/i-0123456789abcdef0") == "i-0123456789abcdef0"
+    assert instance_id_from_provider_id("aws:///us-east-1a/i-0123/") == "i-0123"
+    assert instance_id_from_provider_id("kind://docker/kind/node") is None
+    assert instance_id_from_provider_id("aws:///us-east-1a/") is None
+    assert instance_id_from_provider_id("") is None
+
+
+def _client_error(code: str, message: str) -> ClientError:
+    return ClientError({"Error": {"Code": code, "Message": message}}, "SetDesiredCapacity")
+
+
+class FakeClient:
+    def __init__(self, failures: list[ClientError]) -> None:
+        self.failures = failures
+        self.calls: list[dict[str, Any]] = []
+
+    def set_desired_capacity(self, **kwargs: Any) -> dict[str, Any]:
+        self.calls.append(kwargs)
+        if self.failures:
+            raise self.failures.pop(0)
+        return {}
+
+
+def test_throttling_is_retried_with_backoff_then_succeeds() -> None:
+    client = FakeClient([_client_error("Throttling", "Rate exceeded")] * 2)
+    sleeps: list[float] = []
+    asg = AutoScaling(client=client, sleep=sleeps.append, base_backoff=0.2)
+    asg.set_desired_capacity("spot", 4)
+    assert len(client.calls) == 3
+    assert client.calls[-1] == {"AutoScalingGroupName": "spot", "DesiredCapacity": 4, "HonorCooldown": False}
+    assert len(sleeps) == 2
+    assert 0.1 <= sleeps[0] <= 0.2 and 0.2 <= sleeps[1] <= 0.4  # jittered exponential backoff
+
+
+def test_access_denied_is_not_retried_and_keeps_the_code() -> None:
+    client = FakeClient([_client_error("AccessDenied", "User: x is not authorized to perform: SetDesiredCapacity")])
+    asg = AutoScaling(client=client, sleep=lambda s: None)
+    with pytest.raises(AwsError) as failure:
+        asg.set_desired_capacity("spot", 4)
+    assert failure.value.code == "AccessDenied"
+    assert failure.value.access_denied
+    assert "SetDesiredCapacity on spot failed: AccessDenied" in str(failure.value)
+    assert len(client.calls) == 1
+
+
+def test_retries_are_bounded() -> None:
+    client = FakeClient([_client_error("Throttling", "Rate exceeded")] * 10)
+    asg = AutoScaling(client=client, sleep=lambda s: None, max_attempts=3)
+    with pytest.raises(AwsError) as failure:
+        asg.set_desired_capacity("spot", 4)
+    assert failure.value.code == "Throttling"
+    assert len(client.calls) == 3
+
+
+def test_fence_runs_before_every_capacity_change_and_can_stop_it() -> None:
+    class DeposedError(Exception):
+        pass
+
+    def fence(operation: str) -> None:
+        raise DeposedError(operation)
+
+    client = FakeClient([])
+    asg = AutoScaling(client=client, fence=fence, sleep=lambda s: None)
+    with pytest.raises(DeposedError):
+        asg.set_desired_capacity("spot", 4)
+    assert client.calls == []
+
+
+def test_fence_is_checked_again_before_a_retry() -> None:
+    checks: list[str] = []
+
+    def fence(operation: str) -> None:
+        checks.append(operation)
+        if len(checks) > 1:
+            raise RuntimeError("lease lost while backing off")
+
+    client = FakeClient([_client_error("Throttling", "Rate exceeded")])
+    asg = AutoScaling(client=client, fence=fence, sleep=lambda s: None)
+    with pytest.raises(RuntimeError, match="lease lost"):
+        asg.set_desired_capacity("spot", 4)
+    assert len(client.calls) == 1
