@@ -28,6 +28,7 @@ from typing import Any
 from sandbox import binaries as binaries_mod
 from sandbox.cluster import Cluster, ClusterInfo
 from sandbox.imds import MetadataMock, NoticeSchedule
+from sandbox.k3s import K3sCluster
 from sandbox.processes import Child, ProcessFailedError, wait_until
 
 log = logging.getLogger(__name__)
@@ -57,7 +58,15 @@ class Sandbox:
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="spotguard-sandbox-"))
         self.keep_workdir = keep_workdir
         self.binaries = binaries_mod.ensure(build=build)
-        self.cluster = Cluster(self.binaries, self.workdir / "cluster")
+        # SPOTGUARD_SANDBOX_KUBERNETES=k3s: a k3s container via testcontainers (needs Docker).
+        kind = os.environ.get("SPOTGUARD_SANDBOX_KUBERNETES", "local")
+        if kind not in {"local", "k3s"}:
+            raise ValueError(f"SPOTGUARD_SANDBOX_KUBERNETES={kind!r}: expected 'local' (default) or 'k3s'")
+        self.cluster: Cluster | K3sCluster = (
+            K3sCluster(self.binaries, self.workdir / "cluster")
+            if kind == "k3s"
+            else Cluster(self.binaries, self.workdir / "cluster")
+        )
         self.cluster_info: ClusterInfo | None = None
         self.aws: Child | None = None
         self.aws_endpoint = ""
