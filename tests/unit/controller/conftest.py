@@ -1,0 +1,17 @@
+from __future__ import annotations
+
+import pytest
+
+from controller.clock import FakeClock
+from controller.election import InMemoryLeaseStore
+from tests.unit.controller.election_helpers import START
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock(start=START)
+
+
+@pytest.fixture
+def store() -> InMemoryLeaseStore:
+    return InMemoryLeaseStore()
