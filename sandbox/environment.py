@@ -148,8 +148,8 @@ class Sandbox:
             raise subprocess.CalledProcessError(result.returncode, result.args, result.stdout, result.stderr)
         return result
 
-    def wait_for_nodes(self, count: int, timeout: float = 60) -> None:
-        """Wait until at least ``count`` Nodes exist and are Ready."""
+    def wait_for_nodes(self, count: int, timeout: float = 60, exact: bool = False) -> None:
+        """Wait until at least (or with ``exact``, exactly) ``count`` Nodes exist, all of them Ready."""
 
         def ready() -> bool:
             out = self.kubectl(
@@ -158,7 +158,10 @@ class Sandbox:
                 "-o",
                 "jsonpath={range .items[*]}{.status.conditions[?(@.type=='Ready')].status}{'\\n'}{end}",
             ).stdout
-            return out.split().count("True") >= count
+            states = out.split()
+            if exact:
+                return len(states) == count and states.count("True") == count
+            return states.count("True") >= count
 
         wait_until(f"{count} Ready Nodes", ready, timeout=timeout, children=self._children(), interval=0.25)
 

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
+import boto3
 import pytest
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
+from sandbox.aws.client import SandboxAWSClient
 from sandbox.environment import Sandbox
 
 
@@ -39,3 +42,26 @@ def namespace(core: k8s.CoreV1Api) -> Iterator[str]:
     core.create_namespace(k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name=name)))
     yield name
     core.delete_namespace(name)
+
+
+@pytest.fixture
+def aws_sim(sandbox: Sandbox) -> Iterator[SandboxAWSClient]:
+    """The capacity simulator's control API; the test's changes to the groups are undone afterwards."""
+    sim = SandboxAWSClient(sandbox.aws_endpoint)
+    yield sim
+    sim.clear_faults()
+    sim.reset()
+    sandbox.wait_for_nodes(sandbox.spot_desired * sandbox.pairs, exact=True)
+
+
+@pytest.fixture
+def autoscaling(sandbox: Sandbox) -> Any:
+    """A plain boto3 Auto Scaling client pointed at the sandbox, as the controller makes it."""
+    env = sandbox.env()
+    return boto3.client(
+        "autoscaling",
+        endpoint_url=env["AWS_ENDPOINT_URL"],
+        region_name=env["AWS_DEFAULT_REGION"],
+        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+    )

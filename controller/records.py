@@ -1,0 +1,116 @@
+"""The replacement record: what Spot Guard has done for one recommended node, kept on that Node.
+
+Every step that changes AWS is written here first (intent before effect), with optimistic
+concurrency, so a successor that finds a record knows exactly where its predecessor stopped. The
+record is JSON in the annotation ``spotguard.io/replacement``; targets are absolute desired
+capacities, so repeating a step after a crash changes nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+from typing import Any
+
+from nodewatch import annotations as contract
+
+ANNOTATION = contract.PREFIX + "replacement"
+TAINT_KEY = contract.PREFIX + "rebalance"
+SCHEMA_VERSION = 1
+
+
+class Phase:
+    """Phases in the order a replacement goes through them."""
+
+    DETECTED = "Detected"
+    SPOT_REQUESTED = "SpotRequested"  # intent: SetDesiredCapacity(spot_target) about to be sent
+    SPOT_SCALED_UP = "SpotScaledUp"  # the call succeeded; capacity check running until deadline_at
+    SPOT_READY = "SpotReady"  # a new spot instance is InService and its Node Ready
+    SPOT_WITHDRAWING = "SpotWithdrawing"  # intent: give back the unfulfilled spot increase
+    ON_DEMAND_REQUESTED = "OnDemandRequested"  # intent: SetDesiredCapacity(on_demand_target)
+    ON_DEMAND_SCALED_UP = "OnDemandScaledUp"
+    ON_DEMAND_READY = "OnDemandReady"  # on-demand instance InService, Node Ready, SGFE created
+    RETIRING = "Retiring"  # intent: drain the old node, then terminate exactly its instance
+    RETIRED = "Retired"  # old instance terminated with decrement: capacity neutral again
+    RELEASED = "Released"  # keep-until-interruption policy: no interruption came, surplus given back
+    FAILED = "Failed"  # neither spot nor on-demand gave capacity; node keeps PreferNoSchedule only
+
+    TERMINAL = frozenset({RETIRED, RELEASED, FAILED})
+    REPLACED = frozenset({SPOT_READY, ON_DEMAND_READY})
+
+
+@dataclasses.dataclass(frozen=True)
+class ReplacementRecord:
+    phase: str
+    trigger: str  # "rebalance" | "interruption"
+    instance_id: str
+    spot_asg: str
+    on_demand_asg: str
+    updated_at: str
+    batch: str = ""
+    spot_target: int | None = None
+    spot_known: tuple[str, ...] = ()
+    requested_at: str = ""
+    deadline_at: str = ""
+    replacement_instance: str = ""
+    replacement_node: str = ""
+    replacement_capacity: str = ""  # "spot" | "on-demand"
+    fallback_reason: str = ""
+    spot_withdraw_target: int | None = None
+    on_demand_target: int | None = None
+    on_demand_known: tuple[str, ...] = ()
+    on_demand_requested_at: str = ""
+    on_demand_deadline_at: str = ""
+    sgfe: str = ""
+    failed_reason: str = ""
+    version: int = SCHEMA_VERSION
+
+    def to_json(self) -> str:
+        data: dict[str, Any] = {}
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if value in ("", None, ()):
+                continue
+            data[_camel(field.name)] = list(value) if isinstance(value, tuple) else value
+        return json.dumps(data, separators=(",", ":"), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> ReplacementRecord:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise contract.MalformedAnnotationError(ANNOTATION, text, f"JSON ({exc.msg})") from None
+        if not isinstance(data, dict):
+            raise contract.MalformedAnnotationError(ANNOTATION, text, "a JSON object")
+        known = {_camel(f.name): f for f in dataclasses.fields(cls)}
+        values: dict[str, Any] = {}
+        for key, value in data.items():
+            field = known.get(key)
+            if field is None:
+                continue  # written by a newer version: ignore what we do not know
+            values[field.name] = tuple(value) if isinstance(value, list) else value
+        missing = [n for n in ("phase", "trigger", "instance_id", "spot_asg", "on_demand_asg") if n not in values]
+        if missing:
+            raise contract.MalformedAnnotationError(ANNOTATION, text, f"a record with {', '.join(missing)}")
+        try:
+            record = cls(**{"updated_at": "", **values})
+        except TypeError as exc:
+            raise contract.MalformedAnnotationError(ANNOTATION, text, str(exc)) from None
+        if record.version > SCHEMA_VERSION:
+            raise contract.MalformedAnnotationError(
+                ANNOTATION, text, f"schema version {SCHEMA_VERSION} (written by a newer Spot Guard: upgrade)"
+            )
+        return record
+
+    def advance(self, phase: str, now: dt.datetime, **changes: Any) -> ReplacementRecord:
+        return dataclasses.replace(self, phase=phase, updated_at=contract.format_time(now), **changes)
+
+    @property
+    def terminal(self) -> bool:
+        return self.phase in Phase.TERMINAL
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.title() for part in rest)

@@ -1,0 +1,182 @@
+"""The WSGI layer in front of moto: logs each AWS call, fires injected faults, and answers the Auto Scaling
+operations the capacity simulator owns (SetDesiredCapacity, TerminateInstanceInAutoScalingGroup,
+DescribeScalingActivities); everything else goes to moto unchanged."""
+
+from __future__ import annotations
+
+import io
+import logging
+from collections.abc import Callable, Iterable
+from http import HTTPStatus
+from typing import Any
+
+from sandbox.aws import aws_messages as msg
+from sandbox.aws.call_log import CallLog
+from sandbox.aws.faults import FaultInjector
+from sandbox.aws.query_protocol import (
+    AwsApiError,
+    QueryRequest,
+    autoscaling_response,
+    error_body,
+    error_code_in,
+    new_request_id,
+    parse_request,
+)
+from sandbox.aws.simulator import CapacitySimulator
+
+log = logging.getLogger(__name__)
+
+WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+Answer = tuple[int, list[tuple[str, str]], bytes]
+
+DEFAULT_MAX_RECORDS = 100
+_TRUE = "true"
+
+
+def _read_body(environ: dict[str, Any]) -> bytes:
+    try:
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        length = 0
+    body: bytes = environ["wsgi.input"].read(length) if length > 0 else b""
+    environ["wsgi.input"] = io.BytesIO(body)
+    return body
+
+
+def _xml_answer(status: int, body: bytes, request_id: str) -> Answer:
+    return status, [("Content-Type", "text/xml"), ("x-amzn-RequestId", request_id)], body
+
+
+def _int_param(request: QueryRequest, name: str) -> int | None:
+    raw = request.params.get(name)
+    if raw is None:
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        raise AwsApiError("ValidationError", f"Value '{raw}' at '{name}' is not a valid integer") from None
+
+
+class AwsFrontend:
+    def __init__(self, simulator: CapacitySimulator, faults: FaultInjector, calls: CallLog, moto_app: WsgiApp) -> None:
+        self.simulator = simulator
+        self.faults = faults
+        self.calls = calls
+        self.moto_app = moto_app
+        self._own: dict[str, Callable[[QueryRequest], str | None]] = {
+            "SetDesiredCapacity": self._set_desired_capacity,
+            "TerminateInstanceInAutoScalingGroup": self._terminate_instance,
+            "DescribeScalingActivities": self._describe_scaling_activities,
+        }
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        body = _read_body(environ)
+        request = parse_request(environ.get("HTTP_AUTHORIZATION"), environ.get("CONTENT_TYPE"), body)
+        with self.simulator.lock:
+            asg = self._group_named_by(request)
+            injected = self.faults.take(request.action, asg)
+            if injected is not None:
+                request_id = new_request_id()
+                status, headers, payload = _xml_answer(
+                    injected.http_status, error_body(request.service, injected, request_id), request_id
+                )
+                log.info("Injected %s into %s call (group %s)", injected.code, request.action, asg)
+            elif self._is_own(request):
+                status, headers, payload = self._answer_own(request)
+            else:
+                status, headers, payload = self._call_moto(environ)
+            self.calls.record(
+                time=self.simulator.clock.now().isoformat(),
+                service=request.service,
+                operation=request.action,
+                asg=asg,
+                params=request.params,
+                http_status=status,
+                error_code=error_code_in(payload) if status >= 400 else None,
+                injected=injected is not None,
+            )
+        headers = [(k, v) for k, v in headers if k.lower() != "content-length"]
+        headers.append(("Content-Length", str(len(payload))))
+        start_response(f"{status} {HTTPStatus(status).phrase}", headers)
+        return [payload]
+
+    def _group_named_by(self, request: QueryRequest) -> str | None:
+        if request.service not in (None, "autoscaling"):
+            return None
+        if name := request.params.get("AutoScalingGroupName"):
+            return name
+        if instance_id := request.params.get("InstanceId"):
+            return self.simulator.group_of_instance(instance_id)
+        return None
+
+    def _is_own(self, request: QueryRequest) -> bool:
+        return (
+            request.service == "autoscaling"
+            and request.region in (None, self.simulator.region)
+            and request.action in self._own
+        )
+
+    def _answer_own(self, request: QueryRequest) -> Answer:
+        assert request.action is not None
+        request_id = new_request_id()
+        try:
+            result = self._own[request.action](request)
+        except AwsApiError as error:
+            log.info("%s refused: %s: %s", request.action, error.code, error.message)
+            return _xml_answer(error.http_status, error_body(request.service, error, request_id), request_id)
+        return _xml_answer(200, autoscaling_response(request.action, result, request_id), request_id)
+
+    def _call_moto(self, environ: dict[str, Any]) -> Answer:
+        captured: dict[str, Any] = {}
+        written: list[bytes] = []
+
+        def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Callable[..., Any]:
+            captured["status"], captured["headers"] = status, headers
+            return written.append
+
+        result = self.moto_app(environ, start_response)
+        try:
+            payload = b"".join(written) + b"".join(result)
+        finally:
+            close = getattr(result, "close", None)
+            if close is not None:
+                close()
+        return int(str(captured["status"]).split()[0]), list(captured["headers"]), payload
+
+    # ---- the operations the simulator answers ----
+
+    def _set_desired_capacity(self, request: QueryRequest) -> str | None:
+        name = request.params.get("AutoScalingGroupName", "")
+        desired = _int_param(request, "DesiredCapacity")
+        if desired is None:
+            raise AwsApiError("ValidationError", "DesiredCapacity is required")
+        # HonorCooldown is accepted and ignored: the sandbox has no cooldowns.
+        self.simulator.set_desired_capacity(name, desired)
+        return None
+
+    def _terminate_instance(self, request: QueryRequest) -> str | None:
+        instance_id = request.params.get("InstanceId", "")
+        decrement = request.params.get("ShouldDecrementDesiredCapacity", "").lower() == _TRUE
+        activity = self.simulator.terminate_instance_in_group(instance_id, decrement)
+        return f"<Activity>{activity.to_xml()}</Activity>"
+
+    def _describe_scaling_activities(self, request: QueryRequest) -> str | None:
+        max_records = _int_param(request, "MaxRecords") or DEFAULT_MAX_RECORDS
+        if not 1 <= max_records <= DEFAULT_MAX_RECORDS:
+            raise AwsApiError("ValidationError", msg.max_records_out_of_range(max_records))
+        start = 0
+        if token := request.params.get("NextToken"):
+            if not token.startswith("sandbox-") or not token[len("sandbox-") :].isdigit():
+                raise AwsApiError("InvalidNextToken", msg.invalid_next_token())
+            start = int(token[len("sandbox-") :])
+        activities = self.simulator.describe_scaling_activities(
+            group_name=request.params.get("AutoScalingGroupName") or None,
+            activity_ids=request.member_list("ActivityIds"),
+            include_deleted_groups=request.params.get("IncludeDeletedGroups", "").lower() == _TRUE,
+        )
+        page = activities[start : start + max_records]
+        members = "".join(f"<member>{a.to_xml()}</member>" for a in page)
+        next_token = (
+            f"<NextToken>sandbox-{start + max_records}</NextToken>" if start + max_records < len(activities) else ""
+        )
+        return f"<Activities>{members}</Activities>{next_token}"

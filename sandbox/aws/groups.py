@@ -1,0 +1,128 @@
+"""The launch template and spot/on-demand group pairs the sandbox creates at start-up (through plain boto3)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sandbox.aws.capacity import CAPACITY_TYPE_TAG, ON_DEMAND, ON_DEMAND_PARTNER_TAG, SPOT
+
+
+@dataclass(frozen=True)
+class StartupGroups:
+    """What to create at start-up: `pairs` pairs of (spot, on-demand) groups sharing one launch template.
+
+    Names are formatted with `i` = 1..pairs. `availability_zones` None means the region's a, b and c zones.
+    """
+
+    pairs: int = 1
+    spot_name: str = "spotguard-spot-{i}"
+    on_demand_name: str = "spotguard-ondemand-{i}"
+    launch_template_name: str = "spotguard-nodes"
+    image_id: str = "ami-0abcdef1234567890"
+    instance_type: str = "m5.large"
+    availability_zones: tuple[str, ...] | None = None
+    min_size: int = 0
+    max_size: int = 10
+    spot_desired: int = 3
+    on_demand_desired: int = 0
+
+    def zones(self, region: str) -> list[str]:
+        return list(self.availability_zones or (f"{region}a", f"{region}b", f"{region}c"))
+
+    def validate(self) -> None:
+        if self.pairs < 1:
+            raise ValueError(f"pairs must be >= 1, got {self.pairs}")
+        for label, desired in (("spot", self.spot_desired), ("on-demand", self.on_demand_desired)):
+            if not self.min_size <= desired <= self.max_size:
+                raise ValueError(
+                    f"{label} desired capacity {desired} is outside min {self.min_size} .. max {self.max_size}"
+                )
+
+
+@dataclass(frozen=True)
+class CreatedGroup:
+    name: str
+    capacity_type: str
+    on_demand_partner: str | None
+    desired_capacity: int
+    min_size: int
+    max_size: int
+    availability_zones: tuple[str, ...]
+    instance_type: str
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "name": self.name,
+            "capacity_type": self.capacity_type,
+            "on_demand_partner": self.on_demand_partner,
+            "desired_capacity": self.desired_capacity,
+            "min_size": self.min_size,
+            "max_size": self.max_size,
+            "availability_zones": list(self.availability_zones),
+            "instance_type": self.instance_type,
+        }
+
+
+def _tags(group_name: str, tags: dict[str, str]) -> list[dict[str, Any]]:
+    return [
+        {
+            "ResourceId": group_name,
+            "ResourceType": "auto-scaling-group",
+            "Key": key,
+            "Value": value,
+            "PropagateAtLaunch": True,
+        }
+        for key, value in tags.items()
+    ]
+
+
+def create_startup_groups(spec: StartupGroups, region: str, ec2: Any, autoscaling: Any) -> list[CreatedGroup]:
+    """Create the launch template and the groups, all with desired 0 (the caller fills them in).
+
+    `ec2` and `autoscaling` are boto3 clients pointed at the sandbox.
+    """
+    spec.validate()
+    zones = spec.zones(region)
+    ec2.create_launch_template(
+        LaunchTemplateName=spec.launch_template_name,
+        LaunchTemplateData={"ImageId": spec.image_id, "InstanceType": spec.instance_type},
+    )
+    created: list[CreatedGroup] = []
+    for i in range(1, spec.pairs + 1):
+        spot_name = spec.spot_name.format(i=i)
+        on_demand_name = spec.on_demand_name.format(i=i)
+        pair = (
+            (on_demand_name, {CAPACITY_TYPE_TAG: ON_DEMAND}, None, spec.on_demand_desired, ON_DEMAND),
+            (
+                spot_name,
+                {CAPACITY_TYPE_TAG: SPOT, ON_DEMAND_PARTNER_TAG: on_demand_name},
+                on_demand_name,
+                spec.spot_desired,
+                SPOT,
+            ),
+        )
+        for name, tags, partner, desired, capacity_type in pair:
+            autoscaling.create_auto_scaling_group(
+                AutoScalingGroupName=name,
+                LaunchTemplate={"LaunchTemplateName": spec.launch_template_name, "Version": "$Latest"},
+                MinSize=spec.min_size,
+                MaxSize=spec.max_size,
+                DesiredCapacity=0,
+                AvailabilityZones=zones,
+                CapacityRebalance=False,
+                Tags=_tags(name, tags),
+            )
+            created.append(
+                CreatedGroup(
+                    name=name,
+                    capacity_type=capacity_type,
+                    on_demand_partner=partner,
+                    desired_capacity=desired,
+                    min_size=spec.min_size,
+                    max_size=spec.max_size,
+                    availability_zones=tuple(zones),
+                    instance_type=spec.instance_type,
+                )
+            )
+    return sorted(created, key=lambda g: (g.capacity_type != SPOT, g.name))

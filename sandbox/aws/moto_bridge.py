@@ -1,0 +1,209 @@
+"""Every moto internal the sandbox touches, in one module (written against moto 5.2.5).
+
+moto keeps Auto Scaling groups as `moto.autoscaling.models.FakeAutoScalingGroup` objects whose
+`instance_states` list holds `InstanceState` objects (`.instance`, `.lifecycle_state`,
+`.protected_from_scale_in`) wrapping `moto.ec2.models.instances.Instance` objects. moto launches and
+terminates instances synchronously inside `FakeAutoScalingGroup.set_desired_capacity` and re-launches in
+`replace_autoscaling_group_instances` (called when EC2 TerminateInstances hits a group member). The sandbox
+takes those two decisions away from moto per group by shadowing both methods on the group object, and launches
+and terminates through `EC2Backend.run_instances` / `terminate_instances` itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from moto.autoscaling.models import ASG_NAME_TAG, InstanceState, autoscaling_backends
+from moto.core.models import DEFAULT_ACCOUNT_ID
+from moto.moto_api._internal.models import moto_api_backend
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+
+# moto's group object, its InstanceState and an EC2 instance; moto ships no type hints, so these are Any.
+MotoGroup = Any
+MotoInstanceState = Any
+
+_SHADOW_MARK = "_spotguard_sandbox_adopted"
+
+
+def account_id() -> str:
+    """The account moto files requests under: MOTO_ACCOUNT_ID, else moto's default for unknown access keys."""
+    return os.environ.get("MOTO_ACCOUNT_ID", DEFAULT_ACCOUNT_ID)
+
+
+def configure_moto() -> None:
+    """Process-wide moto settings: skip loading moto's ~1000 default AMIs (the sandbox needs none, and without
+    them a reset takes milliseconds instead of a fraction of a second). An explicit environment value wins."""
+    os.environ.setdefault("MOTO_EC2_LOAD_DEFAULT_AMIS", "false")
+
+
+def moto_wsgi_app() -> Any:
+    """moto's whole-API WSGI application, as `moto_server` serves it."""
+    return DomainDispatcherApplication(create_backend_app)
+
+
+class _QuietRequestHandler(MotoRequestHandler):
+    """moto's werkzeug request handler (keeps headers with underscores), logging requests at DEBUG, not stderr."""
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        logging.getLogger("sandbox.aws.http").debug('"%s" %s %s', self.requestline, code, size)
+
+
+def quiet_request_handler() -> type[Any]:
+    return _QuietRequestHandler
+
+
+def reset_all_backends() -> None:
+    """What `POST /moto-api/reset` does: forget every resource in every service."""
+    moto_api_backend.reset()
+
+
+def groups(region: str) -> dict[str, MotoGroup]:
+    """The region's Auto Scaling groups by name (moto's live dict: do not mutate)."""
+    return autoscaling_backends[account_id()][region].autoscaling_groups
+
+
+def adopt(
+    group: MotoGroup, on_desired_set: Callable[[int | None], None], on_replace_requested: Callable[[], None]
+) -> bool:
+    """Take launching and terminating away from moto for this group; False if it was adopted before.
+
+    `on_desired_set(new)` runs instead of moto's `set_desired_capacity` (UpdateAutoScalingGroup, DetachInstances,
+    DeleteAutoScalingGroup, ... call it); `on_replace_requested()` runs instead of moto launching replacements when
+    EC2 TerminateInstances removed a member.
+    """
+    if getattr(group, _SHADOW_MARK, False):
+        return False
+    group.set_desired_capacity = on_desired_set
+    group.replace_autoscaling_group_instances = lambda _count, _tags: on_replace_requested()
+    setattr(group, _SHADOW_MARK, True)
+    return True
+
+
+@dataclass(frozen=True)
+class InstanceFacts:
+    instance_id: str
+    lifecycle_state: str
+    availability_zone: str
+    instance_type: str
+    private_dns_name: str
+    private_ip: str | None
+    subnet_id: str | None
+    launch_time: datetime | None
+    protected_from_scale_in: bool
+    ec2_state: str
+
+
+def facts(state: MotoInstanceState) -> InstanceFacts:
+    instance = state.instance
+    return InstanceFacts(
+        instance_id=instance.id,
+        lifecycle_state=state.lifecycle_state,
+        availability_zone=instance.placement.zone,
+        instance_type=instance.instance_type,
+        private_dns_name=instance.private_dns_name,
+        private_ip=instance.private_ip,
+        subnet_id=instance.subnet_id,
+        launch_time=instance.launch_time,
+        protected_from_scale_in=bool(state.protected_from_scale_in),
+        ec2_state=instance.state,
+    )
+
+
+def instance_states(group: MotoGroup) -> list[MotoInstanceState]:
+    return list(group.instance_states)
+
+
+def find_state(group: MotoGroup, instance_id: str) -> MotoInstanceState | None:
+    return next((s for s in group.instance_states if s.instance.id == instance_id), None)
+
+
+def set_lifecycle_state(state: MotoInstanceState, lifecycle_state: str) -> None:
+    state.lifecycle_state = lifecycle_state
+
+
+def set_desired(group: MotoGroup, desired: int) -> None:
+    """Change DesiredCapacity only (no launching or terminating)."""
+    group.desired_capacity = desired
+
+
+def _subnet_in_zone(group: MotoGroup, zone: str) -> str | None:
+    if not group.vpc_zone_identifier:
+        return None
+    for subnet_id in group.vpc_zone_identifier.split(","):
+        subnet = group.ec2_backend.get_subnet(subnet_id.strip())
+        if subnet.availability_zone == zone:
+            return subnet_id.strip()  # type: ignore[no-any-return]
+    return None
+
+
+def launch_instance(group: MotoGroup, zone: str, lifecycle_state: str, spot: bool) -> MotoInstanceState:
+    """Run one EC2 instance from the group's launch template in `zone` and add it to the group."""
+    tags = dict(group.get_propagated_tags())
+    tags[ASG_NAME_TAG] = group.name
+    tags.update(group.instance_tags)
+    launch_template = None
+    if group.ec2_launch_template is not None:
+        launch_template = {"LaunchTemplateId": group.ec2_launch_template.id}
+    reservation = group.ec2_backend.run_instances(
+        group.image_id,
+        1,
+        group.user_data,
+        group.security_groups,
+        instance_type=group.instance_type,
+        tags={"instance": tags},
+        placement=zone,
+        launch_config=group.launch_config,
+        launch_template=launch_template,
+        is_instance_type_default=False,
+        associate_public_ip=group.launch_config.associate_public_ip_address if group.launch_config else None,
+        subnet_id=_subnet_in_zone(group, zone),
+        lifecycle="spot" if spot else None,
+    )
+    instance = reservation.instances[0]
+    instance.autoscaling_group = group
+    state = InstanceState(
+        instance,
+        lifecycle_state=lifecycle_state,
+        protected_from_scale_in=group.new_instances_protected_from_scale_in,
+        autoscaling_group=group,
+    )
+    group.instance_states.append(state)
+    return state
+
+
+def remove_and_terminate(group: MotoGroup | None, state: MotoInstanceState) -> None:
+    """Take the instance out of its group (if still there) and terminate it in EC2.
+
+    Removing first matters: terminating a group member through EC2 would otherwise count as a loss to replace.
+    """
+    if group is not None:
+        group.instance_states = [s for s in group.instance_states if s is not state]
+    instance = state.instance
+    if instance.state != "terminated":
+        instance.ec2_backend.terminate_instances([instance.id])
+
+
+def group_tags(group: MotoGroup) -> dict[str, str]:
+    return {tag["Key"]: tag.get("Value", "") for tag in group.tags}
+
+
+def group_arn(group: MotoGroup) -> str:
+    return group.arn  # type: ignore[no-any-return]
+
+
+def group_sizes(group: MotoGroup) -> tuple[int, int, int]:
+    """(min, max, desired), with moto's None read as 0."""
+    return (group.min_size or 0, group.max_size or 0, group.desired_capacity or 0)
+
+
+def group_instance_type(group: MotoGroup) -> str:
+    return group.instance_type  # type: ignore[no-any-return]
+
+
+def group_zones(group: MotoGroup) -> list[str]:
+    return list(group.availability_zones)

@@ -1,0 +1,231 @@
+"""Node sync: one kwok-managed Kubernetes Node per InService instance of the simulated groups.
+
+A Node appears when its instance becomes InService and goes away when the instance leaves its group (a
+Terminating instance keeps the Node it already has). Nodes are named after the instance's private DNS name and
+carry `spec.providerID: aws:///<zone>/<instance-id>`. Only Nodes this module created (label spotguard.io/asg
+plus the owner annotation) are ever changed or deleted. kwok (started with
+--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake) makes them Ready.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from kubernetes.client.exceptions import ApiException
+
+from sandbox.aws.capacity import SPOT, GroupView, InstanceView
+
+log = logging.getLogger(__name__)
+
+ASG_LABEL = "spotguard.io/asg"
+OWNER_ANNOTATION = "sandbox.spotguard.io/owner"
+OWNER = "sandbox-aws"
+KWOK_ANNOTATION = "kwok.x-k8s.io/node"
+KWOK_ANNOTATION_VALUE = "fake"
+
+IN_SERVICE = "InService"
+TERMINATING = "Terminating"
+
+
+@dataclass(frozen=True)
+class NodeShape:
+    cpu: str
+    memory: str
+    pods: str = "110"
+    ephemeral_storage: str = "20Gi"
+
+
+# What the kubelet would report per instance type (vCPU and memory from EC2's instance type table).
+INSTANCE_SHAPES: dict[str, NodeShape] = {
+    "t3.medium": NodeShape("2", "4Gi"),
+    "t3.large": NodeShape("2", "8Gi"),
+    "m5.large": NodeShape("2", "8Gi"),
+    "m5.xlarge": NodeShape("4", "16Gi"),
+    "m5.2xlarge": NodeShape("8", "32Gi"),
+    "m5a.large": NodeShape("2", "8Gi"),
+    "m6i.large": NodeShape("2", "8Gi"),
+    "m6i.xlarge": NodeShape("4", "16Gi"),
+    "c5.large": NodeShape("2", "4Gi"),
+    "c5.xlarge": NodeShape("4", "8Gi"),
+    "r5.large": NodeShape("2", "16Gi"),
+    "r5.xlarge": NodeShape("4", "32Gi"),
+}
+DEFAULT_SHAPE = NodeShape("2", "8Gi")
+
+
+class CoreV1ApiLike(Protocol):
+    """The part of kubernetes.client.CoreV1Api node sync uses."""
+
+    def list_node(self, **kwargs: Any) -> Any: ...
+
+    def create_node(self, body: Any, **kwargs: Any) -> Any: ...
+
+    def delete_node(self, name: str, **kwargs: Any) -> Any: ...
+
+    def patch_node_status(self, name: str, body: Any, **kwargs: Any) -> Any: ...
+
+
+def provider_id(instance: InstanceView) -> str:
+    return f"aws:///{instance.availability_zone}/{instance.instance_id}"
+
+
+def node_body(instance: InstanceView, region: str) -> dict[str, Any]:
+    """The Node object for an InService instance."""
+    spot = instance.capacity_type == SPOT
+    shape = INSTANCE_SHAPES.get(instance.instance_type, DEFAULT_SHAPE)
+    resources = {
+        "cpu": shape.cpu,
+        "memory": shape.memory,
+        "pods": shape.pods,
+        "ephemeral-storage": shape.ephemeral_storage,
+    }
+    addresses = [{"type": "InternalDNS", "address": instance.private_dns_name}]
+    addresses.append({"type": "Hostname", "address": instance.private_dns_name})
+    if instance.private_ip:
+        addresses.insert(0, {"type": "InternalIP", "address": instance.private_ip})
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {
+            "name": instance.private_dns_name,
+            "labels": {
+                "kubernetes.io/hostname": instance.private_dns_name,
+                "kubernetes.io/os": "linux",
+                "kubernetes.io/arch": "amd64",
+                "node.kubernetes.io/instance-type": instance.instance_type,
+                "topology.kubernetes.io/zone": instance.availability_zone,
+                "topology.kubernetes.io/region": region,
+                "eks.amazonaws.com/capacityType": "SPOT" if spot else "ON_DEMAND",
+                "node.kubernetes.io/lifecycle": "spot" if spot else "normal",
+                ASG_LABEL: instance.group_name,
+                "type": "kwok",
+            },
+            "annotations": {KWOK_ANNOTATION: KWOK_ANNOTATION_VALUE, OWNER_ANNOTATION: OWNER},
+        },
+        "spec": {"providerID": provider_id(instance)},
+        "status": {"capacity": dict(resources), "allocatable": dict(resources), "addresses": addresses},
+    }
+
+
+@dataclass
+class SyncResult:
+    created: list[str] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+
+def _is_ours(node: Any) -> bool:
+    annotations = node.metadata.annotations or {}
+    return bool(annotations.get(OWNER_ANNOTATION) == OWNER)
+
+
+class NodeSync:
+    """Keeps the cluster's sandbox Nodes in step with the simulator's InService instances."""
+
+    def __init__(
+        self,
+        core_api: CoreV1ApiLike,
+        snapshot: Callable[[], list[GroupView]],
+        region: str,
+        interval_seconds: float = 0.3,
+        wake: threading.Event | None = None,
+    ) -> None:
+        self.core_api = core_api
+        self.snapshot = snapshot
+        self.region = region
+        self.interval_seconds = interval_seconds
+        self.wake = wake or threading.Event()
+        self._warned_conflicts: set[str] = set()
+
+    def sync_once(self) -> SyncResult:
+        result = SyncResult()
+        instances = [i for g in self.snapshot() for i in g.instances]
+        wanted = {i.private_dns_name: i for i in instances if i.lifecycle_state == IN_SERVICE}
+        keep = {i.private_dns_name: i for i in instances if i.lifecycle_state == TERMINATING}
+        existing = {n.metadata.name: n for n in self.core_api.list_node(label_selector=ASG_LABEL).items if _is_ours(n)}
+
+        for name, node in existing.items():
+            instance = wanted.get(name) or keep.get(name)
+            if instance is None or (node.spec and node.spec.provider_id != provider_id(instance)):
+                self._delete(name, result)
+        for name, instance in wanted.items():
+            current = existing.get(name)
+            if current is None or name in result.deleted:
+                self._create(instance, result)
+        return result
+
+    def _delete(self, name: str, result: SyncResult) -> None:
+        try:
+            self.core_api.delete_node(name)
+        except ApiException as error:
+            if error.status != 404:
+                raise
+        result.deleted.append(name)
+        log.info("Deleted Node %s: its instance left the Auto Scaling group", name)
+
+    def _create(self, instance: InstanceView, result: SyncResult) -> None:
+        body = node_body(instance, self.region)
+        name = instance.private_dns_name
+        try:
+            created = self.core_api.create_node(body)
+        except ApiException as error:
+            if error.status != 409:
+                raise
+            result.skipped.append(name)
+            if name not in self._warned_conflicts:
+                self._warned_conflicts.add(name)
+                log.warning(
+                    "Node %s already exists but was not created by the sandbox; leaving it alone, so instance %s "
+                    "of %s has no Node. Delete that Node if the sandbox should own the name",
+                    name,
+                    instance.instance_id,
+                    instance.group_name,
+                )
+            return
+        status = getattr(created, "status", None)
+        if status is None or not getattr(status, "capacity", None):
+            # Some API servers drop status on create; set it the way a kubelet would.
+            self.core_api.patch_node_status(name, {"status": body["status"]})
+        self._warned_conflicts.discard(name)
+        result.created.append(name)
+        log.info(
+            "Created Node %s for %s instance %s in %s (%s)",
+            name,
+            instance.capacity_type,
+            instance.instance_id,
+            instance.availability_zone,
+            instance.group_name,
+        )
+
+    def run(self, stop: threading.Event) -> None:
+        """Sync until `stop` is set: on every wake-up (instance changes) and at least every interval."""
+        failing = False
+        while not stop.is_set():
+            self.wake.clear()
+            try:
+                self.sync_once()
+                if failing:
+                    log.info("Node sync against the API server works again")
+                failing = False
+            except Exception as error:
+                if not failing:
+                    log.warning(
+                        "Node sync against the API server failed (%s: %s); retrying every %.1f s until it works",
+                        type(error).__name__,
+                        error,
+                        self.interval_seconds,
+                    )
+                failing = True
+            self.wake.wait(self.interval_seconds)
+
+
+def core_api_from_kubeconfig(path: str) -> CoreV1ApiLike:
+    """A CoreV1Api for the cluster the kubeconfig file points at."""
+    from kubernetes import client, config
+
+    api_client = config.new_client_from_config(config_file=path)
+    return client.CoreV1Api(api_client)  # type: ignore[no-any-return]
