@@ -155,6 +155,19 @@ class AutoScaling:
                 groups[group.name] = group
         return groups
 
+    def tagged_groups(self, tag_key: str) -> dict[str, Group]:
+        """Every group carrying the tag ``tag_key`` (whatever its value)."""
+        pages = self._call(
+            "DescribeAutoScalingGroups",
+            f"tag-key={tag_key}",
+            lambda: list(
+                self.client.get_paginator("describe_auto_scaling_groups").paginate(
+                    Filters=[{"Name": "tag-key", "Values": [tag_key]}]
+                )
+            ),
+        )
+        return {g.name: g for g in (_group(raw) for page in pages for raw in page["AutoScalingGroups"])}
+
     def group_of_instances(self, instance_ids: Iterable[str]) -> dict[str, str]:
         """instance id -> ASG name, for the instances AWS knows in an ASG."""
         ids = sorted(set(instance_ids))

@@ -18,6 +18,28 @@ def main() -> None:
 
 
 @main.command()
+@click.option("--kubeconfig", envvar="KUBECONFIG", default=None, help="Kubeconfig file (default: in-cluster).")
+@click.option("--context", default=None, help="Kubeconfig context to use.")
+@click.option("--identity", default=None, help="Leader-election identity (default: hostname + random suffix).")
+def run(kubeconfig: str | None, context: str | None, identity: str | None) -> None:
+    """Run the controller: campaign for the Lease, then act on nodewatch's annotations while leading.
+
+    Configured by environment variables (SPOT_ASG_NAME, ON_DEMAND_ASG_NAME, SPOT_GUARD_*; see docs).
+    """
+    import logging
+
+    from controller.app import run_controller
+    from controller.config import ConfigError, from_env
+
+    try:
+        settings = from_env()
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from exc
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    sys.exit(run_controller(settings, kubeconfig, context, identity))
+
+
+@main.command()
 @click.option("--pairs", default=1, show_default=True, help="Spot/on-demand ASG pairs to create.")
 @click.option("--spot-desired", default=3, show_default=True, help="Initial spot instances (and Nodes) per pair.")
 @click.option("--keep", is_flag=True, help="Keep the sandbox's temp dir (logs, etcd data) after it stops.")

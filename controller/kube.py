@@ -105,6 +105,8 @@ class NodeView:
     ready: bool
     unschedulable: bool
     taints: tuple[Mapping[str, str], ...]
+    deleting: bool = False
+    finalizers: tuple[str, ...] = ()
 
     @classmethod
     def from_json(cls, obj: JSON) -> NodeView:
@@ -124,6 +126,8 @@ class NodeView:
             taints=tuple(
                 {k: str(v) for k, v in t.items() if k in {"key", "value", "effect"}} for t in spec.get("taints") or []
             ),
+            deleting=bool(meta.get("deletionTimestamp")),
+            finalizers=tuple(meta.get("finalizers") or ()),
         )
 
 

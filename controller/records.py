@@ -17,6 +17,7 @@ from nodewatch import annotations as contract
 
 ANNOTATION = contract.PREFIX + "replacement"
 TAINT_KEY = contract.PREFIX + "rebalance"
+FINALIZER = contract.PREFIX + "replacement"
 SCHEMA_VERSION = 1
 
 

@@ -1,0 +1,226 @@
+"""SpotGuardFallbackEvent (SGFE): the seed's spec/status model, phase names, and optimistic writes.
+
+Status is written only through the status subresource, always with the resourceVersion that was
+read, so two controllers racing on one event cannot both win (the loser gets ``ConflictError``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from collections.abc import Mapping
+from typing import Any
+
+from kubernetes.client.exceptions import ApiException
+
+from controller.kube import Kube
+
+GROUP = "aws.amazon.com"
+VERSION = "v1"
+PLURAL = "spotguardfallbackevents"
+KIND = "SpotGuardFallbackEvent"
+# The seed's labels, so `kubectl get sgfe -l component=spot-guard` works as documented.
+LABELS = {"app": "aws-node-termination-handler", "component": "spot-guard"}
+
+
+class Phase:
+    PENDING = "Pending"
+    MONITORING = "Monitoring"
+    READY_FOR_SCALE_DOWN = "ReadyForScaleDown"
+    SCALING_DOWN = "ScalingDown"
+    COMPLETED = "Completed"
+    FAILED = "Failed"
+
+    ALL = (PENDING, MONITORING, READY_FOR_SCALE_DOWN, SCALING_DOWN, COMPLETED, FAILED)
+    UNFINISHED = (PENDING, MONITORING, READY_FOR_SCALE_DOWN, SCALING_DOWN)
+
+
+class ConflictError(RuntimeError):
+    """The object changed since it was read (HTTP 409): re-read and decide again."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Spec:
+    spot_asg_name: str
+    on_demand_asg_name: str
+    on_demand_node_name: str
+    timestamp: str
+    on_demand_instance_id: str = ""
+    minimum_wait_duration: str = ""
+
+    def to_json(self) -> dict[str, str]:
+        data = {
+            "spotASGName": self.spot_asg_name,
+            "onDemandASGName": self.on_demand_asg_name,
+            "onDemandNodeName": self.on_demand_node_name,
+            "timestamp": self.timestamp,
+        }
+        if self.on_demand_instance_id:
+            data["onDemandInstanceID"] = self.on_demand_instance_id
+        if self.minimum_wait_duration:
+            data["minimumWaitDuration"] = self.minimum_wait_duration
+        return data
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Spec:
+        return cls(
+            spot_asg_name=str(data.get("spotASGName", "")),
+            on_demand_asg_name=str(data.get("onDemandASGName", "")),
+            on_demand_node_name=str(data.get("onDemandNodeName", "")),
+            timestamp=str(data.get("timestamp", "")),
+            on_demand_instance_id=str(data.get("onDemandInstanceID", "")),
+            minimum_wait_duration=str(data.get("minimumWaitDuration", "")),
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class Status:
+    phase: str = Phase.PENDING
+    message: str = ""
+    spot_capacity_restored: bool = False
+    scale_down_initiated: bool = False
+    spot_healthy_since: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "phase": self.phase,
+            "message": self.message,
+            "spotCapacityRestored": self.spot_capacity_restored,
+            "scaleDownInitiated": self.scale_down_initiated,
+        }
+        if self.spot_healthy_since:
+            data["spotHealthySince"] = self.spot_healthy_since
+        return data
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any] | None) -> Status:
+        data = data or {}
+        return cls(
+            phase=str(data.get("phase") or Phase.PENDING),
+            message=str(data.get("message", "")),
+            spot_capacity_restored=bool(data.get("spotCapacityRestored", False)),
+            scale_down_initiated=bool(data.get("scaleDownInitiated", False)),
+            spot_healthy_since=str(data.get("spotHealthySince", "")),
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class FallbackEvent:
+    name: str
+    namespace: str
+    uid: str
+    resource_version: str
+    spec: Spec
+    status: Status
+    annotations: Mapping[str, str]
+
+    @classmethod
+    def from_json(cls, obj: Mapping[str, Any]) -> FallbackEvent:
+        meta = obj.get("metadata", {})
+        return cls(
+            name=meta["name"],
+            namespace=meta.get("namespace", ""),
+            uid=meta.get("uid", ""),
+            resource_version=meta.get("resourceVersion", ""),
+            spec=Spec.from_json(obj.get("spec", {})),
+            status=Status.from_json(obj.get("status")),
+            annotations=dict(meta.get("annotations") or {}),
+        )
+
+
+def event_name(unix_time: int, instance_id: str) -> str:
+    """Deterministic name in the seed's form (``fallback-1736938845-abc123``) for one replaced instance."""
+    digest = hashlib.sha256(instance_id.encode()).hexdigest()[:6]
+    return f"fallback-{unix_time}-{digest}"
+
+
+class FallbackEvents:
+    """CRUD for SGFEs in one namespace through the thin Kubernetes layer."""
+
+    def __init__(self, kube: Kube, namespace: str) -> None:
+        self.kube = kube
+        self.namespace = namespace
+
+    def _path(self, name: str = "", status: bool = False) -> str:
+        base = f"/apis/{GROUP}/{VERSION}/namespaces/{self.namespace}/{PLURAL}"
+        if name:
+            base += f"/{name}"
+        return base + ("/status" if status else "")
+
+    def create(
+        self, name: str, spec: Spec, status: Status, annotations: Mapping[str, str] | None = None
+    ) -> FallbackEvent:
+        """Create the event and set its first status; idempotent: an existing one is returned as is."""
+        body = {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": KIND,
+            "metadata": {
+                "name": name,
+                "namespace": self.namespace,
+                "labels": dict(LABELS),
+                "annotations": dict(annotations or {}),
+            },
+            "spec": spec.to_json(),
+        }
+        try:
+            created = FallbackEvent.from_json(self.kube.request("POST", self._path(), body=body))
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+            return self.get(name)
+        return self.update_status(created, status)
+
+    def get(self, name: str) -> FallbackEvent:
+        return FallbackEvent.from_json(self.kube.request("GET", self._path(name)))
+
+    def find(self, name: str) -> FallbackEvent | None:
+        try:
+            return self.get(name)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def list(self) -> list[FallbackEvent]:
+        items = self.kube.request("GET", self._path()).get("items", [])
+        return [FallbackEvent.from_json(item) for item in items]
+
+    def update_status(self, event: FallbackEvent, status: Status) -> FallbackEvent:
+        """Replace the status of exactly the version read; ``ConflictError`` if it changed since."""
+        body = {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": KIND,
+            "metadata": {"name": event.name, "namespace": event.namespace, "resourceVersion": event.resource_version},
+            "spec": event.spec.to_json(),
+            "status": status.to_json(),
+        }
+        try:
+            return FallbackEvent.from_json(self.kube.request("PUT", self._path(event.name, status=True), body=body))
+        except ApiException as exc:
+            if exc.status == 409:
+                raise ConflictError(
+                    f"SpotGuardFallbackEvent {event.namespace}/{event.name} changed since resourceVersion "
+                    f"{event.resource_version}; another controller acted on it"
+                ) from exc
+            raise
+
+    def annotate(self, event: FallbackEvent, annotations: Mapping[str, str]) -> FallbackEvent:
+        body = {"metadata": {"annotations": dict(annotations), "resourceVersion": event.resource_version}}
+        try:
+            return FallbackEvent.from_json(
+                self.kube.request(
+                    "PATCH", self._path(event.name), body=body, content_type="application/merge-patch+json"
+                )
+            )
+        except ApiException as exc:
+            if exc.status == 409:
+                raise ConflictError(f"SpotGuardFallbackEvent {event.namespace}/{event.name} changed") from exc
+            raise
+
+    def delete(self, event: FallbackEvent) -> None:
+        body = {"preconditions": {"uid": event.uid}} if event.uid else None
+        try:
+            self.kube.request("DELETE", self._path(event.name), body=body)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise

@@ -1,0 +1,763 @@
+"""From nodewatch's annotation to replacement capacity: spot scale-up, bounded capacity check, and
+fallback to on-demand; then the old node's retirement.
+
+One reconcile pass reads the Node cache (no API polling), and moves every node's replacement
+record one or more steps along (see ``controller.records.Phase``). Each step that changes AWS is
+first written to the record (intent), then done, then confirmed; targets are absolute, so a
+successor repeating a step after a crash changes nothing. Recommendations that arrive within
+``batch_window`` of each other are scaled up with one SetDesiredCapacity per ASG, computed from a
+fresh read by this single thread, so no update is lost.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime as dt
+import logging
+import threading
+import uuid
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from typing import Any, Protocol
+
+from controller import capacity
+from controller.aws import IN_SERVICE, PENDING_STATES, AutoScaling, AwsError, Group, instance_id_from_provider_id
+from controller.clock import Cancellation, Clock
+from controller.config import Settings, format_duration
+from controller.election import NotLeaderError
+from controller.fallbackevent import FallbackEvents, Spec, Status, event_name
+from controller.groups import GroupResolver, Pair, Refusal
+from controller.kube import NodeView
+from controller.nodes import NodeGoneError, NodeWriter, RecordChangedError
+from controller.records import ANNOTATION, FINALIZER, TAINT_KEY, Phase, ReplacementRecord
+from controller.retirement import Retirer
+from nodewatch import annotations as contract
+
+log = logging.getLogger(__name__)
+
+
+class Recorder(Protocol):
+    """Where decisions are reported: Kubernetes Events + metrics (controller.observability)."""
+
+    def node_event(self, node: str, kind: str, reason: str, message: str) -> None: ...
+
+    def refused(self, reason: str) -> None: ...
+
+    def scale_up(self, asg: str, capacity_type: str, result: str) -> None: ...
+
+    def fallback(self, spot_asg: str, on_demand_asg: str, reason: str) -> None: ...
+
+    def replacement_ready(self, capacity_type: str, seconds: float) -> None: ...
+
+    def replacement_failed(self, reason: str) -> None: ...
+
+
+class LogRecorder:
+    """A Recorder that only logs (unit tests, and the fallback when Events cannot be written)."""
+
+    def node_event(self, node: str, kind: str, reason: str, message: str) -> None:
+        level = logging.WARNING if kind == "Warning" else logging.INFO
+        log.log(level, "node %s: %s: %s", node, reason, message)
+
+    def refused(self, reason: str) -> None:
+        return None
+
+    def scale_up(self, asg: str, capacity_type: str, result: str) -> None:
+        return None
+
+    def fallback(self, spot_asg: str, on_demand_asg: str, reason: str) -> None:
+        return None
+
+    def replacement_ready(self, capacity_type: str, seconds: float) -> None:
+        return None
+
+    def replacement_failed(self, reason: str) -> None:
+        return None
+
+
+@dataclasses.dataclass
+class _Batch:
+    """Nodes waiting on one capacity request (same ASG, same batch id)."""
+
+    asg: str
+    batch: str
+    members: list[tuple[NodeView, ReplacementRecord]]
+
+    @property
+    def first(self) -> ReplacementRecord:
+        return self.members[0][1]
+
+
+def _parse_time(text: str) -> dt.datetime:
+    return contract.parse_time("record", text)
+
+
+class ReplacementController:
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        asg: AutoScaling,
+        resolver: GroupResolver,
+        writer: NodeWriter,
+        sgfes: FallbackEvents,
+        retirer: Retirer,
+        nodes: Callable[[], dict[str, NodeView]],
+        clock: Clock,
+        recorder: Recorder | None = None,
+        paused: Callable[[], bool] = lambda: False,
+    ) -> None:
+        self.settings = settings
+        self.asg = asg
+        self.resolver = resolver
+        self.writer = writer
+        self.sgfes = sgfes
+        self.retirer = retirer
+        self.nodes = nodes
+        self.clock = clock
+        self.recorder: Recorder = recorder or LogRecorder()
+        self.paused = paused
+        self._wake = threading.Event()
+        self._pending: dict[str, dict[str, tuple[float, str, Pair]]] = defaultdict(dict)  # asg -> node -> detail
+        self._refused: dict[str, str] = {}  # node -> last refusal/malformed text (report once)
+        self._next_poll: dict[str, float] = {}  # asg -> monotonic time of its next capacity poll
+        self._deadlines: dict[str, float] = {}  # batch -> monotonic deadline (this process's clock)
+        self._drained_for_interruption: set[str] = set()
+        self._retry_after: dict[str, float] = {}  # node -> monotonic time before which we do not retry
+
+    # -- driving ----------------------------------------------------------------------------------
+    def notify(self, event_type: str = "", node: NodeView | None = None) -> None:
+        """Informer callback: something changed; reconcile soon."""
+        self._wake.set()
+
+    def run(self, cancel: Cancellation) -> None:
+        cancel.add_callback(self._wake.set)
+        while not cancel.cancelled:
+            try:
+                delay = self.reconcile()
+            except NotLeaderError as exc:
+                log.error("stopping replacement work: %s", exc)
+                return
+            except Exception:
+                log.exception("replacement pass failed; retrying in 1s")
+                delay = 1.0
+            self._wake.wait(max(0.0, delay))
+            self._wake.clear()
+
+    # -- one pass ---------------------------------------------------------------------------------
+    def reconcile(self) -> float:
+        """Move every record along; return how long to sleep before the next pass (seconds)."""
+        now = self.clock.monotonic()
+        wake_at = now + 30.0
+        spot_batches: dict[tuple[str, str], _Batch] = {}
+        od_batches: dict[tuple[str, str], _Batch] = {}
+        withdrawing: dict[tuple[str, str], _Batch] = {}
+        od_requested: dict[tuple[str, str], _Batch] = {}
+        spot_requested: dict[tuple[str, str], _Batch] = {}
+
+        for node in sorted(self.nodes().values(), key=lambda n: n.name):
+            record = self._record(node)
+            if record is None:
+                if node.name not in self._pending_nodes():
+                    self._detect(node, now)
+                continue
+            if record.terminal:
+                if FINALIZER in node.finalizers:
+                    self._finish(node, record)
+                continue
+            key_spot = (record.spot_asg, record.batch)
+            key_od = (record.on_demand_asg, record.batch)
+            if record.phase == Phase.SPOT_REQUESTED:
+                spot_requested.setdefault(key_spot, _Batch(record.spot_asg, record.batch, [])).members.append(
+                    (node, record)
+                )
+            elif record.phase == Phase.SPOT_SCALED_UP:
+                spot_batches.setdefault(key_spot, _Batch(record.spot_asg, record.batch, [])).members.append(
+                    (node, record)
+                )
+            elif record.phase == Phase.SPOT_WITHDRAWING:
+                withdrawing.setdefault(key_spot, _Batch(record.spot_asg, record.batch, [])).members.append(
+                    (node, record)
+                )
+            elif record.phase == Phase.ON_DEMAND_REQUESTED:
+                od_requested.setdefault(key_od, _Batch(record.on_demand_asg, record.batch, [])).members.append(
+                    (node, record)
+                )
+            elif record.phase == Phase.ON_DEMAND_SCALED_UP:
+                od_batches.setdefault(key_od, _Batch(record.on_demand_asg, record.batch, [])).members.append(
+                    (node, record)
+                )
+            elif record.phase in Phase.REPLACED:
+                self._after_replacement(node, record)
+            elif record.phase == Phase.RETIRING:
+                self._retire(node, record)
+            elif record.phase == Phase.DETECTED:
+                self._pending[record.spot_asg].setdefault(
+                    node.name, (now, record.trigger, Pair(record.spot_asg, record.on_demand_asg))
+                )
+            self._drain_on_interruption(node, record)
+
+        for batch in spot_requested.values():
+            self._confirm_spot_request(batch)
+        for asg in list(self._pending):
+            wake_at = min(wake_at, self._scale_up_pending(asg, now))
+        wake_at = min(wake_at, self._check_batches(spot_batches, on_demand=False))
+        for batch in withdrawing.values():
+            self._withdraw(batch)
+        for batch in od_requested.values():
+            self._confirm_on_demand_request(batch)
+        wake_at = min(wake_at, self._check_batches(od_batches, on_demand=True))
+        return wake_at - self.clock.monotonic()
+
+    # -- detection --------------------------------------------------------------------------------
+    def _pending_nodes(self) -> set[str]:
+        return {name for nodes in self._pending.values() for name in nodes}
+
+    def _record(self, node: NodeView) -> ReplacementRecord | None:
+        raw = node.annotations.get(ANNOTATION)
+        if raw is None:
+            return None
+        try:
+            return ReplacementRecord.from_json(raw)
+        except contract.MalformedAnnotationError as exc:
+            self._refuse_once(node.name, "malformed-record", f"{exc}; fix or remove the annotation by hand")
+            return None
+
+    def _refuse_once(self, node: str, reason: str, message: str) -> None:
+        if self._refused.get(node) == message:
+            return
+        self._refused[node] = message
+        log.warning("not acting on node %s: %s", node, message)
+        self.recorder.node_event(node, "Warning", "SpotGuardRefused", message)
+        self.recorder.refused(reason)
+
+    def _detect(self, node: NodeView, now: float) -> None:
+        try:
+            notices = contract.parse(node.annotations)
+        except contract.MalformedAnnotationError as exc:
+            self._refuse_once(node.name, "malformed-annotation", str(exc))
+            return
+        trigger = ""
+        if notices.interruption and notices.interruption.cleared is None:
+            trigger = "interruption"
+        elif notices.rebalance and notices.rebalance.cleared is None:
+            trigger = "rebalance"
+        if not trigger:
+            return
+        if node.deleting:
+            return
+        if self.paused():
+            self._refuse_once(node.name, "paused", "Spot Guard is paused (spotguard resume to act on new notices)")
+            return
+        actual = instance_id_from_provider_id(node.provider_id)
+        if notices.instance_id and actual and notices.instance_id != actual:
+            self._refuse_once(
+                node.name,
+                "stale-annotation",
+                f"notice annotations name instance {notices.instance_id} but the node is instance {actual}: stale "
+                "annotations from an earlier instance; remove them",
+            )
+            return
+        try:
+            resolved = self.resolver.resolve(node.provider_id)
+        except AwsError as exc:
+            self._refuse_once(node.name, f"aws-{exc.code}", f"could not map the node to its ASG: {exc}")
+            self._retry_after[node.name] = now + 5.0
+            return
+        if isinstance(resolved, Refusal):
+            self._refuse_once(node.name, resolved.reason, resolved.message)
+            return
+        _, pair = resolved
+        self._refused.pop(node.name, None)
+        self._pending[pair.spot].setdefault(node.name, (now, trigger, pair))
+        log.info("node %s: %s notice; replacement queued for spot ASG %s", node.name, trigger, pair.spot)
+
+    # -- spot scale-up ----------------------------------------------------------------------------
+    def _scale_up_pending(self, asg: str, now: float) -> float:
+        pending = self._pending.get(asg) or {}
+        if not pending:
+            self._pending.pop(asg, None)
+            return now + 30.0
+        first = min(seen for seen, _, _ in pending.values())
+        if now < first + self.settings.batch_window:
+            return first + self.settings.batch_window
+        nodes = self.nodes()
+        members = sorted(pending.items())
+        self._pending.pop(asg, None)
+        try:
+            group = self.asg.describe_groups([asg]).get(asg)
+        except AwsError as exc:
+            self._report_aws_error(asg, [n for n, _ in members], exc)
+            for name, detail in members:  # keep them queued
+                self._pending[asg][name] = detail
+            return now + self.settings.capacity_poll_interval
+        if group is None:
+            for name, _ in members:
+                self._refuse_once(name, "unknown-asg", f"spot ASG {asg} does not exist (ValidationError from AWS)")
+            return now + 30.0
+        target, granted = capacity.plan_scale_up(group, len(members))
+        batch = uuid.uuid4().hex[:12]
+        now_wall = self.clock.now()
+        deadline_wall = now_wall + dt.timedelta(seconds=self.settings.capacity_check_timeout)
+        requested: list[tuple[str, ReplacementRecord]] = []
+        for index, (name, (_, trigger, pair)) in enumerate(members):
+            node = nodes.get(name)
+            if node is None:
+                continue
+            instance_id = instance_id_from_provider_id(node.provider_id) or ""
+            base = ReplacementRecord(
+                phase=Phase.DETECTED,
+                trigger=trigger,
+                instance_id=instance_id,
+                spot_asg=pair.spot,
+                on_demand_asg=pair.on_demand,
+                updated_at=contract.format_time(now_wall),
+                batch=batch,
+                requested_at=contract.format_time(now_wall),
+            )
+            if index < granted:
+                record = base.advance(
+                    Phase.SPOT_REQUESTED,
+                    now_wall,
+                    spot_target=target,
+                    spot_known=tuple(sorted(group.instance_ids())),
+                    deadline_at=contract.format_time(deadline_wall),
+                )
+            else:
+                reason = f"spot ASG {asg} is at its MaxSize {group.max_size}"
+                record = base.advance(Phase.SPOT_WITHDRAWING, now_wall, fallback_reason=reason, spot_withdraw_target=-1)
+            if self._write(name, None, record):
+                requested.append((name, record))
+        spot_members = [(n, r) for n, r in requested if r.phase == Phase.SPOT_REQUESTED]
+        if spot_members:
+            self.recorder.scale_up(asg, "spot", "attempt")
+            try:
+                self.asg.set_desired_capacity(asg, target)
+            except AwsError as exc:
+                self._report_aws_error(asg, [n for n, _ in spot_members], exc)
+                return now + self.settings.capacity_poll_interval  # records stay SpotRequested: retried
+            self._deadlines[batch] = self.clock.monotonic() + self.settings.capacity_check_timeout
+            log.info("spot ASG %s: desired %d -> %d for %s", asg, group.desired, target, [n for n, _ in spot_members])
+            for name, record in spot_members:
+                self._write(name, record, record.advance(Phase.SPOT_SCALED_UP, self.clock.now()))
+                self.recorder.node_event(
+                    name,
+                    "Normal",
+                    "SpotScaleUp",
+                    f"scaled spot ASG {asg} from {group.desired} to {target} for its replacement; waiting up to "
+                    f"{format_duration(self.settings.capacity_check_timeout)} for an InService instance and Ready Node",
+                )
+            self._next_poll[asg] = self.clock.monotonic()
+        return self.clock.monotonic() + self.settings.capacity_poll_interval
+
+    def _confirm_spot_request(self, batch: _Batch) -> None:
+        """Recovery: a predecessor wrote SpotRequested; make sure the call happened, then confirm."""
+        target = batch.first.spot_target or 0
+        try:
+            group = self.asg.describe_groups([batch.asg]).get(batch.asg)
+            if group is not None and group.desired < target:
+                self.asg.set_desired_capacity(batch.asg, target)
+        except AwsError as exc:
+            self._report_aws_error(batch.asg, [n.name for n, _ in batch.members], exc)
+            return
+        for node, record in batch.members:
+            self._write(node.name, record, record.advance(Phase.SPOT_SCALED_UP, self.clock.now()))
+
+    # -- capacity checks --------------------------------------------------------------------------
+    def _check_batches(self, batches: dict[tuple[str, str], _Batch], on_demand: bool) -> float:
+        now = self.clock.monotonic()
+        wake_at = now + 30.0
+        due: dict[str, list[_Batch]] = defaultdict(list)
+        for batch in batches.values():
+            deadline = self._deadline(batch, on_demand)
+            poll_at = self._next_poll.get(batch.asg, now)
+            if now >= poll_at or now >= deadline:
+                due[batch.asg].append(batch)
+            else:
+                wake_at = min(wake_at, poll_at, deadline)
+        if not due:
+            return wake_at
+        try:
+            groups = self.asg.describe_groups(sorted(due))  # one call for every ASG due, however many batches
+        except AwsError as exc:
+            for asg, items in due.items():
+                self._report_aws_error(asg, [n.name for b in items for n, _ in b.members], exc)
+            return now + self.settings.capacity_poll_interval
+        ready_ids = self._ready_instance_ids()
+        for asg, items in due.items():
+            group = groups.get(asg)
+            self._next_poll[asg] = self.clock.monotonic() + self.settings.capacity_poll_interval
+            try:
+                activities = self.asg.activities(asg)
+            except AwsError as exc:
+                self._report_aws_error(asg, [n.name for b in items for n, _ in b.members], exc)
+                activities = []
+            for batch in items:
+                if group is None:
+                    continue
+                wake_at = min(wake_at, self._decide(batch, group, activities, ready_ids, on_demand))
+        return wake_at
+
+    def _deadline(self, batch: _Batch, on_demand: bool) -> float:
+        cached = self._deadlines.get(batch.batch + (":od" if on_demand else ""))
+        if cached is not None:
+            return cached
+        text = batch.first.on_demand_deadline_at if on_demand else batch.first.deadline_at
+        remaining = (_parse_time(text) - self.clock.now()).total_seconds() if text else 0.0
+        deadline = self.clock.monotonic() + remaining
+        self._deadlines[batch.batch + (":od" if on_demand else "")] = deadline
+        return deadline
+
+    def _ready_instance_ids(self) -> set[str]:
+        ids = set()
+        for node in self.nodes().values():
+            instance = instance_id_from_provider_id(node.provider_id)
+            if instance and node.ready and not node.deleting:
+                ids.add(instance)
+        return ids
+
+    def _decide(
+        self,
+        batch: _Batch,
+        group: Group,
+        activities: list[Any],
+        ready_ids: set[str],
+        on_demand: bool,
+    ) -> float:
+        first = batch.first
+        known = set(first.on_demand_known if on_demand else first.spot_known)
+        known |= self._assigned_instances()
+        requested_at = _parse_time(first.on_demand_requested_at if on_demand else first.requested_at)
+        target = (first.on_demand_target if on_demand else first.spot_target) or 0
+        decision = capacity.evaluate(
+            wanted=len(batch.members),
+            group=group,
+            known=known,
+            ready_instance_ids=ready_ids,
+            activities=activities,
+            requested_at=requested_at,
+            deadline_monotonic=self._deadline(batch, on_demand),
+            now_monotonic=self.clock.monotonic(),
+            poll_interval=self.settings.capacity_poll_interval,
+            target=target,
+        )
+        if isinstance(decision, capacity.Wait):
+            return decision.until_monotonic
+        arrived = decision.instances
+        members = sorted(batch.members, key=lambda m: m[0].name)
+        capacity_type = "on-demand" if on_demand else "spot"
+        for (node, record), instance in zip(members, arrived, strict=False):
+            self._mark_ready(node, record, instance, capacity_type)
+        if isinstance(decision, capacity.Fallback):
+            rest = members[len(arrived) :]
+            self.recorder.scale_up(batch.asg, capacity_type, "failed")
+            if on_demand:
+                self._on_demand_failed(batch.asg, group, rest, decision.reason)
+            else:
+                self._fall_back(batch.asg, group, rest, decision.reason, decision.code)
+        else:
+            self.recorder.scale_up(batch.asg, capacity_type, "succeeded")
+        return self.clock.monotonic()
+
+    def _assigned_instances(self) -> set[str]:
+        assigned = set()
+        for node in self.nodes().values():
+            record = self._record(node)
+            if record and record.replacement_instance:
+                assigned.add(record.replacement_instance)
+        return assigned
+
+    def _node_of_instance(self, instance_id: str) -> str:
+        for node in self.nodes().values():
+            if instance_id_from_provider_id(node.provider_id) == instance_id:
+                return node.name
+        return ""
+
+    def _mark_ready(self, node: NodeView, record: ReplacementRecord, instance: str, capacity_type: str) -> None:
+        now = self.clock.now()
+        replacement_node = self._node_of_instance(instance)
+        phase = Phase.ON_DEMAND_READY if capacity_type == "on-demand" else Phase.SPOT_READY
+        changes: dict[str, Any] = {
+            "replacement_instance": instance,
+            "replacement_node": replacement_node,
+            "replacement_capacity": capacity_type,
+        }
+        if capacity_type == "on-demand":
+            sgfe = self._create_fallback_event(record, instance, replacement_node, now)
+            changes["sgfe"] = sgfe
+        new = record.advance(phase, now, **changes)
+        if not self._write(node.name, record, new):
+            return
+        seconds = (now - _parse_time(record.requested_at)).total_seconds() if record.requested_at else 0.0
+        self.recorder.replacement_ready(capacity_type, seconds)
+        self.recorder.node_event(
+            node.name,
+            "Normal",
+            "ReplacementReady",
+            f"{capacity_type} replacement {instance} (node {replacement_node}) is InService and Ready",
+        )
+        self._after_replacement(node, new)
+
+    def _create_fallback_event(
+        self, record: ReplacementRecord, instance: str, replacement_node: str, now: dt.datetime
+    ) -> str:
+        requested = _parse_time(record.on_demand_requested_at or record.updated_at)
+        name = event_name(int(requested.timestamp()), record.instance_id)
+        wait = format_duration(self.settings.minimum_wait_duration)
+        self.sgfes.create(
+            name,
+            Spec(
+                spot_asg_name=record.spot_asg,
+                on_demand_asg_name=record.on_demand_asg,
+                on_demand_node_name=replacement_node,
+                on_demand_instance_id=instance,
+                timestamp=contract.format_time(now),
+                minimum_wait_duration=wait,
+            ),
+            Status(message=f"Fallback to on-demand completed, waiting {wait} before monitoring"),
+        )
+        log.info("created SpotGuardFallbackEvent %s for on-demand node %s", name, replacement_node)
+        return name
+
+    # -- fallback ---------------------------------------------------------------------------------
+    def _fall_back(
+        self, asg: str, group: Group, members: list[tuple[NodeView, ReplacementRecord]], reason: str, code: str
+    ) -> None:
+        if not members:
+            return
+        # Withdraw the unfulfilled increase: exactly the pending new instances if any, else desired - n.
+        withdraw_target = max(group.min_size, group.desired - len(members))
+        now = self.clock.now()
+        log.warning("spot ASG %s: falling back to on-demand for %s: %s", asg, [n.name for n, _ in members], reason)
+        for node, record in members:
+            self.recorder.fallback(record.spot_asg, record.on_demand_asg, code)
+            self.recorder.node_event(node.name, "Warning", "SpotCapacityShort", f"{reason}; falling back to on-demand")
+            self._write(
+                node.name,
+                record,
+                record.advance(
+                    Phase.SPOT_WITHDRAWING, now, fallback_reason=reason, spot_withdraw_target=withdraw_target
+                ),
+            )
+        self._wake.set()
+
+    def _withdraw(self, batch: _Batch) -> None:
+        target = batch.first.spot_withdraw_target
+        if target is not None and target >= 0:
+            try:
+                group = self.asg.describe_groups([batch.asg]).get(batch.asg)
+                if group is not None and group.desired > target:
+                    pending = [
+                        i.instance_id
+                        for i in group.instances
+                        if i.lifecycle_state in PENDING_STATES and i.instance_id not in batch.first.spot_known
+                    ]
+                    excess = group.desired - target
+                    for instance in pending[:excess]:  # remove exactly the late launches, never an old node
+                        self.asg.terminate_instance(instance, decrement=True)
+                        excess -= 1
+                    if excess > 0:
+                        self.asg.set_desired_capacity(batch.asg, group.desired - (group.desired - target))
+                    log.info("spot ASG %s: withdrew the unfulfilled increase (desired -> %d)", batch.asg, target)
+            except AwsError as exc:
+                self._report_aws_error(batch.asg, [n.name for n, _ in batch.members], exc)
+                return
+        self._request_on_demand(batch)
+
+    def _request_on_demand(self, batch: _Batch) -> None:
+        od_asg = batch.first.on_demand_asg
+        try:
+            group = self.asg.describe_groups([od_asg]).get(od_asg)
+        except AwsError as exc:
+            self._report_aws_error(od_asg, [n.name for n, _ in batch.members], exc)
+            return
+        if group is None:
+            for node, record in batch.members:
+                self._fail(node, record, f"on-demand ASG {od_asg} does not exist")
+            return
+        target, granted = capacity.plan_scale_up(group, len(batch.members))
+        now = self.clock.now()
+        deadline = now + dt.timedelta(seconds=self.settings.capacity_check_timeout)
+        members = sorted(batch.members, key=lambda m: m[0].name)
+        requested = []
+        for index, (node, record) in enumerate(members):
+            if index >= granted:
+                self._fail(node, record, f"on-demand ASG {od_asg} is at its MaxSize {group.max_size}")
+                continue
+            new = record.advance(
+                Phase.ON_DEMAND_REQUESTED,
+                now,
+                on_demand_target=target,
+                on_demand_known=tuple(sorted(group.instance_ids())),
+                on_demand_requested_at=contract.format_time(now),
+                on_demand_deadline_at=contract.format_time(deadline),
+            )
+            if self._write(node.name, record, new):
+                requested.append((node, new))
+        if not requested:
+            return
+        self.recorder.scale_up(od_asg, "on-demand", "attempt")
+        try:
+            self.asg.set_desired_capacity(od_asg, target)
+        except AwsError as exc:
+            self._report_aws_error(od_asg, [n.name for n, _ in requested], exc)
+            return
+        self._deadlines[batch.batch + ":od"] = self.clock.monotonic() + self.settings.capacity_check_timeout
+        self._next_poll[od_asg] = self.clock.monotonic()
+        log.info("on-demand ASG %s: desired %d -> %d", od_asg, group.desired, target)
+        for node, record in requested:
+            self._write(node.name, record, record.advance(Phase.ON_DEMAND_SCALED_UP, self.clock.now()))
+            self.recorder.node_event(
+                node.name,
+                "Normal",
+                "OnDemandScaleUp",
+                f"scaled on-demand ASG {od_asg} from {group.desired} to {target}",
+            )
+
+    def _confirm_on_demand_request(self, batch: _Batch) -> None:
+        target = batch.first.on_demand_target or 0
+        try:
+            group = self.asg.describe_groups([batch.asg]).get(batch.asg)
+            if group is not None and group.desired < target:
+                self.asg.set_desired_capacity(batch.asg, target)
+        except AwsError as exc:
+            self._report_aws_error(batch.asg, [n.name for n, _ in batch.members], exc)
+            return
+        for node, record in batch.members:
+            self._write(node.name, record, record.advance(Phase.ON_DEMAND_SCALED_UP, self.clock.now()))
+
+    def _on_demand_failed(
+        self, asg: str, group: Group, members: list[tuple[NodeView, ReplacementRecord]], reason: str
+    ) -> None:
+        if not members:
+            return
+        target = max(group.min_size, group.desired - len(members))
+        try:
+            if group.desired > target:
+                self.asg.set_desired_capacity(asg, target)
+        except AwsError as exc:
+            self._report_aws_error(asg, [n.name for n, _ in members], exc)
+            return
+        for node, record in members:
+            self._fail(node, record, f"spot failed ({record.fallback_reason}) and on-demand failed ({reason})")
+
+    def _fail(self, node: NodeView, record: ReplacementRecord, reason: str) -> None:
+        """Neither spot nor on-demand: PreferNoSchedule only, so the node is never stranded."""
+        with contextlib.suppress(NodeGoneError):
+            self.writer.set_taint(node.name, TAINT_KEY, "no-replacement", "PreferNoSchedule")
+        self._write(node.name, record, record.advance(Phase.FAILED, self.clock.now(), failed_reason=reason))
+        self.recorder.replacement_failed("no-capacity")
+        self.recorder.node_event(node.name, "Warning", "ReplacementFailed", f"{reason}; node tainted PreferNoSchedule")
+        log.error("node %s: no replacement capacity: %s", node.name, reason)
+
+    # -- after the replacement is Ready -----------------------------------------------------------
+    def _after_replacement(self, node: NodeView, record: ReplacementRecord) -> None:
+        if not any(t.get("key") == TAINT_KEY and t.get("effect") == "NoSchedule" for t in node.taints):
+            with contextlib.suppress(NodeGoneError):
+                self.writer.set_taint(node.name, TAINT_KEY, "replaced", "NoSchedule")
+        interrupted = record.trigger == "interruption" or self._has_interruption(node)
+        if self.settings.retire_policy == "drain" or interrupted:
+            new = record.advance(Phase.RETIRING, self.clock.now())
+            if self._write(node.name, record, new):
+                self._retire(node, new)
+            return
+        # keep-until-interruption: give the surplus back when no interruption comes within the grace period.
+        ready_at = _parse_time(record.updated_at)
+        if (self.clock.now() - ready_at).total_seconds() >= self.settings.keep_grace_period:
+            self._release(node, record)
+
+    def _has_interruption(self, node: NodeView) -> bool:
+        try:
+            notices = contract.parse(node.annotations)
+        except contract.MalformedAnnotationError:
+            return False
+        return notices.interruption is not None and notices.interruption.cleared is None
+
+    def _retire(self, node: NodeView, record: ReplacementRecord) -> None:
+        if self.retirer.busy(node.name) or self.clock.monotonic() < self._retry_after.get(node.name, 0.0):
+            return
+
+        def job() -> None:
+            if not self.retirer.drain(node.name):
+                self._retry_after[node.name] = self.clock.monotonic() + 10.0
+                self.recorder.node_event(node.name, "Warning", "DrainIncomplete", "drain incomplete; will retry")
+                self._wake.set()
+                return
+            if record.instance_id:
+                self.retirer.terminate(record.instance_id)
+            self._write(node.name, record, record.advance(Phase.RETIRED, self.clock.now()))
+            self.recorder.node_event(
+                node.name,
+                "Normal",
+                "Retired",
+                f"drained and terminated instance {record.instance_id} with decrement; capacity is neutral again",
+            )
+            self._wake.set()
+
+        self.retirer.submit(node.name, job)
+
+    def _release(self, node: NodeView, record: ReplacementRecord) -> None:
+        """keep-until-interruption: no interruption came; lift the taint and give the replacement back."""
+        replacement = record.replacement_instance
+
+        def job() -> None:
+            if record.replacement_node and not self.retirer.drain(record.replacement_node):
+                self._retry_after[node.name] = self.clock.monotonic() + 10.0
+                return
+            if replacement:
+                self.retirer.terminate(replacement)
+            self.writer.remove_taint(node.name, TAINT_KEY)
+            self._write(node.name, record, record.advance(Phase.RELEASED, self.clock.now()))
+            self.recorder.node_event(
+                node.name,
+                "Normal",
+                "Released",
+                f"no interruption within {format_duration(self.settings.keep_grace_period)}: taint lifted, "
+                f"replacement {replacement} given back",
+            )
+
+        self.retirer.submit(node.name, job)
+
+    def _drain_on_interruption(self, node: NodeView, record: ReplacementRecord) -> None:
+        """On an interruption notice, start draining at once (before the 2-minute deadline)."""
+        if not self.settings.drain_on_interruption or node.name in self._drained_for_interruption:
+            return
+        if record.phase in (Phase.RETIRING, *Phase.TERMINAL) or not self._has_interruption(node):
+            return
+        self._drained_for_interruption.add(node.name)
+        self.recorder.node_event(node.name, "Normal", "DrainForInterruption", "interruption notice: draining now")
+        self.retirer.submit(node.name, lambda: self._drain_only(node.name))
+
+    def _drain_only(self, node: str) -> None:
+        self.retirer.drain(node)
+
+    def _finish(self, node: NodeView, record: ReplacementRecord) -> None:
+        self._write(node.name, record, record)
+
+    # -- plumbing ---------------------------------------------------------------------------------
+    def _write(self, node: str, expected: ReplacementRecord | None, new: ReplacementRecord) -> bool:
+        try:
+            self.writer.write_record(node, expected, new)
+        except RecordChangedError as exc:
+            log.warning("%s", exc)
+            return False
+        except NodeGoneError:
+            log.info("node %s is gone; its replacement record went with it", node)
+            return False
+        return True
+
+    def _report_aws_error(self, asg: str, nodes: Iterable[str], exc: AwsError) -> None:
+        hint = {
+            "AccessDenied": "grant the controller's IAM role the action (manifests/iam-policy.json)",
+            "ValidationError": "check that the ASG exists and its MaxSize allows the change",
+            "Throttling": "AWS is rate limiting; Spot Guard retries with backoff",
+            "ScalingActivityInProgress": "another scaling activity holds the group; Spot Guard retries",
+        }.get(exc.code, "Spot Guard retries on its next pass")
+        for node in nodes:
+            self.recorder.node_event(node, "Warning", "AWSError", f"{exc} (ASG {asg}); {hint}")
+        log.warning("ASG %s: %s; %s", asg, exc, hint)
+
+
+def in_service(group: Group) -> list[str]:
+    return [i.instance_id for i in group.instances if i.lifecycle_state == IN_SERVICE]
