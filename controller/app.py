@@ -10,23 +10,26 @@ run only while this replica leads.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import signal
 import threading
+from collections.abc import Callable
 from types import FrameType
 
-from kubernetes import client as k8s
-
-from controller.aws import AutoScaling
-from controller.clock import Cancellation, SystemClock
+from controller.aws import AutoScaling, FenceCheck
+from controller.clock import Cancellation, Clock, SystemClock
 from controller.config import Settings
 from controller.drain import Drainer, DrainOptions
 from controller.election import ElectionConfig, KubeLeaseStore, LeaseElector
 from controller.fallbackevent import FallbackEvents
 from controller.groups import GroupResolver
-from controller.kube import Informer, Kube, api_client
+from controller.kube import Informer, Kube, NodeView, api_client
 from controller.nodes import NodeWriter
+from controller.observability.events import EventRecorder
+from controller.observability.metrics import Metrics
 from controller.replacement import Recorder, ReplacementController
+from controller.reporting import KubeRecorder
 from controller.retirement import Retirer
 
 log = logging.getLogger(__name__)
@@ -66,43 +69,9 @@ def run_controller(
     )
 
     def work(cancel: Cancellation) -> None:
-        asg = AutoScaling(fence=elector.fence)
-        drainer = Drainer(kube, clock)
-        retirer = Retirer(
-            drainer,
-            asg,
-            DrainOptions(timeout=settings.drain_timeout, delete_emptydir_data=settings.delete_emptydir_data),
-            cancel,
-        )
-        controller: ReplacementController | None = None
-
-        def on_node(event_type: str, node: object) -> None:
-            if controller is not None:
-                controller.notify()
-
-        informer = Informer(kube, on_node)
-        controller = ReplacementController(
-            settings=settings,
-            asg=asg,
-            resolver=GroupResolver(settings, asg, clock.monotonic),
-            writer=NodeWriter(kube),
-            sgfes=FallbackEvents(kube, settings.namespace),
-            retirer=retirer,
-            nodes=informer.snapshot,
-            clock=clock,
-            recorder=recorder,
-        )
-        watch_stop = threading.Event()
-        cancel.add_callback(watch_stop.set)
-        watcher = threading.Thread(target=informer.run, args=(watch_stop,), name="node-informer", daemon=True)
-        watcher.start()
-        informer.synced.wait(30)
-        log.info("leading as %s: watching %d nodes", elector.identity, len(informer.nodes))
-        try:
-            controller.run(cancel)
-        finally:
-            watch_stop.set()
-            retirer.shutdown()
+        parts = leader_components(settings, kube, clock, elector.fence, cancel, recorder=recorder)
+        log.info("leading as %s", elector.identity)
+        run_leader(parts, cancel)
 
     log.info(
         "starting as %s; campaigning for Lease %s/%s", elector.identity, settings.lease_namespace, settings.lease_name
@@ -112,5 +81,68 @@ def run_controller(
     return 0
 
 
-def core_api(kubeconfig: str | None = None) -> k8s.CoreV1Api:
-    return k8s.CoreV1Api(api_client(kubeconfig))
+@dataclasses.dataclass
+class LeaderComponents:
+    """What runs while this replica leads (built fresh on every term)."""
+
+    informer: Informer
+    replacement: ReplacementController
+    retirer: Retirer
+    asg: AutoScaling
+
+
+def leader_components(
+    settings: Settings,
+    kube: Kube,
+    clock: Clock,
+    fence: FenceCheck,
+    cancel: Cancellation,
+    *,
+    recorder: Recorder | None = None,
+    metrics: Metrics | None = None,
+) -> LeaderComponents:
+    metrics = metrics or Metrics(clock)
+    if recorder is None:
+        recorder = KubeRecorder(EventRecorder(kube, clock=clock), metrics)
+    asg = AutoScaling(fence=fence, on_call=metrics.aws_call)
+    retirer = Retirer(
+        Drainer(kube, clock),
+        asg,
+        DrainOptions(timeout=settings.drain_timeout, delete_emptydir_data=settings.delete_emptydir_data),
+        cancel,
+    )
+    wake: list[Callable[[], None]] = []
+
+    def on_node(event_type: str, node: NodeView) -> None:
+        for callback in wake:
+            callback()
+
+    informer = Informer(kube, on_node)
+    replacement = ReplacementController(
+        settings=settings,
+        asg=asg,
+        resolver=GroupResolver(settings, asg, clock.monotonic),
+        writer=NodeWriter(kube),
+        sgfes=FallbackEvents(kube, settings.namespace),
+        retirer=retirer,
+        nodes=informer.snapshot,
+        clock=clock,
+        recorder=recorder,
+    )
+    wake.append(replacement.notify)
+    return LeaderComponents(informer, replacement, retirer, asg)
+
+
+def run_leader(parts: LeaderComponents, cancel: Cancellation) -> None:
+    """List+watch Nodes and run the controllers until ``cancel`` fires."""
+    watch_stop = threading.Event()
+    cancel.add_callback(watch_stop.set)
+    watcher = threading.Thread(target=parts.informer.run, args=(watch_stop,), name="node-informer", daemon=True)
+    watcher.start()
+    parts.informer.synced.wait(30)
+    log.info("watching %d nodes", len(parts.informer.nodes))
+    try:
+        parts.replacement.run(cancel)
+    finally:
+        watch_stop.set()
+        parts.retirer.shutdown()

@@ -38,6 +38,10 @@ THROTTLING_CODES = frozenset({"Throttling", "ThrottlingException", "RequestLimit
 CONTENTION_CODES = frozenset({"ScalingActivityInProgress", "ResourceContention"})
 ACCESS_CODES = frozenset({"AccessDenied", "AccessDeniedException", "UnauthorizedOperation"})
 
+# EC2's own text for InsufficientInstanceCapacity when the ASG's message does not carry the code
+# (on-demand launches): a whole sentence, never a bare word like "capacity".
+CAPACITY_SENTENCES = {"We currently do not have sufficient": "InsufficientInstanceCapacity"}
+
 IN_SERVICE = "InService"
 PENDING_STATES = frozenset({"Pending", "Pending:Wait", "Pending:Proceed"})
 
@@ -101,6 +105,9 @@ class Activity:
         words = {w.strip(".,:;()'\"") for w in text.split()}
         for code in sorted(CAPACITY_CODES):
             if code in words:
+                return code
+        for sentence, code in CAPACITY_SENTENCES.items():
+            if sentence in text:
                 return code
         return None
 

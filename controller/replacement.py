@@ -335,6 +335,7 @@ class ReplacementController:
             try:
                 self.asg.set_desired_capacity(asg, target)
             except AwsError as exc:
+                self.recorder.scale_up(asg, "spot", "error")
                 self._report_aws_error(asg, [n for n, _ in spot_members], exc)
                 return now + self.settings.capacity_poll_interval  # records stay SpotRequested: retried
             self._deadlines[batch] = self.clock.monotonic() + self.settings.capacity_check_timeout
@@ -451,13 +452,14 @@ class ReplacementController:
             self._mark_ready(node, record, instance, capacity_type)
         if isinstance(decision, capacity.Fallback):
             rest = members[len(arrived) :]
-            self.recorder.scale_up(batch.asg, capacity_type, "failed")
+            result = "timeout" if decision.code == "CapacityCheckTimeout" else "no_capacity"
+            self.recorder.scale_up(batch.asg, capacity_type, result)
             if on_demand:
                 self._on_demand_failed(batch.asg, group, rest, decision.reason)
             else:
                 self._fall_back(batch.asg, group, rest, decision.reason, decision.code)
         else:
-            self.recorder.scale_up(batch.asg, capacity_type, "succeeded")
+            self.recorder.scale_up(batch.asg, capacity_type, "success")
         return self.clock.monotonic()
 
     def _assigned_instances(self) -> set[str]:
@@ -531,7 +533,9 @@ class ReplacementController:
         now = self.clock.now()
         log.warning("spot ASG %s: falling back to on-demand for %s: %s", asg, [n.name for n, _ in members], reason)
         for node, record in members:
-            self.recorder.fallback(record.spot_asg, record.on_demand_asg, code)
+            self.recorder.fallback(
+                record.spot_asg, record.on_demand_asg, "timeout" if code == "CapacityCheckTimeout" else "no_capacity"
+            )
             self.recorder.node_event(node.name, "Warning", "SpotCapacityShort", f"{reason}; falling back to on-demand")
             self._write(
                 node.name,
@@ -601,6 +605,7 @@ class ReplacementController:
         try:
             self.asg.set_desired_capacity(od_asg, target)
         except AwsError as exc:
+            self.recorder.scale_up(od_asg, "on-demand", "error")
             self._report_aws_error(od_asg, [n.name for n, _ in requested], exc)
             return
         self._deadlines[batch.batch + ":od"] = self.clock.monotonic() + self.settings.capacity_check_timeout
@@ -647,7 +652,7 @@ class ReplacementController:
         with contextlib.suppress(NodeGoneError):
             self.writer.set_taint(node.name, TAINT_KEY, "no-replacement", "PreferNoSchedule")
         self._write(node.name, record, record.advance(Phase.FAILED, self.clock.now(), failed_reason=reason))
-        self.recorder.replacement_failed("no-capacity")
+        self.recorder.replacement_failed("no_capacity")
         self.recorder.node_event(node.name, "Warning", "ReplacementFailed", f"{reason}; node tainted PreferNoSchedule")
         log.error("node %s: no replacement capacity: %s", node.name, reason)
 

@@ -30,6 +30,12 @@ def _activity(status: str, message: str, description: str = "") -> Activity:
             "SpotMaxPriceTooLow",
         ),
         ("Failed", "MaxSpotInstanceCountExceeded - Max spot instance count exceeded.", "MaxSpotInstanceCountExceeded"),
+        (
+            "Failed",
+            "We currently do not have sufficient m5.large capacity in the Availability Zone you requested "
+            "(us-east-1a). Launching EC2 instance failed.",
+            "InsufficientInstanceCapacity",
+        ),
         # The seed's false positives: the bare word "capacity" or "insufficient" is not a code.
         ("Failed", "Launching a new EC2 instance failed: the capacity reservation was not found.", None),
         ("Failed", "Insufficient permissions: not authorized to perform ec2:RunInstances.", None),

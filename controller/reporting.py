@@ -1,0 +1,54 @@
+"""Reports the replacement controller's decisions as Kubernetes Events, metrics and log lines."""
+
+from __future__ import annotations
+
+import logging
+
+from controller.observability.events import EventRecorder, node_ref
+from controller.observability.metrics import Metrics
+
+log = logging.getLogger("controller.replacement")
+
+# The controller's refusal reasons, in the metric's vocabulary.
+_REFUSALS = {
+    "malformed-annotation": "malformed_annotation",
+    "malformed-record": "malformed_annotation",
+    "stale-annotation": "malformed_annotation",
+    "no-provider-id": "no_instance_id",
+    "not-in-a-group": "not_in_configured_group",
+    "unconfigured-group": "not_in_configured_group",
+    "unknown-asg": "not_in_configured_group",
+    "capacity-rebalance": "capacity_rebalance_enabled",
+    "paused": "paused",
+}
+
+
+class KubeRecorder:
+    """The production ``Recorder``: every decision becomes an Event on its Node, a metric and a log line."""
+
+    def __init__(self, events: EventRecorder, metrics: Metrics) -> None:
+        self.events = events
+        self.metrics = metrics
+
+    def node_event(self, node: str, kind: str, reason: str, message: str) -> None:
+        level = logging.WARNING if kind == "Warning" else logging.INFO
+        log.log(level, "node %s: %s: %s", node, reason, message, extra={"node": node, "reason": reason})
+        self.events.record(node_ref(node), kind, reason, message)
+
+    def refused(self, reason: str) -> None:
+        self.metrics.refused(_REFUSALS.get(reason, reason.replace("-", "_")))
+
+    def scale_up(self, asg: str, capacity_type: str, result: str) -> None:
+        if result == "attempt":
+            self.metrics.scale_up_started(asg, capacity_type)
+        else:
+            self.metrics.scale_up_finished(asg, capacity_type, result)
+
+    def fallback(self, spot_asg: str, on_demand_asg: str, reason: str) -> None:
+        self.metrics.fell_back(spot_asg, on_demand_asg, reason)
+
+    def replacement_ready(self, capacity_type: str, seconds: float) -> None:
+        self.metrics.replacement_ready(capacity_type, seconds)
+
+    def replacement_failed(self, reason: str) -> None:
+        self.metrics.replacement_failed(reason)

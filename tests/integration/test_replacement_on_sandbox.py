@@ -1,0 +1,296 @@
+"""From a nodewatch annotation to replacement capacity, on the real sandbox (API server, kwok, moto +
+capacity simulator), with the controller's production wiring running in-process."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from kubernetes import client as k8s
+
+from controller import config
+from controller.app import leader_components, run_leader
+from controller.clock import Cancellation, SystemClock
+from controller.kube import Kube
+from sandbox.aws.client import SandboxAWSClient
+from sandbox.environment import Sandbox
+
+SPOT = "spotguard-spot-1"
+ON_DEMAND = "spotguard-ondemand-1"
+SETTINGS = config.Settings(
+    spot_asg_name=SPOT,
+    on_demand_asg_name=ON_DEMAND,
+    capacity_check_timeout=15.0,
+    capacity_poll_interval=0.5,
+    batch_window=0.3,
+    drain_timeout=15.0,
+    minimum_wait_duration=600.0,
+)
+
+
+@dataclasses.dataclass
+class Running:
+    cancel: Cancellation
+    thread: threading.Thread
+
+
+@pytest.fixture
+def start_controller(
+    api_client: k8s.ApiClient, aws_sim: SandboxAWSClient, sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Callable[..., Running]]:
+    for key, value in sandbox.env().items():
+        monkeypatch.setenv(key, value)
+    started: list[Running] = []
+
+    def start(**overrides: Any) -> Running:
+        settings = dataclasses.replace(SETTINGS, **overrides).validate()
+        cancel = Cancellation()
+        parts = leader_components(settings, Kube(api_client), SystemClock(), lambda op: None, cancel)
+        thread = threading.Thread(target=run_leader, args=(parts, cancel), daemon=True)
+        thread.start()
+        running = Running(cancel, thread)
+        started.append(running)
+        return running
+
+    yield start
+    for running in started:
+        running.cancel.cancel("test over")
+        running.thread.join(timeout=20)
+    custom = k8s.CustomObjectsApi(api_client)
+    for item in custom.list_namespaced_custom_object("aws.amazon.com", "v1", "kube-system", "spotguardfallbackevents")[
+        "items"
+    ]:
+        custom.delete_namespaced_custom_object(
+            "aws.amazon.com", "v1", "kube-system", "spotguardfallbackevents", item["metadata"]["name"]
+        )
+
+
+def _spot_nodes(core: k8s.CoreV1Api, asg: str = SPOT) -> list[k8s.V1Node]:
+    return sorted(core.list_node(label_selector=f"spotguard.io/asg={asg}").items, key=lambda n: n.metadata.name)
+
+
+def _instance(node: k8s.V1Node) -> str:
+    return str(node.spec.provider_id.rsplit("/", 1)[-1])
+
+
+def _recommend(core: k8s.CoreV1Api, node: k8s.V1Node, **extra: str) -> None:
+    """Write the annotations exactly as nodewatch does."""
+    annotations = {
+        "spotguard.io/rebalance-notice-time": "2026-11-21T10:00:00Z",
+        "spotguard.io/rebalance-first-seen": "2026-11-21T10:00:01Z",
+        "spotguard.io/instance-id": _instance(node),
+        "spotguard.io/availability-zone": node.metadata.labels["topology.kubernetes.io/zone"],
+        **extra,
+    }
+    core.patch_node(node.metadata.name, {"metadata": {"annotations": annotations}})
+
+
+def _record(core: k8s.CoreV1Api, name: str) -> dict[str, Any] | None:
+    try:
+        node = core.read_node(name)
+    except k8s.ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
+    raw = (node.metadata.annotations or {}).get("spotguard.io/replacement")
+    return None if raw is None else dict(json.loads(raw))
+
+
+def _gone(core: k8s.CoreV1Api, name: str) -> bool:
+    try:
+        core.read_node(name)
+    except k8s.ApiException as exc:
+        return bool(exc.status == 404)
+    return False
+
+
+def _until(what: str, check: Callable[[], Any], timeout: float = 60) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"{what}: not true within {timeout:.0f}s"
+        time.sleep(0.2)
+
+
+def _desired(aws_sim: SandboxAWSClient, group: str) -> int:
+    return int(aws_sim.group(group)["desired_capacity"])
+
+
+def _instances(aws_sim: SandboxAWSClient, group: str) -> set[str]:
+    return {i["instance_id"] for i in aws_sim.group(group)["instances"]}
+
+
+def _events(core: k8s.CoreV1Api, node: str) -> list[str]:
+    items = core.list_namespaced_event("default", field_selector=f"involvedObject.name={node}").items
+    return [f"{e.type} {e.reason}: {e.message}" for e in items]
+
+
+def test_rebalance_gets_a_spot_replacement_then_exactly_the_old_instance_is_retired(
+    start_controller: Callable[..., Running], core: k8s.CoreV1Api, aws_sim: SandboxAWSClient
+) -> None:
+    aws_sim.set_capacity(SPOT, pending_seconds=1)
+    old = _spot_nodes(core)[0]
+    old_instance = _instance(old)
+    before = _instances(aws_sim, SPOT)
+    start_controller()
+    _recommend(core, old)
+
+    _until("the old node retired and gone", lambda: _gone(core, old.metadata.name), timeout=60)
+    after = _instances(aws_sim, SPOT)
+    assert old_instance not in after
+    assert before - {old_instance} < after, "every other spot instance survives"
+    assert len(after) == len(before) and _desired(aws_sim, SPOT) == len(before), "capacity neutral"
+    assert aws_sim.count_calls("SetDesiredCapacity", asg=SPOT) == 1
+    terminations = aws_sim.calls("TerminateInstanceInAutoScalingGroup")
+    assert len(terminations) == 1 and old_instance in json.dumps(terminations[0])
+    assert _desired(aws_sim, ON_DEMAND) == 0
+    _until("all spot nodes Ready", lambda: len(_spot_nodes(core)) == len(before))
+
+
+def test_spot_shortage_falls_back_to_on_demand_and_records_a_fallback_event(
+    start_controller: Callable[..., Running], core: k8s.CoreV1Api, aws_sim: SandboxAWSClient, api_client: k8s.ApiClient
+) -> None:
+    aws_sim.set_capacity(SPOT, capacity_short=True, retry_seconds=1)
+    old = _spot_nodes(core)[0]
+    start_controller()
+    _recommend(core, old)
+
+    custom = k8s.CustomObjectsApi(api_client)
+
+    def fallback_event() -> dict[str, Any] | None:
+        items = custom.list_namespaced_custom_object(
+            "aws.amazon.com", "v1", "kube-system", "spotguardfallbackevents", label_selector="component=spot-guard"
+        )["items"]
+        return items[0] if items else None
+
+    event = _until("a SpotGuardFallbackEvent", fallback_event)
+    od_instances = _instances(aws_sim, ON_DEMAND)
+    assert len(od_instances) == 1
+    spec = event["spec"]
+    assert spec["spotASGName"] == SPOT and spec["onDemandASGName"] == ON_DEMAND
+    assert spec["onDemandInstanceID"] in od_instances
+    od_node = core.read_node(spec["onDemandNodeName"])
+    assert od_node.spec.provider_id.endswith("/" + spec["onDemandInstanceID"])
+    assert spec["minimumWaitDuration"] == "10m"
+    assert event["metadata"]["labels"] == {"app": "aws-node-termination-handler", "component": "spot-guard"}
+    _until("the SGFE status set", lambda: (fallback_event() or {}).get("status", {}).get("phase") == "Pending")
+
+    _until("the old spot node retired", lambda: _gone(core, old.metadata.name))
+    # Neutral: the on-demand node stands in for the spot one; no spot increase left dangling.
+    assert _desired(aws_sim, SPOT) == 2 and len(_instances(aws_sim, SPOT)) == 2
+    assert _desired(aws_sim, ON_DEMAND) == 1
+    failed = [a for a in aws_sim.activities(SPOT) if a["status_code"] == "Failed"]
+    assert failed, "the fallback was triggered by the simulator's Failed activity"
+
+
+def test_spot_and_on_demand_both_short_leave_only_a_prefer_no_schedule_taint(
+    start_controller: Callable[..., Running], core: k8s.CoreV1Api, aws_sim: SandboxAWSClient
+) -> None:
+    aws_sim.set_capacity(SPOT, capacity_short=True, retry_seconds=1)
+    aws_sim.set_capacity(ON_DEMAND, capacity_short=True, retry_seconds=1)
+    old = _spot_nodes(core)[0]
+    start_controller()
+    _recommend(core, old)
+
+    record = _until(
+        "the replacement recorded as Failed",
+        lambda: (r := _record(core, old.metadata.name)) is not None and r["phase"] == "Failed" and r,
+    )
+    assert "InsufficientInstanceCapacity" in record["failedReason"]
+    node = core.read_node(old.metadata.name)
+    effects = {(t.key, t.effect) for t in node.spec.taints or []}
+    assert effects == {("spotguard.io/rebalance", "PreferNoSchedule")}, "never NoSchedule without a replacement"
+    assert not node.spec.unschedulable
+    assert "spotguard.io/replacement" not in (node.metadata.finalizers or [])
+    assert _desired(aws_sim, SPOT) == 3 and _desired(aws_sim, ON_DEMAND) == 0, "no increase left dangling"
+    assert any("ReplacementFailed" in e for e in _events(core, old.metadata.name))
+
+
+def test_simultaneous_recommendations_are_batched_into_one_scale_up(
+    start_controller: Callable[..., Running], core: k8s.CoreV1Api, aws_sim: SandboxAWSClient
+) -> None:
+    aws_sim.set_capacity(SPOT, pending_seconds=1)
+    nodes = _spot_nodes(core)
+    start_controller(batch_window=1.0)
+    for node in nodes:
+        _recommend(core, node)
+
+    _until("all three old nodes retired", lambda: all(_gone(core, n.metadata.name) for n in nodes), 90)
+    calls = aws_sim.calls("SetDesiredCapacity", asg=SPOT)
+    assert len(calls) == 1, calls
+    assert "6" in json.dumps(calls[0]), "one call raised desired from 3 to 6"
+    assert _desired(aws_sim, SPOT) == 3
+    assert not _instances(aws_sim, SPOT) & {_instance(n) for n in nodes}
+
+
+def test_spot_at_max_size_falls_back_at_once(
+    start_controller: Callable[..., Running], core: k8s.CoreV1Api, aws_sim: SandboxAWSClient, autoscaling: Any
+) -> None:
+    autoscaling.update_auto_scaling_group(AutoScalingGroupName=SPOT, MaxSize=3)
+    old = _spot_nodes(core)[0]
+    start_controller()
+    _recommend(core, old)
+
+    _until("the old node retired", lambda: _gone(core, old.metadata.name))
+    assert aws_sim.count_calls("SetDesiredCapacity", asg=SPOT) == 0, "no spot scale-up beyond MaxSize"
+    assert _desired(aws_sim, ON_DEMAND) == 1 and _desired(aws_sim, SPOT) == 2
+
+
+def test_malformed_annotation_and_unknown_group_are_refused_with_a_warning(
+    start_controller: Callable[..., Running], core: k8s.CoreV1Api, aws_sim: SandboxAWSClient
+) -> None:
+    bad = _spot_nodes(core)[0]
+    core.patch_node(
+        bad.metadata.name, {"metadata": {"annotations": {"spotguard.io/rebalance-notice-time": "yesterday"}}}
+    )
+    stranger = "stranger-node"
+    core.create_node(
+        k8s.V1Node(
+            metadata=k8s.V1ObjectMeta(
+                name=stranger,
+                annotations={
+                    "kwok.x-k8s.io/node": "fake",
+                    "spotguard.io/rebalance-notice-time": "2026-11-21T10:00:00Z",
+                },
+            ),
+            spec=k8s.V1NodeSpec(provider_id="aws:///us-east-1a/i-0000000000000dead"),
+        )
+    )
+    try:
+        start_controller()
+        _until(
+            "a warning on the malformed node",
+            lambda: any("SpotGuardRefused" in e for e in _events(core, bad.metadata.name)),
+        )
+        _until("a warning on the stranger node", lambda: any("SpotGuardRefused" in e for e in _events(core, stranger)))
+        assert any("rebalance-notice-time='yesterday' is malformed" in e for e in _events(core, bad.metadata.name))
+        assert any("is in no Auto Scaling Group" in e for e in _events(core, stranger))
+        time.sleep(2)  # give a wrong implementation the chance to act
+        assert aws_sim.count_calls("SetDesiredCapacity") == 0
+    finally:
+        core.delete_node(stranger)
+
+
+def test_throttling_is_retried_and_access_denied_is_reported_then_recovers(
+    start_controller: Callable[..., Running], core: k8s.CoreV1Api, aws_sim: SandboxAWSClient
+) -> None:
+    aws_sim.set_capacity(SPOT, pending_seconds=0)
+    aws_sim.add_fault("SetDesiredCapacity", "Throttling", count=2, asg=SPOT)
+    aws_sim.add_fault("SetDesiredCapacity", "AccessDenied", count=1, asg=SPOT)
+    old = _spot_nodes(core)[0]
+    start_controller()
+    _recommend(core, old)
+
+    _until(
+        "an AccessDenied warning naming node and ASG",
+        lambda: any("AWSError" in e and "AccessDenied" in e and SPOT in e for e in _events(core, old.metadata.name)),
+    )
+    _until("the replacement done once the fault is gone", lambda: _gone(core, old.metadata.name), 60)
+    assert _desired(aws_sim, SPOT) == 3
