@@ -16,6 +16,9 @@ $(BIN)/spotguard: setup.cfg
 binaries:
 	bash sandbox/build-binaries.sh >/dev/null
 
+demo: $(BIN)/spotguard binaries
+	$(BIN)/spotguard demo
+
 sandbox: $(BIN)/spotguard binaries
 	$(BIN)/spotguard sandbox
 

@@ -40,6 +40,18 @@ def run(kubeconfig: str | None, context: str | None, identity: str | None) -> No
 
 
 @main.command()
+def demo() -> None:
+    """Show Spot Guard's main job on the sandbox in about a minute.
+
+    A spot node gets a rebalance recommendation (through the EC2 metadata mock), spot capacity is
+    short, and the controller falls back to on-demand; the timeline is printed as it happens.
+    """
+    from controller.demo import run_demo
+
+    sys.exit(run_demo(click.echo))
+
+
+@main.command()
 @click.option("--pairs", default=1, show_default=True, help="Spot/on-demand ASG pairs to create.")
 @click.option("--spot-desired", default=3, show_default=True, help="Initial spot instances (and Nodes) per pair.")
 @click.option("--keep", is_flag=True, help="Keep the sandbox's temp dir (logs, etcd data) after it stops.")
