@@ -27,7 +27,9 @@ from controller.groups import GroupResolver
 from controller.kube import Informer, Kube, NodeView, api_client
 from controller.nodes import NodeWriter
 from controller.observability.events import EventRecorder
+from controller.observability.http_server import serve
 from controller.observability.metrics import Metrics
+from controller.observability.tracing import setup_tracing
 from controller.replacement import Recorder, ReplacementController
 from controller.reporting import KubeRecorder
 from controller.retirement import Retirer
@@ -47,6 +49,12 @@ def run_controller(
     api = api_client(kubeconfig, context)
     kube = Kube(api)
     stop = Cancellation()
+    metrics = Metrics(clock)
+    tracing = setup_tracing()
+    if settings.spot_asg_name:
+        metrics.prepare_group_pair(settings.spot_asg_name, settings.on_demand_asg_name)
+    server = serve(settings.metrics_port, metrics.exposition, host=settings.metrics_host)
+    log.info("serving /metrics, /healthz and /readyz on %s", server.url)
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         stop.cancel(f"received {signal.Signals(signum).name}")
@@ -65,18 +73,24 @@ def run_controller(
             fence_margin=settings.fence_margin,
         ),
         clock=clock,
-        on_new_leader=lambda holder: log.info("the leader is now %s", holder),
+        on_new_leader=lambda holder: log.info("the leader is now %s", holder or "nobody (released)"),
+        on_started_leading=lambda: metrics.set_leader(True),
+        on_stopped_leading=lambda: metrics.set_leader(False),
     )
 
     def work(cancel: Cancellation) -> None:
-        parts = leader_components(settings, kube, clock, elector.fence, cancel, recorder=recorder)
+        parts = leader_components(settings, kube, clock, elector.fence, cancel, recorder=recorder, metrics=metrics)
         log.info("leading as %s", elector.identity)
         run_leader(parts, cancel)
 
     log.info(
         "starting as %s; campaigning for Lease %s/%s", elector.identity, settings.lease_namespace, settings.lease_name
     )
-    elector.run(work, stop)
+    try:
+        elector.run(work, stop)
+    finally:
+        server.stop()
+        tracing.shutdown()
     log.info("stopped: %s", stop.reason or "work ended")
     return 0
 

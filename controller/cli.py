@@ -26,16 +26,15 @@ def run(kubeconfig: str | None, context: str | None, identity: str | None) -> No
 
     Configured by environment variables (SPOT_ASG_NAME, ON_DEMAND_ASG_NAME, SPOT_GUARD_*; see docs).
     """
-    import logging
-
     from controller.app import run_controller
     from controller.config import ConfigError, from_env
+    from controller.observability.logs import setup_logging
 
     try:
         settings = from_env()
-    except ConfigError as exc:
+        setup_logging(settings.log_level)
+    except (ConfigError, ValueError) as exc:
         raise click.UsageError(str(exc)) from exc
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     sys.exit(run_controller(settings, kubeconfig, context, identity))
 
 

@@ -70,6 +70,15 @@ class Settings:
     drain_on_interruption: bool = True
     drain_timeout: float = 90.0
     delete_emptydir_data: bool = False
+    # The SGFE lifecycle: from on-demand back to spot (controller.lifecycle).
+    stability_window: float = 120.0
+    utilisation_buffer: float = 0.75
+    completed_ttl: float = 86400.0
+    monitoring_backoff_initial: float = 60.0
+    monitoring_backoff_max: float = 900.0
+    safety_retry_interval: float = 30.0
+    lifecycle_poll_interval: float = 10.0
+    scale_down_takeover: float = 30.0
     # Where things live.
     namespace: str = "kube-system"
     lease_name: str = "spotguard-controller"
@@ -80,6 +89,7 @@ class Settings:
     retry_period: float = 2.0
     fence_margin: float = 2.0
     # Serving.
+    metrics_host: str = "0.0.0.0"
     metrics_port: int = 8080
     log_level: str = "info"
 
@@ -100,7 +110,19 @@ class Settings:
             )
         if self.retire_policy not in RETIRE_POLICIES:
             raise ConfigError(f"SPOT_GUARD_RETIRE_POLICY={self.retire_policy!r}: expected one of {RETIRE_POLICIES}")
-        if not 0 < self.metrics_port < 65536:
+        if not 0 < self.utilisation_buffer <= 1:
+            raise ConfigError(
+                f"SPOT_GUARD_UTILISATION_BUFFER={self.utilisation_buffer}: expected a fraction in (0, 1], e.g. 0.75"
+            )
+        if not 0 < self.monitoring_backoff_initial <= self.monitoring_backoff_max:
+            raise ConfigError(
+                "SPOT_GUARD_MONITORING_BACKOFF_INITIAL must be positive and no longer than "
+                "SPOT_GUARD_MONITORING_BACKOFF_MAX"
+            )
+        for field in ("completed_ttl", "safety_retry_interval", "lifecycle_poll_interval", "drain_timeout"):
+            if getattr(self, field) <= 0:
+                raise ConfigError(f"{env_var(field)}={getattr(self, field)}: must be positive")
+        if not 0 <= self.metrics_port < 65536:
             raise ConfigError(f"SPOT_GUARD_METRICS_PORT={self.metrics_port}: expected a TCP port")
         return self
 
@@ -120,6 +142,14 @@ _ENV: dict[str, tuple[str, str]] = {
     "drain_on_interruption": ("SPOT_GUARD_DRAIN_ON_INTERRUPTION", "bool"),
     "drain_timeout": ("SPOT_GUARD_DRAIN_TIMEOUT", "duration"),
     "delete_emptydir_data": ("SPOT_GUARD_DELETE_EMPTYDIR_DATA", "bool"),
+    "stability_window": ("SPOT_GUARD_STABILITY_WINDOW", "duration"),
+    "utilisation_buffer": ("SPOT_GUARD_UTILISATION_BUFFER", "float"),
+    "completed_ttl": ("SPOT_GUARD_COMPLETED_TTL", "duration"),
+    "monitoring_backoff_initial": ("SPOT_GUARD_MONITORING_BACKOFF_INITIAL", "duration"),
+    "monitoring_backoff_max": ("SPOT_GUARD_MONITORING_BACKOFF_MAX", "duration"),
+    "safety_retry_interval": ("SPOT_GUARD_SAFETY_RETRY_INTERVAL", "duration"),
+    "lifecycle_poll_interval": ("SPOT_GUARD_LIFECYCLE_POLL_INTERVAL", "duration"),
+    "scale_down_takeover": ("SPOT_GUARD_SCALE_DOWN_TAKEOVER", "duration"),
     "namespace": ("SPOT_GUARD_NAMESPACE", "str"),
     "lease_name": ("SPOT_GUARD_LEASE_NAME", "str"),
     "lease_namespace": ("SPOT_GUARD_LEASE_NAMESPACE", "str"),
@@ -127,6 +157,7 @@ _ENV: dict[str, tuple[str, str]] = {
     "renew_deadline": ("SPOT_GUARD_RENEW_DEADLINE", "duration"),
     "retry_period": ("SPOT_GUARD_RETRY_PERIOD", "duration"),
     "fence_margin": ("SPOT_GUARD_FENCE_MARGIN", "duration"),
+    "metrics_host": ("SPOT_GUARD_METRICS_HOST", "str"),
     "metrics_port": ("SPOT_GUARD_METRICS_PORT", "int"),
     "log_level": ("LOG_LEVEL", "str"),
 }
@@ -158,6 +189,11 @@ def from_env(env: Mapping[str, str] | None = None, **overrides: object) -> Setti
                 values[field] = int(raw)
             except ValueError:
                 raise ConfigError(f"{var}={raw!r}: expected a whole number") from None
+        elif kind == "float":
+            try:
+                values[field] = float(raw)
+            except ValueError:
+                raise ConfigError(f"{var}={raw!r}: expected a number such as 0.75") from None
         else:
             values[field] = raw.strip()
     values.update({k: v for k, v in overrides.items() if v is not None})

@@ -34,6 +34,7 @@ class Phase:
     ON_DEMAND_READY = "OnDemandReady"  # on-demand instance InService, Node Ready, SGFE created
     RETIRING = "Retiring"  # intent: drain the old node, then terminate exactly its instance
     RETIRED = "Retired"  # old instance terminated with decrement: capacity neutral again
+    RELEASING = "Releasing"  # intent: keep policy, no interruption came: give the replacement back
     RELEASED = "Released"  # keep-until-interruption policy: no interruption came, surplus given back
     FAILED = "Failed"  # neither spot nor on-demand gave capacity; node keeps PreferNoSchedule only
 

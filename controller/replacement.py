@@ -192,6 +192,8 @@ class ReplacementController:
                 self._after_replacement(node, record)
             elif record.phase == Phase.RETIRING:
                 self._retire(node, record)
+            elif record.phase == Phase.RELEASING:
+                self._release(node, record)
             elif record.phase == Phase.DETECTED:
                 self._pending[record.spot_asg].setdefault(
                     node.name, (now, record.trigger, Pair(record.spot_asg, record.on_demand_asg))
@@ -670,7 +672,9 @@ class ReplacementController:
         # keep-until-interruption: give the surplus back when no interruption comes within the grace period.
         ready_at = _parse_time(record.updated_at)
         if (self.clock.now() - ready_at).total_seconds() >= self.settings.keep_grace_period:
-            self._release(node, record)
+            new = record.advance(Phase.RELEASING, self.clock.now())
+            if self._write(node.name, record, new):
+                self._release(node, new)
 
     def _has_interruption(self, node: NodeView) -> bool:
         try:
@@ -705,6 +709,8 @@ class ReplacementController:
     def _release(self, node: NodeView, record: ReplacementRecord) -> None:
         """keep-until-interruption: no interruption came; lift the taint and give the replacement back."""
         replacement = record.replacement_instance
+        if self.retirer.busy(node.name) or self.clock.monotonic() < self._retry_after.get(node.name, 0.0):
+            return
 
         def job() -> None:
             if record.replacement_node and not self.retirer.drain(record.replacement_node):

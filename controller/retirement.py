@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 from controller.aws import AutoScaling, AwsError
 from controller.clock import Cancellation
-from controller.drain import Drainer, DrainOptions
+from controller.drain import Drainer, DrainError, DrainOptions
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,13 @@ class Retirer:
 
     def drain(self, node: str) -> bool:
         """Cordon and drain; True when every evictable pod is gone."""
-        result = self.drainer.drain(node, self.options, self.cancel)
+        try:
+            result = self.drainer.drain(node, self.options, self.cancel)
+        except DrainError as exc:
+            if exc.status == 404:
+                log.info("node %s is already gone; nothing to drain", node)
+                return True
+            raise
         if not result.drained:
             log.warning("drain of node %s ended %s: %s", node, result.outcome, result.message)
         return bool(result.drained)

@@ -294,3 +294,43 @@ def test_throttling_is_retried_and_access_denied_is_reported_then_recovers(
     )
     _until("the replacement done once the fault is gone", lambda: _gone(core, old.metadata.name), 60)
     assert _desired(aws_sim, SPOT) == 3
+
+
+def test_interruption_notice_drains_at_once_and_retires_after_the_replacement(
+    start_controller: Callable[..., Running], core: k8s.CoreV1Api, aws_sim: SandboxAWSClient
+) -> None:
+    aws_sim.set_capacity(SPOT, pending_seconds=4)
+    old = _spot_nodes(core)[0]
+    start_controller()
+    _recommend(
+        core,
+        old,
+        **{"spotguard.io/interruption-action": "terminate", "spotguard.io/interruption-time": "2026-11-21T10:02:00Z"},
+    )
+
+    _until("the node cordoned for the interruption", lambda: core.read_node(old.metadata.name).spec.unschedulable)
+    record = _record(core, old.metadata.name)
+    assert record is not None and record["trigger"] == "interruption"
+    assert record["phase"] in {"SpotRequested", "SpotScaledUp"}, "drain started before the replacement was Ready"
+    _until("the old node retired", lambda: _gone(core, old.metadata.name))
+    assert _desired(aws_sim, SPOT) == 3 and len(_instances(aws_sim, SPOT)) == 3
+
+
+def test_keep_policy_gives_the_surplus_back_when_no_interruption_comes(
+    start_controller: Callable[..., Running], core: k8s.CoreV1Api, aws_sim: SandboxAWSClient
+) -> None:
+    aws_sim.set_capacity(SPOT, pending_seconds=0)
+    old = _spot_nodes(core)[0]
+    start_controller(retire_policy="keep-until-interruption", keep_grace_period=3.0)
+    _recommend(core, old)
+
+    record = _until(
+        "the surplus released",
+        lambda: (r := _record(core, old.metadata.name)) is not None and r["phase"] == "Released" and r,
+    )
+    node = core.read_node(old.metadata.name)
+    assert not [t for t in node.spec.taints or [] if t.key.startswith("spotguard.io/")], "taint lifted"
+    assert not node.spec.unschedulable, "never cordoned"
+    assert record["replacementInstance"] not in _instances(aws_sim, SPOT), "the replacement was given back"
+    assert _instance(old) in _instances(aws_sim, SPOT), "the recommended node stays"
+    assert _desired(aws_sim, SPOT) == 3
