@@ -52,10 +52,18 @@ def new_ready_instances(group: Group, known: Collection[str], ready_instance_ids
     )
 
 
-def capacity_failure(activities: Sequence[Activity], requested_at: dt.datetime) -> Activity | None:
-    """The newest Failed activity with a capacity code that started after the scale-up."""
+def capacity_failure(
+    activities: Sequence[Activity], requested_at: dt.datetime, seen_before: dt.datetime | None = None
+) -> Activity | None:
+    """The newest Failed activity with a capacity code that started after the scale-up.
+
+    ``seen_before`` is the start of the newest activity AWS listed just before the scale-up: anything
+    that old or older belongs to an earlier request, however close in time.
+    """
     for activity in activities:  # newest first
         if activity.start_time + ACTIVITY_CLOCK_SKEW < requested_at:
+            continue
+        if seen_before is not None and activity.start_time <= seen_before:
             continue
         if activity.capacity_code():
             return activity
@@ -70,6 +78,7 @@ def evaluate(
     ready_instance_ids: Collection[str],
     activities: Sequence[Activity],
     requested_at: dt.datetime,
+    seen_before: dt.datetime | None = None,
     deadline_monotonic: float,
     now_monotonic: float,
     poll_interval: float,
@@ -80,7 +89,7 @@ def evaluate(
     if len(arrived) >= wanted:
         return Ready(tuple(arrived[:wanted]))
     shortfall = wanted - len(arrived)
-    failure = capacity_failure(activities, requested_at)
+    failure = capacity_failure(activities, requested_at, seen_before)
     if failure is not None:
         code = failure.capacity_code() or ""
         detail = failure.status_message or failure.description

@@ -54,6 +54,7 @@ class ReplacementRecord:
     spot_target: int | None = None
     spot_known: tuple[str, ...] = ()
     requested_at: str = ""
+    activity_mark: str = ""  # start of the newest spot scaling activity before the scale-up
     deadline_at: str = ""
     replacement_instance: str = ""
     replacement_node: str = ""
@@ -63,6 +64,7 @@ class ReplacementRecord:
     on_demand_target: int | None = None
     on_demand_known: tuple[str, ...] = ()
     on_demand_requested_at: str = ""
+    on_demand_activity_mark: str = ""
     on_demand_deadline_at: str = ""
     sgfe: str = ""
     failed_reason: str = ""

@@ -21,7 +21,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
-from controller import capacity
+from controller import capacity, failpoints
 from controller.aws import IN_SERVICE, PENDING_STATES, AutoScaling, AwsError, Group, instance_id_from_provider_id
 from controller.clock import Cancellation, Clock
 from controller.config import Settings, format_duration
@@ -299,6 +299,7 @@ class ReplacementController:
                 self._refuse_once(name, "unknown-asg", f"spot ASG {asg} does not exist (ValidationError from AWS)")
             return now + 30.0
         target, granted = capacity.plan_scale_up(group, len(members))
+        mark = self._activity_mark(asg) if granted else ""
         batch = uuid.uuid4().hex[:12]
         now_wall = self.clock.now()
         deadline_wall = now_wall + dt.timedelta(seconds=self.settings.capacity_check_timeout)
@@ -324,6 +325,7 @@ class ReplacementController:
                     now_wall,
                     spot_target=target,
                     spot_known=tuple(sorted(group.instance_ids())),
+                    activity_mark=mark,
                     deadline_at=contract.format_time(deadline_wall),
                 )
             else:
@@ -334,12 +336,14 @@ class ReplacementController:
         spot_members = [(n, r) for n, r in requested if r.phase == Phase.SPOT_REQUESTED]
         if spot_members:
             self.recorder.scale_up(asg, "spot", "attempt")
+            failpoints.hit("replacement:spot-requested")
             try:
                 self.asg.set_desired_capacity(asg, target)
             except AwsError as exc:
                 self.recorder.scale_up(asg, "spot", "error")
                 self._report_aws_error(asg, [n for n, _ in spot_members], exc)
                 return now + self.settings.capacity_poll_interval  # records stay SpotRequested: retried
+            failpoints.hit("replacement:spot-scaled")
             self._deadlines[batch] = self.clock.monotonic() + self.settings.capacity_check_timeout
             log.info("spot ASG %s: desired %d -> %d for %s", asg, group.desired, target, [n for n, _ in spot_members])
             for name, record in spot_members:
@@ -353,6 +357,17 @@ class ReplacementController:
                 )
             self._next_poll[asg] = self.clock.monotonic()
         return self.clock.monotonic() + self.settings.capacity_poll_interval
+
+    def _activity_mark(self, asg: str) -> str:
+        """RFC 3339 start of the group's newest scaling activity ("" if none or unreadable)."""
+        try:
+            newest = self.asg.activities(asg, max_records=1)
+        except AwsError as exc:
+            log.warning("could not read the scaling activities of %s before scaling it: %s", asg, exc)
+            return ""
+        if not newest:
+            return ""
+        return newest[0].start_time.astimezone(dt.UTC).isoformat()
 
     def _confirm_spot_request(self, batch: _Batch) -> None:
         """Recovery: a predecessor wrote SpotRequested; make sure the call happened, then confirm."""
@@ -432,6 +447,7 @@ class ReplacementController:
         known = set(first.on_demand_known if on_demand else first.spot_known)
         known |= self._assigned_instances()
         requested_at = _parse_time(first.on_demand_requested_at if on_demand else first.requested_at)
+        mark = first.on_demand_activity_mark if on_demand else first.activity_mark
         target = (first.on_demand_target if on_demand else first.spot_target) or 0
         decision = capacity.evaluate(
             wanted=len(batch.members),
@@ -440,6 +456,7 @@ class ReplacementController:
             ready_instance_ids=ready_ids,
             activities=activities,
             requested_at=requested_at,
+            seen_before=_parse_time(mark) if mark else None,
             deadline_monotonic=self._deadline(batch, on_demand),
             now_monotonic=self.clock.monotonic(),
             poll_interval=self.settings.capacity_poll_interval,
@@ -489,6 +506,7 @@ class ReplacementController:
         }
         if capacity_type == "on-demand":
             sgfe = self._create_fallback_event(record, instance, replacement_node, now)
+            failpoints.hit("replacement:event-created")
             changes["sgfe"] = sgfe
         new = record.advance(phase, now, **changes)
         if not self._write(node.name, record, new):
@@ -549,6 +567,7 @@ class ReplacementController:
         self._wake.set()
 
     def _withdraw(self, batch: _Batch) -> None:
+        failpoints.hit("replacement:withdrawing")
         target = batch.first.spot_withdraw_target
         if target is not None and target >= 0:
             try:
@@ -569,6 +588,7 @@ class ReplacementController:
             except AwsError as exc:
                 self._report_aws_error(batch.asg, [n.name for n, _ in batch.members], exc)
                 return
+        failpoints.hit("replacement:withdrawn")
         self._request_on_demand(batch)
 
     def _request_on_demand(self, batch: _Batch) -> None:
@@ -583,6 +603,7 @@ class ReplacementController:
                 self._fail(node, record, f"on-demand ASG {od_asg} does not exist")
             return
         target, granted = capacity.plan_scale_up(group, len(batch.members))
+        mark = self._activity_mark(od_asg) if granted else ""
         now = self.clock.now()
         deadline = now + dt.timedelta(seconds=self.settings.capacity_check_timeout)
         members = sorted(batch.members, key=lambda m: m[0].name)
@@ -597,6 +618,7 @@ class ReplacementController:
                 on_demand_target=target,
                 on_demand_known=tuple(sorted(group.instance_ids())),
                 on_demand_requested_at=contract.format_time(now),
+                on_demand_activity_mark=mark,
                 on_demand_deadline_at=contract.format_time(deadline),
             )
             if self._write(node.name, record, new):
@@ -604,12 +626,14 @@ class ReplacementController:
         if not requested:
             return
         self.recorder.scale_up(od_asg, "on-demand", "attempt")
+        failpoints.hit("replacement:on-demand-requested")
         try:
             self.asg.set_desired_capacity(od_asg, target)
         except AwsError as exc:
             self.recorder.scale_up(od_asg, "on-demand", "error")
             self._report_aws_error(od_asg, [n.name for n, _ in requested], exc)
             return
+        failpoints.hit("replacement:on-demand-scaled")
         self._deadlines[batch.batch + ":od"] = self.clock.monotonic() + self.settings.capacity_check_timeout
         self._next_poll[od_asg] = self.clock.monotonic()
         log.info("on-demand ASG %s: desired %d -> %d", od_asg, group.desired, target)
@@ -688,6 +712,7 @@ class ReplacementController:
             return
 
         def job() -> None:
+            failpoints.hit("replacement:retiring")
             if not self.retirer.drain(node.name):
                 self._retry_after[node.name] = self.clock.monotonic() + 10.0
                 self.recorder.node_event(node.name, "Warning", "DrainIncomplete", "drain incomplete; will retry")
@@ -695,6 +720,7 @@ class ReplacementController:
                 return
             if record.instance_id:
                 self.retirer.terminate(record.instance_id)
+            failpoints.hit("replacement:terminated")
             self._write(node.name, record, record.advance(Phase.RETIRED, self.clock.now()))
             self.recorder.node_event(
                 node.name,

@@ -334,3 +334,38 @@ def test_keep_policy_gives_the_surplus_back_when_no_interruption_comes(
     assert record["replacementInstance"] not in _instances(aws_sim, SPOT), "the replacement was given back"
     assert _instance(old) in _instances(aws_sim, SPOT), "the recommended node stays"
     assert _desired(aws_sim, SPOT) == 3
+
+
+def test_fifty_rebalance_and_interruption_cycles_leave_no_capacity_drift(
+    start_controller: Callable[..., Running], core: k8s.CoreV1Api, aws_sim: SandboxAWSClient, autoscaling: Any
+) -> None:
+    """Every 5th cycle has no spot capacity (fallback); every other cycle is an interruption notice."""
+    for group in (SPOT, ON_DEMAND):
+        autoscaling.update_auto_scaling_group(AutoScalingGroupName=group, MaxSize=20)
+    autoscaling.set_desired_capacity(AutoScalingGroupName=SPOT, DesiredCapacity=12, HonorCooldown=False)
+    _until("12 spot nodes Ready", lambda: sum(_ready(n) for n in _spot_nodes(core)) == 12)
+    total = _desired(aws_sim, SPOT) + _desired(aws_sim, ON_DEMAND)
+    start_controller(batch_window=0.05, capacity_check_timeout=20.0)
+    fallbacks = 0
+    for cycle in range(50):
+        short = cycle % 5 == 4
+        aws_sim.set_capacity(SPOT, pending_seconds=0, capacity_short=short, retry_seconds=1)
+        victim = next(n for n in _spot_nodes(core) if _ready(n) and not n.spec.unschedulable)
+        extra = {}
+        if cycle % 2:
+            extra = {
+                "spotguard.io/interruption-action": "terminate",
+                "spotguard.io/interruption-time": "2026-11-21T10:02:00Z",
+            }
+        _recommend(core, victim, **extra)
+        _until(f"cycle {cycle}: {victim.metadata.name} retired", lambda v=victim: _gone(core, v.metadata.name), 60)
+        fallbacks += short
+        spot, on_demand = _desired(aws_sim, SPOT), _desired(aws_sim, ON_DEMAND)
+        assert spot + on_demand == total, f"cycle {cycle}: drift {spot + on_demand - total}"
+        assert on_demand == fallbacks, f"cycle {cycle}: one on-demand stand-in per fallback"
+        assert len(_instances(aws_sim, SPOT)) == spot, f"cycle {cycle}: no spot increase left dangling"
+    assert fallbacks == 10
+
+
+def _ready(node: k8s.V1Node) -> bool:
+    return any(c.type == "Ready" and c.status == "True" for c in node.status.conditions or [])
