@@ -4,6 +4,7 @@ capacity simulator), with the controller's production wiring running in-process.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import threading
 import time
@@ -358,7 +359,8 @@ def test_fifty_rebalance_and_interruption_cycles_leave_no_capacity_drift(
                 "spotguard.io/interruption-time": "2026-11-21T10:02:00Z",
             }
         _recommend(core, victim, **extra)
-        _until(f"cycle {cycle}: {victim.metadata.name} retired", lambda v=victim: _gone(core, v.metadata.name), 60)
+        name = victim.metadata.name
+        _until(f"cycle {cycle}: {name} retired", functools.partial(_gone, core, name), 60)
         fallbacks += short
         spot, on_demand = _desired(aws_sim, SPOT), _desired(aws_sim, ON_DEMAND)
         assert spot + on_demand == total, f"cycle {cycle}: drift {spot + on_demand - total}"
@@ -369,3 +371,16 @@ def test_fifty_rebalance_and_interruption_cycles_leave_no_capacity_drift(
 
 def _ready(node: k8s.V1Node) -> bool:
     return any(c.type == "Ready" and c.status == "True" for c in node.status.conditions or [])
+
+
+def test_the_controller_rides_out_an_api_server_restart(
+    start_controller: Callable[..., Running], core: k8s.CoreV1Api, aws_sim: SandboxAWSClient, sandbox: Sandbox
+) -> None:
+    aws_sim.set_capacity(SPOT, pending_seconds=0)
+    start_controller()
+    time.sleep(1)  # the informer is watching
+    sandbox.cluster.restart_apiserver()  # type: ignore[union-attr]
+    old = _spot_nodes(core)[0]
+    _recommend(core, old)
+    _until("the recommendation handled after the restart", lambda: _gone(core, old.metadata.name), 90)
+    assert _desired(aws_sim, SPOT) == 3
