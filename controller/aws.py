@@ -135,7 +135,9 @@ class AutoScaling:
     ) -> None:
         self.client = client or boto3.client(
             "autoscaling",
-            config=BotoConfig(retries={"max_attempts": 1, "mode": "standard"}, connect_timeout=5, read_timeout=10),
+            config=BotoConfig(
+                retries={"total_max_attempts": 1, "mode": "standard"}, connect_timeout=5, read_timeout=10
+            ),
         )
         self.fence = fence
         self.max_attempts = max_attempts

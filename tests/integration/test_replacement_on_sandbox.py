@@ -279,22 +279,36 @@ def test_malformed_annotation_and_unknown_group_are_refused_with_a_warning(
         core.delete_node(stranger)
 
 
-def test_throttling_is_retried_and_access_denied_is_reported_then_recovers(
-    start_controller: Callable[..., Running], core: k8s.CoreV1Api, aws_sim: SandboxAWSClient
+@pytest.mark.parametrize(
+    ("code", "message", "count"),
+    [
+        ("AccessDenied", None, 1),
+        ("ValidationError", "AutoScalingGroup name not found - null", 1),
+        ("ScalingActivityInProgress", None, 6),  # more than the 5 attempts of one call
+        ("Throttling", None, 6),
+    ],
+)
+def test_aws_errors_are_reported_on_the_node_and_nothing_is_lost(
+    start_controller: Callable[..., Running],
+    core: k8s.CoreV1Api,
+    aws_sim: SandboxAWSClient,
+    *,
+    code: str,
+    message: str | None,
+    count: int,
 ) -> None:
     aws_sim.set_capacity(SPOT, pending_seconds=0)
-    aws_sim.add_fault("SetDesiredCapacity", "Throttling", count=2, asg=SPOT)
-    aws_sim.add_fault("SetDesiredCapacity", "AccessDenied", count=1, asg=SPOT)
+    aws_sim.add_fault("SetDesiredCapacity", code, message, count=count, asg=SPOT)
     old = _spot_nodes(core)[0]
     start_controller()
     _recommend(core, old)
 
     _until(
-        "an AccessDenied warning naming node and ASG",
-        lambda: any("AWSError" in e and "AccessDenied" in e and SPOT in e for e in _events(core, old.metadata.name)),
+        f"a {code} warning naming the node's ASG",
+        lambda: any("AWSError" in e and code in e and SPOT in e for e in _events(core, old.metadata.name)),
     )
     _until("the replacement done once the fault is gone", lambda: _gone(core, old.metadata.name), 60)
-    assert _desired(aws_sim, SPOT) == 3
+    assert _desired(aws_sim, SPOT) == 3 and len(_instances(aws_sim, SPOT)) == 3
 
 
 def test_interruption_notice_drains_at_once_and_retires_after_the_replacement(
