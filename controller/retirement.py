@@ -73,7 +73,14 @@ class Retirer:
         return bool(result.drained)
 
     def terminate(self, instance_id: str) -> None:
-        """Terminate exactly ``instance_id`` and lower its group's desired capacity by one."""
+        """Terminate exactly ``instance_id`` and lower its group's desired capacity by one.
+
+        A successor repeating this step after a crash first checks that the instance is still in a
+        group: if it already left, the termination (and its decrement) happened; it is not repeated.
+        """
+        if instance_id not in self.asg.group_of_instances([instance_id]):
+            log.info("instance %s is no longer in an Auto Scaling Group; nothing to terminate", instance_id)
+            return
         try:
             self.asg.terminate_instance(instance_id, decrement=True)
         except AwsError as exc:

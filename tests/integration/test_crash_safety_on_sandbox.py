@@ -1,0 +1,104 @@
+"""A leader SIGKILLed at every step boundary of a replacement: its successor finishes the job with no
+AWS step done twice, none skipped, and capacity neutral at the end."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from kubernetes import client as k8s
+
+from controller.failpoints import REPLACEMENT_POINTS
+from sandbox.aws.client import SandboxAWSClient
+from sandbox.environment import Sandbox
+from tests.integration.controller_process import (
+    ON_DEMAND_ASG,
+    SHORT_ELECTION,
+    SPOT_ASG,
+    ControllerLauncher,
+    LeaseWatch,
+    annotate_rebalance,
+    controller_env,
+    replacement_finished,
+    spot_nodes,
+)
+
+# Points reached on the spot path; the others only when spot is short and the controller falls back.
+SPOT_PATH = {
+    "replacement:spot-requested",
+    "replacement:spot-scaled",
+    "replacement:retiring",
+    "replacement:terminated",
+}
+
+
+@pytest.fixture
+def launcher(
+    sandbox: Sandbox, aws_sim: SandboxAWSClient, core: k8s.CoreV1Api, tmp_path: Path
+) -> Iterator[ControllerLauncher]:
+    with ControllerLauncher(controller_env(sandbox.env(), **SHORT_ELECTION), tmp_path, core=core) as launcher:
+        yield launcher
+    custom = k8s.CustomObjectsApi(core.api_client)
+    for event in custom.list_namespaced_custom_object("aws.amazon.com", "v1", "kube-system", "spotguardfallbackevents")[
+        "items"
+    ]:
+        custom.delete_namespaced_custom_object(
+            "aws.amazon.com", "v1", "kube-system", "spotguardfallbackevents", event["metadata"]["name"]
+        )
+
+
+def _mutations(aws_sim: SandboxAWSClient) -> list[tuple[str, str]]:
+    """Every successful capacity change AWS received: (operation, what it changed)."""
+    done = []
+    for call in aws_sim.calls():
+        if call["error_code"] is not None:
+            continue
+        if call["operation"] == "SetDesiredCapacity":
+            done.append(("SetDesiredCapacity", f"{call['asg']}={call['params'].get('DesiredCapacity')}"))
+        elif call["operation"] == "TerminateInstanceInAutoScalingGroup":
+            done.append(("TerminateInstanceInAutoScalingGroup", str(call["params"].get("InstanceId"))))
+    return done
+
+
+@pytest.mark.parametrize("failpoint", REPLACEMENT_POINTS)
+def test_successor_finishes_a_replacement_after_the_leader_dies_at(
+    failpoint: str,
+    launcher: ControllerLauncher,
+    aws_sim: SandboxAWSClient,
+    core: k8s.CoreV1Api,
+    api_client: k8s.ApiClient,
+) -> None:
+    short = failpoint not in SPOT_PATH
+    aws_sim.set_capacity(SPOT_ASG, pending_seconds=0, capacity_short=short, retry_seconds=1)
+    old = spot_nodes(core)[0]
+    aws_sim.reset_calls()
+
+    with LeaseWatch(api_client, launcher.lease_name) as lease:
+        doomed = launcher.start("doomed", SPOTGUARD_FAILPOINTS=failpoint)
+        lease.wait_for(lambda holder: holder == "doomed", timeout=30, what="the first replica leads")
+        annotate_rebalance(core, old)
+        assert doomed.wait(timeout=60) == -9, f"the leader should have died at {failpoint}:\n{doomed.log_tail()}"
+        assert f"failpoint {failpoint} reached" in doomed.log_text()
+
+        successor = launcher.start("successor")
+        deadline = time.monotonic() + 90
+        while not replacement_finished(core, old.name):
+            assert time.monotonic() < deadline, f"not finished after the crash at {failpoint}:\n{successor.log_tail()}"
+            time.sleep(0.3)
+
+    mutations = _mutations(aws_sim)
+    assert len(mutations) == len(set(mutations)), f"a step was done twice: {json.dumps(mutations)}"
+    assert ("TerminateInstanceInAutoScalingGroup", old.instance_id) in mutations, "the old instance was retired"
+    spot = aws_sim.group(SPOT_ASG)
+    on_demand = aws_sim.group(ON_DEMAND_ASG)
+    assert spot["desired_capacity"] + on_demand["desired_capacity"] == 3, "capacity neutral"
+    assert on_demand["desired_capacity"] == (1 if short else 0)
+    assert len(spot["instances"]) == spot["desired_capacity"], "no spot increase left dangling"
+    if short:
+        events = k8s.CustomObjectsApi(api_client).list_namespaced_custom_object(
+            "aws.amazon.com", "v1", "kube-system", "spotguardfallbackevents"
+        )["items"]
+        assert len(events) == 1, "exactly one SpotGuardFallbackEvent"
