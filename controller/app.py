@@ -30,6 +30,7 @@ from controller.observability.events import EventRecorder
 from controller.observability.http_server import serve
 from controller.observability.metrics import Metrics
 from controller.observability.tracing import setup_tracing
+from controller.pause_switch import PauseSwitch
 from controller.replacement import Recorder, ReplacementController
 from controller.reporting import KubeRecorder
 from controller.retirement import Retirer
@@ -54,6 +55,15 @@ def run_controller(
     if settings.spot_asg_name:
         metrics.prepare_group_pair(settings.spot_asg_name, settings.on_demand_asg_name)
     server = serve(settings.metrics_port, metrics.exposition, host=settings.metrics_host)
+    wake_leader: list[Callable[[], None]] = []  # the current term's controller, woken when paused changes
+
+    def on_pause_change(paused: bool) -> None:
+        metrics.set_paused(paused)
+        for wake in list(wake_leader):
+            wake()
+
+    switch = PauseSwitch(kube, settings.lease_namespace, settings.lease_name, clock, on_change=on_pause_change)
+    threading.Thread(target=switch.run, args=(stop,), name="pause-switch", daemon=True).start()
     log.info("serving /metrics, /healthz and /readyz on %s", server.url)
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -79,9 +89,15 @@ def run_controller(
     )
 
     def work(cancel: Cancellation) -> None:
-        parts = leader_components(settings, kube, clock, elector.fence, cancel, recorder=recorder, metrics=metrics)
+        parts = leader_components(
+            settings, kube, clock, elector.fence, cancel, recorder=recorder, metrics=metrics, paused=switch.paused
+        )
         log.info("leading as %s", elector.identity)
-        run_leader(parts, cancel)
+        wake_leader[:] = [parts.replacement.notify]
+        try:
+            run_leader(parts, cancel)
+        finally:
+            wake_leader.clear()
 
     log.info(
         "starting as %s; campaigning for Lease %s/%s", elector.identity, settings.lease_namespace, settings.lease_name
@@ -114,6 +130,7 @@ def leader_components(
     *,
     recorder: Recorder | None = None,
     metrics: Metrics | None = None,
+    paused: Callable[[], bool] = lambda: False,
 ) -> LeaderComponents:
     metrics = metrics or Metrics(clock)
     if recorder is None:
@@ -142,6 +159,7 @@ def leader_components(
         nodes=informer.snapshot,
         clock=clock,
         recorder=recorder,
+        paused=paused,
     )
     wake.append(replacement.notify)
     return LeaderComponents(informer, replacement, retirer, asg)

@@ -90,5 +90,9 @@ def sandbox(pairs: int, spot_desired: int, keep: bool) -> None:
     click.echo("Sandbox stopped; no process left behind.", err=True)
 
 
+from controller.admin import register  # noqa: E402  (the admin commands: events, leader, doctor, ...)
+
+register(main)
+
 if __name__ == "__main__":
     main()
