@@ -68,6 +68,7 @@ class ReplacementRecord:
     on_demand_deadline_at: str = ""
     sgfe: str = ""
     failed_reason: str = ""
+    traceparent: str = ""  # W3C context of the detection span: every later span joins its trace
     version: int = SCHEMA_VERSION
 
     def to_json(self) -> str:

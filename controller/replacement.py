@@ -30,6 +30,7 @@ from controller.fallbackevent import FallbackEvents, Spec, Status, event_name
 from controller.groups import GroupResolver, Pair, Refusal
 from controller.kube import NodeView
 from controller.nodes import NodeGoneError, NodeWriter, RecordChangedError
+from controller.observability import tracing
 from controller.records import ANNOTATION, FINALIZER, TAINT_KEY, Phase, ReplacementRecord
 from controller.retirement import Retirer
 from nodewatch import annotations as contract
@@ -309,6 +310,7 @@ class ReplacementController:
             if node is None:
                 continue
             instance_id = instance_id_from_provider_id(node.provider_id) or ""
+            traceparent = _detection_span(name, instance_id, pair.spot, trigger)
             base = ReplacementRecord(
                 phase=Phase.DETECTED,
                 trigger=trigger,
@@ -318,6 +320,7 @@ class ReplacementController:
                 updated_at=contract.format_time(now_wall),
                 batch=batch,
                 requested_at=contract.format_time(now_wall),
+                traceparent=traceparent,
             )
             if index < granted:
                 record = base.advance(
@@ -338,7 +341,8 @@ class ReplacementController:
             self.recorder.scale_up(asg, "spot", "attempt")
             failpoints.hit("replacement:spot-requested")
             try:
-                self.asg.set_desired_capacity(asg, target)
+                with _span(spot_members[0][1], "spot-scale-up", asg=asg, desired=target, nodes=len(spot_members)):
+                    self.asg.set_desired_capacity(asg, target)
             except AwsError as exc:
                 self.recorder.scale_up(asg, "spot", "error")
                 self._report_aws_error(asg, [n for n, _ in spot_members], exc)
@@ -464,6 +468,10 @@ class ReplacementController:
         )
         if isinstance(decision, capacity.Wait):
             return decision.until_monotonic
+        outcome = "ready" if isinstance(decision, capacity.Ready) else decision.code
+        for _, member in batch.members:
+            with _span(member, "capacity-check", asg=batch.asg, capacity_type=_kind(on_demand)) as step:
+                step.outcome(outcome)
         arrived = decision.instances
         members = sorted(batch.members, key=lambda m: m[0].name)
         capacity_type = "on-demand" if on_demand else "spot"
@@ -527,6 +535,8 @@ class ReplacementController:
         requested = _parse_time(record.on_demand_requested_at or record.updated_at)
         name = event_name(int(requested.timestamp()), record.instance_id)
         wait = format_duration(self.settings.minimum_wait_duration)
+        with _span(record, "fallback-event", sgfe=name, node=replacement_node, instance=instance):
+            pass
         self.sgfes.create(
             name,
             Spec(
@@ -538,6 +548,7 @@ class ReplacementController:
                 minimum_wait_duration=wait,
             ),
             Status(message=f"Fallback to on-demand completed, waiting {wait} before monitoring"),
+            annotations={tracing.TRACEPARENT_ANNOTATION: record.traceparent} if record.traceparent else None,
         )
         log.info("created SpotGuardFallbackEvent %s for on-demand node %s", name, replacement_node)
         return name
@@ -553,6 +564,8 @@ class ReplacementController:
         now = self.clock.now()
         log.warning("spot ASG %s: falling back to on-demand for %s: %s", asg, [n.name for n, _ in members], reason)
         for node, record in members:
+            with _span(record, "fallback", node=node.name, asg=asg, on_demand_asg=record.on_demand_asg) as step:
+                step.set(reason=reason)
             self.recorder.fallback(
                 record.spot_asg, record.on_demand_asg, "timeout" if code == "CapacityCheckTimeout" else "no_capacity"
             )
@@ -628,7 +641,8 @@ class ReplacementController:
         self.recorder.scale_up(od_asg, "on-demand", "attempt")
         failpoints.hit("replacement:on-demand-requested")
         try:
-            self.asg.set_desired_capacity(od_asg, target)
+            with _span(requested[0][1], "on-demand-scale-up", asg=od_asg, desired=target, nodes=len(requested)):
+                self.asg.set_desired_capacity(od_asg, target)
         except AwsError as exc:
             self.recorder.scale_up(od_asg, "on-demand", "error")
             self._report_aws_error(od_asg, [n.name for n, _ in requested], exc)
@@ -679,6 +693,9 @@ class ReplacementController:
             self.writer.set_taint(node.name, TAINT_KEY, "no-replacement", "PreferNoSchedule")
         self._write(node.name, record, record.advance(Phase.FAILED, self.clock.now(), failed_reason=reason))
         self.recorder.replacement_failed("no_capacity")
+        with _span(record, "failed", node=node.name, instance=record.instance_id) as step:
+            step.outcome("no_capacity")
+            step.set(reason=reason)
         self.recorder.node_event(node.name, "Warning", "ReplacementFailed", f"{reason}; node tainted PreferNoSchedule")
         log.error("node %s: no replacement capacity: %s", node.name, reason)
 
@@ -713,13 +730,17 @@ class ReplacementController:
 
         def job() -> None:
             failpoints.hit("replacement:retiring")
-            if not self.retirer.drain(node.name):
+            with _span(record, "drain", node=node.name, instance=record.instance_id) as step:
+                drained = self.retirer.drain(node.name)
+                step.outcome("drained" if drained else "incomplete")
+            if not drained:
                 self._retry_after[node.name] = self.clock.monotonic() + 10.0
                 self.recorder.node_event(node.name, "Warning", "DrainIncomplete", "drain incomplete; will retry")
                 self._wake.set()
                 return
             if record.instance_id:
-                self.retirer.terminate(record.instance_id)
+                with _span(record, "termination", node=node.name, instance=record.instance_id, asg=record.spot_asg):
+                    self.retirer.terminate(record.instance_id)
             failpoints.hit("replacement:terminated")
             self._write(node.name, record, record.advance(Phase.RETIRED, self.clock.now()))
             self.recorder.node_event(
@@ -798,3 +819,20 @@ class ReplacementController:
 
 def in_service(group: Group) -> list[str]:
     return [i.instance_id for i in group.instances if i.lifecycle_state == IN_SERVICE]
+
+
+def _detection_span(node: str, instance_id: str, asg: str, trigger: str) -> str:
+    """Start this replacement's trace; returns its W3C traceparent ("" when tracing is off)."""
+    with tracing.span("detection", None, node=node, instance=instance_id, asg=asg, trigger=trigger) as detected:
+        return detected.annotations().get(tracing.TRACEPARENT_ANNOTATION, "")
+
+
+def _kind(on_demand: bool) -> str:
+    return "on-demand" if on_demand else "spot"
+
+
+def _span(record: ReplacementRecord, name: str, **attributes: object) -> Any:
+    """A span of this replacement's trace (the detection span's context is kept on the record)."""
+    carrier = {"traceparent": record.traceparent} if record.traceparent else None
+    attributes.setdefault("instance", record.instance_id)
+    return tracing.span(name, carrier, **attributes)
