@@ -53,26 +53,37 @@ class MetadataMock:
         self.url = f"http://127.0.0.1:{self.port}"
         self._child: Child | None = None
         self._config = workdir / f"aemm-{instance_id}.json"
-        self._config.write_text(
-            json.dumps(
-                {
-                    "metadata": {
-                        "values": {
-                            "instance-id": instance_id,
-                            "placement-availability-zone": availability_zone,
-                        }
-                    }
-                }
-            )
-        )
 
     def schedule(self, notices: NoticeSchedule, now: dt.datetime | None = None) -> None:
         """(Re)start the mock so that the notices appear at the given offsets from ``now``."""
         self.stop()
         now = now or dt.datetime.now(dt.UTC)
 
+        def moment(offset: float | None) -> dt.datetime:
+            return now + (_NEVER if offset is None else dt.timedelta(seconds=offset))
+
         def at(offset: float | None) -> str:
-            return _rfc3339(now + (_NEVER if offset is None else dt.timedelta(seconds=offset)))
+            return _rfc3339(moment(offset))
+
+        # Pin the times the notices carry, as real IMDS does (AEMM otherwise stamps each answer
+        # with the time of the request, so every poll would look like a new notice).
+        self._config.write_text(
+            json.dumps(
+                {
+                    "metadata": {
+                        "values": {
+                            "instance-id": self.instance_id,
+                            "placement-availability-zone": self.availability_zone,
+                        }
+                    },
+                    "spot": {
+                        "action": notices.interruption_action,
+                        "time": _rfc3339(moment(notices.interruption_in) + dt.timedelta(minutes=2)),
+                        "rebalance-rec-time": at(notices.rebalance_in),
+                    },
+                }
+            )
+        )
 
         argv = [
             str(self.binary),
@@ -84,10 +95,6 @@ class MetadataMock:
         ]
         if self.imdsv2_only:
             argv.append("--imdsv2")
-        if notices.interruption_action != "terminate":
-            # The root command always mocks "terminate"; the spot sub-command takes --action.
-            argv.insert(1, "spot")
-            argv.append(f"--action={notices.interruption_action}")
         self._child = Child(f"aemm-{self.instance_id}", argv, self.workdir)
         wait_until(f"AEMM for {self.instance_id}", self._ready, timeout=20, children=[self._child])
 
