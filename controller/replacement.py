@@ -126,6 +126,9 @@ class ReplacementController:
         self._deadlines: dict[str, float] = {}  # batch -> monotonic deadline (this process's clock)
         self._drained_for_interruption: set[str] = set()
         self._retry_after: dict[str, float] = {}  # node -> monotonic time before which we do not retry
+        # Records this process wrote that the Node cache may not show yet (the watch lags our writes).
+        self._written: dict[str, list[str]] = {}
+        self._written_lock = threading.Lock()
 
     # -- driving ----------------------------------------------------------------------------------
     def notify(self, event_type: str = "", node: NodeView | None = None) -> None:
@@ -219,6 +222,13 @@ class ReplacementController:
 
     def _record(self, node: NodeView) -> ReplacementRecord | None:
         raw = node.annotations.get(ANNOTATION)
+        with self._written_lock:
+            history = self._written.get(node.name)
+            if history:
+                if raw == history[-1]:
+                    del self._written[node.name]  # the cache caught up with our last write
+                elif raw is None or raw in history[:-1]:
+                    raw = history[-1]  # the cache still shows an older version we replaced
         if raw is None:
             return None
         try:
@@ -797,13 +807,24 @@ class ReplacementController:
     def _write(self, node: str, expected: ReplacementRecord | None, new: ReplacementRecord) -> bool:
         try:
             self.writer.write_record(node, expected, new)
+            with self._written_lock:
+                history = self._written.setdefault(node, [expected.to_json()] if expected else [])
+                history.append(new.to_json())
+                del history[:-8]
         except RecordChangedError as exc:
             log.warning("%s", exc)
+            self._forget(node)
             return False
         except NodeGoneError:
             log.info("node %s is gone; its replacement record went with it", node)
+            self._forget(node)
             return False
         return True
+
+    def _forget(self, node: str) -> None:
+        """Drop what this process wrote for ``node``: the API server's version is the truth again."""
+        with self._written_lock:
+            self._written.pop(node, None)
 
     def _report_aws_error(self, asg: str, nodes: Iterable[str], exc: AwsError) -> None:
         hint = {

@@ -4,7 +4,9 @@ One small state machine. ``try_acquire_or_renew`` is one step of it (client-go's
 ``run`` drives it: campaign until leader, run the leader's work in a thread while renewing, and
 
 * lose: if no renew succeeds within renew_deadline (or another holder shows up), cancel the work at once,
-  call on_stopped_leading, then the exit callback (by default the process exits with status 1);
+  call on_stopped_leading, then the exit callback (by default the process exits with status 1). The same
+  happens when the work ends on its own after the fence refused it because this process could no longer
+  vouch for its lease (a woken leader whose work noticed before its elector did): nothing is released;
 * stop: when ``stop`` fires (SIGTERM) or the work returns, cancel the work, wait for it to end, then
   release the Lease (empty holder, 1 s duration) so a standby takes over on its next retry.
 
@@ -139,6 +141,7 @@ class LeaseElector:
         self._renew_sent_at: float | None = None  # monotonic send time of our last successful write
         self._renew_wall_time: dt.datetime | None = None
         self._reported_leader: str | None = None
+        self._vouch_lost: str | None = None  # why the fence refused a leader whose lease had run out
 
     # -- state -------------------------------------------------------------------------------------------
 
@@ -200,6 +203,11 @@ class LeaseElector:
             )
         since = now - sent
         if sent + self._config.lease_duration - margin <= now:
+            if sent + self._config.lease_duration - self._config.fence_margin <= now:
+                # Not just short of a caller's larger margin: by the configured one, the lease may be gone.
+                with self._lock:
+                    if self._leading and self._vouch_lost is None:
+                        self._vouch_lost = f"its last successful renew was sent {since:.1f}s ago"
             raise NotLeaderError(
                 f"{self._identity!r} can no longer vouch that it leads {self._store.description} (holder in the "
                 f"last record seen: {holder!r}): its last successful renew was sent {since:.1f}s ago, the lease "
@@ -331,6 +339,8 @@ class LeaseElector:
             self._leading = True
             self._renew_sent_at = sent_at
             self._renew_wall_time = stored.record.renew_time
+            if became_leader:
+                self._vouch_lost = None
         if became_leader:
             log.info(
                 "%r became the leader of %s (leaseTransitions %d)",
@@ -448,9 +458,11 @@ class LeaseElector:
 
         ``token`` fires the moment leadership is lost or ``stop`` fires; ``work`` must return promptly then.
         On loss, ``on_stopped_leading`` and the exit callback are called right after cancelling ``token``
-        (without waiting for ``work``). On stop, or if ``work`` returns or raises on its own, the lease is
-        released once ``work`` has ended (waiting at most lease_duration, real time), ``on_stopped_leading``
-        is called, and ``run`` returns, re-raising what ``work`` raised.
+        (without waiting for ``work``). If ``work`` returns or raises on its own after the fence refused this
+        process for want of a fresh renew (see ``ensure_leader``), that is a loss too. On stop, or if ``work``
+        returns or raises on its own otherwise, the lease is released once ``work`` has ended (waiting at most
+        lease_duration, real time), ``on_stopped_leading`` is called, and ``run`` returns, re-raising what
+        ``work`` raised.
         """
         if not self.acquire(stop):
             log.info("%r stopped before acquiring %s; nothing to release", self._identity, self._store.description)
@@ -475,6 +487,16 @@ class LeaseElector:
         threading.Thread(target=run_work, name="spotguard-leader-work", daemon=True).start()
 
         lost_reason = self._keep_renewing(wake)
+        if lost_reason is None and not stop.cancelled:
+            with self._lock:
+                vouch_lost = self._vouch_lost
+            if vouch_lost is not None:
+                # The work stopped because the fence refused it: the lease may be another's by now, so
+                # releasing (or carrying on as if leading) is not ours to do. Exit like any other loss.
+                lost_reason = self._lose(
+                    f"the fence refused a capacity change ({vouch_lost}, the lease lasts "
+                    f"{self._config.lease_duration:.0f}s: was this process paused?) and the leader's work stopped"
+                )
         if lost_reason is not None:
             token.cancel(lost_reason)
             self._notify("on_stopped_leading", self._on_stopped_leading)

@@ -12,7 +12,7 @@ import pytest
 
 from controller.clock import Cancellation, FakeClock
 from controller.election import InMemoryLeaseStore, NotLeaderError
-from tests.unit.controller.election_helpers import CONFIG, ExitRecorder, held_by, holder_of, make_elector
+from tests.unit.controller.election_helpers import CONFIG, START, ExitRecorder, held_by, holder_of, make_elector
 
 #: Bound on waiting for the work thread (it ends within microseconds); only there so a bug cannot hang the run.
 THREAD_GUARD = 30.0
@@ -163,3 +163,71 @@ def test_stop_before_acquiring_returns_without_running_the_work(store: InMemoryL
     assert started == []
     assert holder_of(store) == "other"
     assert clock.monotonic() == clock_before
+
+
+class GatedClock(FakeClock):
+    """A fake clock whose waits on a Cancellation first wait (real time) for it to fire.
+
+    So the elector's renew loop does not spin ahead while the work thread acts: it wakes only when the work ends
+    (or stop fires), as a real elector frozen with its process would find everything at once on waking.
+    """
+
+    def sleep(self, seconds: float, cancel: Cancellation | None = None) -> bool:
+        if cancel is not None:
+            cancel.wait(THREAD_GUARD)
+        return super().sleep(seconds, cancel)
+
+
+def test_work_that_stops_because_the_fence_refused_a_stale_leader_is_a_loss_not_a_release() -> None:
+    """A leader frozen past its lease wakes; its work reaches the fence first, is refused and returns.
+
+    That is lost leadership (exit 1, lease untouched: it may be the standby's by now), not a step-down.
+    """
+    store = InMemoryLeaseStore()
+    clock = GatedClock(start=START)
+    refused: list[str] = []
+
+    def work(token: Cancellation) -> None:
+        clock.advance(CONFIG.lease_duration)  # frozen (SIGSTOP) for a whole lease
+        try:
+            a.fence("SetDesiredCapacity")
+        except NotLeaderError as error:  # what ReplacementController.run does: log, stop working
+            refused.append(str(error))
+
+    exits = ExitRecorder()
+    stopped_leading: list[bool] = []
+    a = make_elector(store, clock, "a", exit_process=exits, on_stopped_leading=lambda: stopped_leading.append(True))
+
+    a.run(work, Cancellation())
+
+    assert len(refused) == 1
+    assert len(exits.reasons) == 1
+    assert "the fence refused a capacity change" in exits.reasons[0]
+    assert "last successful renew was sent 15.0s ago" in exits.reasons[0]
+    assert holder_of(store) == "a"  # not released: a standby takes it once it expires
+    assert stopped_leading == [True]
+    assert not a.is_leader
+
+
+def test_a_refusal_for_a_larger_margin_than_configured_is_not_a_loss() -> None:
+    """A caller asking for more lease than the configured margin is refused, but the lease is still fine."""
+    store = InMemoryLeaseStore()
+    clock = GatedClock(start=START)
+    refused: list[str] = []
+
+    def work(token: Cancellation) -> None:
+        clock.advance(5.0)  # 10 s of the 15 s lease left: enough for the default 2 s margin, not for 12 s
+        try:
+            a.ensure_leader(margin=12.0, action="a long drain")
+        except NotLeaderError as error:
+            refused.append(str(error))
+        a.ensure_leader()  # the default margin still passes
+
+    exits = ExitRecorder()
+    a = make_elector(store, clock, "a", exit_process=exits)
+
+    a.run(work, Cancellation())
+
+    assert len(refused) == 1
+    assert exits.reasons == []
+    assert holder_of(store) == ""  # the work returned on its own: stepped down and released
