@@ -69,6 +69,7 @@ class Settings:
     keep_grace_period: float = 900.0
     drain_on_interruption: bool = True
     drain_timeout: float = 90.0
+    max_drain_attempts: int = 3
     delete_emptydir_data: bool = False
     # The SGFE lifecycle: from on-demand back to spot (controller.lifecycle).
     stability_window: float = 120.0
@@ -122,6 +123,8 @@ class Settings:
         for field in ("completed_ttl", "safety_retry_interval", "lifecycle_poll_interval", "drain_timeout"):
             if getattr(self, field) <= 0:
                 raise ConfigError(f"{env_var(field)}={getattr(self, field)}: must be positive")
+        if self.max_drain_attempts < 1:
+            raise ConfigError(f"SPOT_GUARD_MAX_DRAIN_ATTEMPTS={self.max_drain_attempts}: must be at least 1")
         if not 0 <= self.metrics_port < 65536:
             raise ConfigError(f"SPOT_GUARD_METRICS_PORT={self.metrics_port}: expected a TCP port")
         return self
@@ -141,6 +144,7 @@ _ENV: dict[str, tuple[str, str]] = {
     "keep_grace_period": ("SPOT_GUARD_KEEP_GRACE_PERIOD", "duration"),
     "drain_on_interruption": ("SPOT_GUARD_DRAIN_ON_INTERRUPTION", "bool"),
     "drain_timeout": ("SPOT_GUARD_DRAIN_TIMEOUT", "duration"),
+    "max_drain_attempts": ("SPOT_GUARD_MAX_DRAIN_ATTEMPTS", "int"),
     "delete_emptydir_data": ("SPOT_GUARD_DELETE_EMPTYDIR_DATA", "bool"),
     "stability_window": ("SPOT_GUARD_STABILITY_WINDOW", "duration"),
     "utilisation_buffer": ("SPOT_GUARD_UTILISATION_BUFFER", "float"),

@@ -126,6 +126,7 @@ class ReplacementController:
         self._deadlines: dict[str, float] = {}  # batch -> monotonic deadline (this process's clock)
         self._drained_for_interruption: set[str] = set()
         self._retry_after: dict[str, float] = {}  # node -> monotonic time before which we do not retry
+        self._drain_attempts: dict[str, int] = {}
         # Records this process wrote that the Node cache may not show yet (the watch lags our writes).
         self._written: dict[str, list[str]] = {}
         self._written_lock = threading.Lock()
@@ -744,8 +745,7 @@ class ReplacementController:
                 drained = self.retirer.drain(node.name)
                 step.outcome("drained" if drained else "incomplete")
             if not drained:
-                self._retry_after[node.name] = self.clock.monotonic() + 10.0
-                self.recorder.node_event(node.name, "Warning", "DrainIncomplete", "drain incomplete; will retry")
+                self._drain_failed(node, record)
                 self._wake.set()
                 return
             if record.instance_id:
@@ -763,11 +763,42 @@ class ReplacementController:
 
         self.retirer.submit(node.name, job)
 
+    def _drain_failed(self, node: NodeView, record: ReplacementRecord) -> None:
+        """Retry a failed drain a few times; then, unless the node is being interrupted, give up:
+        uncordon it and give the replacement back, so nothing stays cordoned or tainted for ever."""
+        attempts = self._drain_attempts[node.name] = self._drain_attempts.get(node.name, 0) + 1
+        if (
+            attempts < self.settings.max_drain_attempts
+            or record.trigger == "interruption"
+            or (self._has_interruption(node))
+        ):
+            self._retry_after[node.name] = self.clock.monotonic() + 10.0
+            self.recorder.node_event(
+                node.name,
+                "Warning",
+                "DrainIncomplete",
+                f"drain attempt {attempts} did not complete (a PodDisruptionBudget or a blocked pod keeps pods on "
+                "the node); retrying in 10s",
+            )
+            return
+        reason = (
+            f"drain did not complete in {attempts} attempts; node uncordoned and replacement "
+            f"{record.replacement_instance} given back instead"
+        )
+        self.retirer.uncordon(node.name)
+        new = record.advance(Phase.RELEASING, self.clock.now(), failed_reason=reason)
+        if self._write(node.name, record, new):
+            self.recorder.node_event(node.name, "Warning", "DrainAbandoned", reason)
+            self._drain_attempts.pop(node.name, None)
+        self._wake.set()  # the next pass gives the replacement back (Releasing)
+
     def _release(self, node: NodeView, record: ReplacementRecord) -> None:
-        """keep-until-interruption: no interruption came; lift the taint and give the replacement back."""
+        """Give the replacement back and lift the taint: keep-until-interruption saw no interruption, or the
+        old node could not be drained."""
         replacement = record.replacement_instance
         if self.retirer.busy(node.name) or self.clock.monotonic() < self._retry_after.get(node.name, 0.0):
             return
+        why = record.failed_reason or (f"no interruption within {format_duration(self.settings.keep_grace_period)}")
 
         def job() -> None:
             if record.replacement_node and not self.retirer.drain(record.replacement_node):
@@ -781,8 +812,7 @@ class ReplacementController:
                 node.name,
                 "Normal",
                 "Released",
-                f"no interruption within {format_duration(self.settings.keep_grace_period)}: taint lifted, "
-                f"replacement {replacement} given back",
+                f"{why}: taint lifted, replacement {replacement} given back",
             )
 
         self.retirer.submit(node.name, job)

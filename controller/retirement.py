@@ -72,6 +72,13 @@ class Retirer:
             log.warning("drain of node %s ended %s: %s", node, result.outcome, result.message)
         return bool(result.drained)
 
+    def uncordon(self, node: str) -> None:
+        try:
+            self.drainer.uncordon(node)
+        except DrainError as exc:
+            if exc.status != 404:
+                raise
+
     def terminate(self, instance_id: str) -> None:
         """Terminate exactly ``instance_id`` and lower its group's desired capacity by one.
 

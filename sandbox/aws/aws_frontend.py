@@ -11,6 +11,7 @@ from http import HTTPStatus
 from typing import Any
 
 from sandbox.aws import aws_messages as msg
+from sandbox.aws import moto_bridge
 from sandbox.aws.call_log import CallLog
 from sandbox.aws.faults import FaultInjector
 from sandbox.aws.query_protocol import (
@@ -85,6 +86,8 @@ class AwsFrontend:
                 status, headers, payload = self._answer_own(request)
             else:
                 status, headers, payload = self._call_moto(environ)
+                if status < 400 and request.action == "UpdateAutoScalingGroup":
+                    self._apply_capacity_rebalance(request)
             self.calls.record(
                 time=self.simulator.clock.now().isoformat(),
                 service=request.service,
@@ -99,6 +102,16 @@ class AwsFrontend:
         headers.append(("Content-Length", str(len(payload))))
         start_response(f"{status} {HTTPStatus(status).phrase}", headers)
         return [payload]
+
+    def _apply_capacity_rebalance(self, request: QueryRequest) -> None:
+        """moto honours CapacityRebalance only at creation; AWS also takes it in UpdateAutoScalingGroup."""
+        value = request.params.get("CapacityRebalance")
+        name = request.params.get("AutoScalingGroupName")
+        if value is None or name is None:
+            return
+        group = moto_bridge.groups(self.simulator.region).get(name)
+        if group is not None:
+            group.capacity_rebalance = value.lower() == "true"
 
     def _group_named_by(self, request: QueryRequest) -> str | None:
         if request.service not in (None, "autoscaling"):

@@ -398,3 +398,73 @@ def test_the_controller_rides_out_an_api_server_restart(
     _recommend(core, old)
     _until("the recommendation handled after the restart", lambda: _gone(core, old.metadata.name), 90)
     assert _desired(aws_sim, SPOT) == 3
+
+
+def test_a_node_that_cannot_be_drained_is_not_left_cordoned_for_ever(
+    start_controller: Callable[..., Running],
+    core: k8s.CoreV1Api,
+    aws_sim: SandboxAWSClient,
+    api_client: k8s.ApiClient,
+    namespace: str,
+) -> None:
+    aws_sim.set_capacity(SPOT, pending_seconds=0)
+    old = _spot_nodes(core)[0]
+    core.create_namespaced_pod(
+        namespace,
+        k8s.V1Pod(
+            metadata=k8s.V1ObjectMeta(name="precious", labels={"app": "precious"}),
+            spec=k8s.V1PodSpec(
+                node_name=old.metadata.name,
+                containers=[k8s.V1Container(name="app", image="registry.invalid/app:1")],
+            ),
+        ),
+    )
+    k8s.PolicyV1Api(api_client).create_namespaced_pod_disruption_budget(
+        namespace,
+        k8s.V1PodDisruptionBudget(
+            metadata=k8s.V1ObjectMeta(name="never"),
+            spec=k8s.V1PodDisruptionBudgetSpec(
+                max_unavailable=0, selector=k8s.V1LabelSelector(match_labels={"app": "precious"})
+            ),
+        ),
+    )
+    start_controller(drain_timeout=2.0, max_drain_attempts=2)
+    _recommend(core, old)
+
+    record = _until(
+        "the replacement given back",
+        lambda: (r := _record(core, old.metadata.name)) is not None and r["phase"] == "Released" and r,
+        90,
+    )
+    node = core.read_node(old.metadata.name)
+    assert not node.spec.unschedulable, "uncordoned"
+    assert not [t for t in node.spec.taints or [] if t.key.startswith("spotguard.io/")], "taint lifted"
+    assert "drain did not complete in 2 attempts" in record["failedReason"]
+    assert core.read_namespaced_pod("precious", namespace).metadata.deletion_timestamp is None, "no pod lost"
+    assert record["replacementInstance"] not in _instances(aws_sim, SPOT)
+    assert _desired(aws_sim, SPOT) == 3
+    assert any("DrainAbandoned" in e for e in _events(core, old.metadata.name))
+
+
+def test_capacity_rebalancing_groups_are_refused(
+    start_controller: Callable[..., Running], core: k8s.CoreV1Api, aws_sim: SandboxAWSClient, autoscaling: Any
+) -> None:
+    autoscaling.update_auto_scaling_group(AutoScalingGroupName=SPOT, CapacityRebalance=True)
+    old = _spot_nodes(core)[0]
+    start_controller()
+    _recommend(core, old)
+    _until(
+        "a refusal naming Capacity Rebalancing",
+        lambda: any("Capacity Rebalancing on" in e for e in _events(core, old.metadata.name)),
+    )
+    assert aws_sim.count_calls("SetDesiredCapacity") == 0
+
+
+def test_stale_annotations_from_an_earlier_instance_are_refused(
+    start_controller: Callable[..., Running], core: k8s.CoreV1Api, aws_sim: SandboxAWSClient
+) -> None:
+    old = _spot_nodes(core)[0]
+    start_controller()
+    _recommend(core, old, **{"spotguard.io/instance-id": "i-0ffffffffffffffff"})
+    _until("a stale-annotation refusal", lambda: any("stale" in e for e in _events(core, old.metadata.name)))
+    assert aws_sim.count_calls("SetDesiredCapacity") == 0
