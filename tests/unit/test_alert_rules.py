@@ -17,7 +17,7 @@ import yaml
 from tests.unit.controller.observability.promtool import run_promtool
 
 REPO = Path(__file__).resolve().parents[2]
-RULE = REPO / "manifests" / "prometheusrule.yaml"
+RULE = REPO / "manifests" / "monitoring" / "prometheusrule.yaml"
 ALERT_TESTS = REPO / "tests" / "alerts"
 RUNBOOKS = REPO / "docs" / "runbooks.md"
 RULES_FILE_NAME = "spotguard.rules.yaml"  # what the files in tests/alerts/ list under rule_files
