@@ -25,6 +25,7 @@ from controller.election import ElectionConfig, KubeLeaseStore, LeaseElector
 from controller.fallbackevent import FallbackEvents
 from controller.groups import GroupResolver
 from controller.kube import Informer, Kube, NodeView, api_client
+from controller.lifecycle import LifecycleController
 from controller.nodes import NodeWriter
 from controller.observability.events import EventRecorder
 from controller.observability.http_server import serve
@@ -32,7 +33,7 @@ from controller.observability.metrics import Metrics
 from controller.observability.tracing import setup_tracing
 from controller.pause_switch import PauseSwitch
 from controller.replacement import Recorder, ReplacementController
-from controller.reporting import KubeRecorder
+from controller.reporting import KubeLifecycleRecorder, KubeRecorder
 from controller.retirement import Retirer
 
 log = logging.getLogger(__name__)
@@ -90,7 +91,15 @@ def run_controller(
 
     def work(cancel: Cancellation) -> None:
         parts = leader_components(
-            settings, kube, clock, elector.fence, cancel, recorder=recorder, metrics=metrics, paused=switch.paused
+            settings,
+            kube,
+            clock,
+            elector.fence,
+            cancel,
+            recorder=recorder,
+            metrics=metrics,
+            paused=switch.paused,
+            identity=elector.identity,
         )
         log.info("leading as %s", elector.identity)
         wake_leader[:] = [parts.replacement.notify]
@@ -117,6 +126,7 @@ class LeaderComponents:
 
     informer: Informer
     replacement: ReplacementController
+    lifecycle: LifecycleController
     retirer: Retirer
     asg: AutoScaling
 
@@ -131,10 +141,12 @@ def leader_components(
     recorder: Recorder | None = None,
     metrics: Metrics | None = None,
     paused: Callable[[], bool] = lambda: False,
+    identity: str = "spotguard-controller",
 ) -> LeaderComponents:
     metrics = metrics or Metrics(clock)
+    events = EventRecorder(kube, clock=clock)
     if recorder is None:
-        recorder = KubeRecorder(EventRecorder(kube, clock=clock), metrics)
+        recorder = KubeRecorder(events, metrics)
     asg = AutoScaling(fence=fence, on_call=metrics.aws_call)
     retirer = Retirer(
         Drainer(kube, clock),
@@ -161,8 +173,21 @@ def leader_components(
         recorder=recorder,
         paused=paused,
     )
+    lifecycle = LifecycleController(
+        settings=settings,
+        sgfes=FallbackEvents(kube, settings.namespace),
+        asg=asg,
+        kube=kube,
+        writer=NodeWriter(kube),
+        drainer=Drainer(kube, clock),
+        nodes=informer.snapshot,
+        clock=clock,
+        identity=identity,
+        recorder=KubeLifecycleRecorder(events, metrics),
+    )
     wake.append(replacement.notify)
-    return LeaderComponents(informer, replacement, retirer, asg)
+    wake.append(lifecycle.notify)
+    return LeaderComponents(informer, replacement, lifecycle, retirer, asg)
 
 
 def run_leader(parts: LeaderComponents, cancel: Cancellation) -> None:
@@ -173,8 +198,11 @@ def run_leader(parts: LeaderComponents, cancel: Cancellation) -> None:
     watcher.start()
     parts.informer.synced.wait(30)
     log.info("watching %d nodes", len(parts.informer.nodes))
+    lifecycle = threading.Thread(target=parts.lifecycle.run, args=(cancel,), name="sgfe-lifecycle", daemon=True)
+    lifecycle.start()
     try:
         parts.replacement.run(cancel)
     finally:
         watch_stop.set()
         parts.retirer.shutdown()
+        lifecycle.join(timeout=10)

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 
-from controller.observability.events import EventRecorder, node_ref
+from controller.fallbackevent import FallbackEvent
+from controller.observability import tracing
+from controller.observability.events import EventRecorder, node_ref, sgfe_ref
 from controller.observability.metrics import Metrics
+from nodewatch import annotations as contract
 
 log = logging.getLogger("controller.replacement")
+lifecycle_log = logging.getLogger("controller.lifecycle")
 
 # The controller's refusal reasons, in the metric's vocabulary.
 _REFUSALS = {
@@ -52,3 +57,47 @@ class KubeRecorder:
 
     def replacement_failed(self, reason: str) -> None:
         self.metrics.replacement_failed(reason)
+
+
+class KubeLifecycleRecorder:
+    """The production ``LifecycleRecorder``: Events on the SGFE, metrics, a log line and a span per phase change
+    (in the fallback's trace, whose context the SGFE carries)."""
+
+    def __init__(self, events: EventRecorder, metrics: Metrics) -> None:
+        self.events = events
+        self.metrics = metrics
+
+    def sgfe_event(self, event: FallbackEvent, kind: str, reason: str, message: str) -> None:
+        level = logging.WARNING if kind == "Warning" else logging.INFO
+        lifecycle_log.log(
+            level, "SpotGuardFallbackEvent %s: %s: %s", event.name, reason, message, extra={"sgfe": event.name}
+        )
+        self.events.record(sgfe_ref(event.name, event.namespace, event.uid), kind, reason, message)
+        with tracing.span(
+            reason,
+            tracing.carrier_from_annotations(event.annotations),
+            sgfe=event.name,
+            node=event.spec.on_demand_node_name,
+            instance=event.spec.on_demand_instance_id,
+            asg=event.spec.on_demand_asg_name,
+        ) as step:
+            step.outcome(kind.lower())
+
+    def phase_changed(self, event: FallbackEvent, old: str, new: str) -> None:
+        lifecycle_log.info(
+            "SpotGuardFallbackEvent %s: phase %s -> %s", event.name, old, new, extra={"sgfe": event.name}
+        )
+        with tracing.span(
+            "phase-change",
+            tracing.carrier_from_annotations(event.annotations),
+            sgfe=event.name,
+            node=event.spec.on_demand_node_name,
+            instance=event.spec.on_demand_instance_id,
+            asg=event.spec.spot_asg_name,
+            from_phase=old,
+            to_phase=new,
+        ) as step:
+            step.outcome(new)
+        if new == "Completed" and event.spec.timestamp:
+            started = contract.parse_time("timestamp", event.spec.timestamp)
+            self.metrics.fallback_completed((dt.datetime.now(dt.UTC) - started).total_seconds())

@@ -1,0 +1,141 @@
+"""The lifecycle record: what the lifecycle controller has asked of AWS for one SGFE, kept on the SGFE.
+
+The SGFE's schema is the seed's and fixed, so this bookkeeping lives in the annotation
+``spotguard.io/lifecycle`` (JSON), written with the resourceVersion that was read (merge patch), like the
+status. Every AWS-changing step is written here before it is made (intent before effect); targets are
+absolute desired capacities, so a successor that repeats a step after a crash changes nothing.
+
+Return to spot (Monitoring):  ``return_target`` + ``return_known`` + times (intent) -> SetDesiredCapacity ->
+``return_confirmed`` -> the new instance InService with a Ready Node -> ``returned_instance``. A return that
+stays short: ``withdraw_target`` (intent) -> the increase given back -> cleared, with ``return_attempts`` and
+``next_return_at`` (backoff).
+Scale-down (ScalingDown): ``owner`` + ``drain_started_at`` (claim) -> drain -> ``terminate_requested_at``
+(intent) -> TerminateInstanceInAutoScalingGroup -> ``finished_at`` -> status Completed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from nodewatch import annotations as contract
+
+ANNOTATION = contract.PREFIX + "lifecycle"
+SCHEMA_VERSION = 1
+
+
+class MalformedRecordError(ValueError):
+    """The annotation is not a lifecycle record this version can read; the message says what to do."""
+
+
+@dataclasses.dataclass(frozen=True)
+class LifecycleRecord:
+    # Return to spot.
+    return_target: int | None = None  # absolute spot desired capacity asked for
+    return_known: tuple[str, ...] = ()  # spot instances before the return scale-up
+    return_requested_at: str = ""
+    return_deadline_at: str = ""
+    return_confirmed: bool = False  # SetDesiredCapacity(return_target) succeeded
+    return_seen_activity: str = ""  # the spot ASG's newest scaling activity before the return: older ones do not count
+    returned_instance: str = ""  # the spot instance that brought the capacity back (InService, Node Ready)
+    withdraw_target: int | None = None  # intent: give an unfulfilled return back down to this desired capacity
+    return_attempts: int = 0  # consecutive returns that stayed short (backoff)
+    next_return_at: str = ""  # no return attempt before this
+    last_short_reason: str = ""
+    # Scale-down.
+    owner: str = ""  # identity of the controller running the scale-down
+    drain_started_at: str = ""
+    terminate_requested_at: str = ""  # intent: terminate exactly the on-demand instance, with decrement
+    terminate_by: str = ""
+    finished_at: str = ""  # when the event reached Completed or Failed (the TTL counts from here)
+    version: int = SCHEMA_VERSION
+
+    @property
+    def return_in_flight(self) -> bool:
+        return self.return_target is not None and not self.returned_instance
+
+    def to_json(self) -> str:
+        data: dict[str, Any] = {}
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if value in ("", None, (), False) or (field.name == "return_attempts" and value == 0):
+                continue
+            data[_camel(field.name)] = list(value) if isinstance(value, tuple) else value
+        return json.dumps(data, separators=(",", ":"), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> LifecycleRecord:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise MalformedRecordError(
+                f"annotation {ANNOTATION} is not JSON ({exc.msg}); remove it to let Spot Guard start the "
+                "event's bookkeeping over"
+            ) from None
+        if not isinstance(data, dict):
+            raise MalformedRecordError(f"annotation {ANNOTATION} is not a JSON object; remove it")
+        known = {_camel(f.name): f.name for f in dataclasses.fields(cls)}
+        values: dict[str, Any] = {}
+        for key, value in data.items():
+            name = known.get(key)
+            if name is not None:  # keys of a newer version are ignored
+                values[name] = tuple(value) if isinstance(value, list) else value
+        try:
+            record = cls(**values)
+        except TypeError as exc:
+            raise MalformedRecordError(f"annotation {ANNOTATION}: {exc}; remove it") from None
+        if record.version > SCHEMA_VERSION:
+            raise MalformedRecordError(
+                f"annotation {ANNOTATION} has schema version {record.version}, written by a newer Spot Guard "
+                f"(this one reads {SCHEMA_VERSION}): upgrade"
+            )
+        return record
+
+    @classmethod
+    def of(cls, annotations: Mapping[str, str]) -> LifecycleRecord:
+        raw = annotations.get(ANNOTATION)
+        return cls() if raw is None else cls.from_json(raw)
+
+    def replace(self, **changes: Any) -> LifecycleRecord:
+        return dataclasses.replace(self, **changes)
+
+    def cleared_return(self) -> LifecycleRecord:
+        """The record without a return in flight (after it was withdrawn)."""
+        return dataclasses.replace(
+            self,
+            return_target=None,
+            return_known=(),
+            return_requested_at="",
+            return_deadline_at="",
+            return_confirmed=False,
+            return_seen_activity="",
+            withdraw_target=None,
+        )
+
+    def cleared_scale_down(self) -> LifecycleRecord:
+        """The record after a scale-down was rolled back (the spot ASG relapsed)."""
+        return dataclasses.replace(self, owner="", drain_started_at="", terminate_requested_at="", terminate_by="")
+
+
+def format_time(moment: dt.datetime) -> str:
+    """RFC 3339 UTC with milliseconds: a stability window of a few seconds must not lose a second to rounding."""
+    if moment.tzinfo is None:
+        raise ValueError("format_time needs a timezone-aware datetime")
+    utc = moment.astimezone(dt.UTC)
+    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
+
+
+def parse_time(what: str, text: str) -> dt.datetime:
+    """An RFC 3339 time written by Spot Guard; MalformedRecordError naming ``what`` otherwise."""
+    try:
+        return contract.parse_time(what, text)
+    except contract.MalformedAnnotationError as exc:
+        raise MalformedRecordError(str(exc)) from None
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.title() for part in rest)
