@@ -173,6 +173,7 @@ def leader_components(
         recorder=recorder,
         paused=paused,
     )
+    lifecycle_recorder = KubeLifecycleRecorder(events, metrics)
     lifecycle = LifecycleController(
         settings=settings,
         sgfes=FallbackEvents(kube, settings.namespace),
@@ -183,7 +184,8 @@ def leader_components(
         nodes=informer.snapshot,
         clock=clock,
         identity=identity,
-        recorder=KubeLifecycleRecorder(events, metrics),
+        recorder=lifecycle_recorder,
+        on_events=lifecycle_recorder.observe,
     )
     wake.append(replacement.notify)
     wake.append(lifecycle.notify)

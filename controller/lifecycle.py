@@ -92,6 +92,7 @@ class LifecycleController:
         clock: Clock,
         identity: str,
         recorder: LifecycleRecorder | None = None,
+        on_events: Callable[[list[FallbackEvent]], None] | None = None,
     ) -> None:
         self.settings = settings
         self.sgfes = sgfes
@@ -102,6 +103,7 @@ class LifecycleController:
         self.nodes = nodes
         self.clock = clock
         self.identity = identity
+        self.on_events = on_events  # e.g. the SGFE gauges: every pass hands over what it listed
         self.recorder: LifecycleRecorder = SafeRecorder(recorder or LogLifecycleRecorder())
         self._wake = threading.Event()
         self._jobs: dict[str, ScaleDown] = {}  # uid -> running (or finished) scale-down
@@ -158,6 +160,11 @@ class LifecycleController:
         """Move every SGFE along; return seconds until the next pass is due."""
         self._raise_if_deposed()
         events = self.sgfes.list()
+        if self.on_events is not None:
+            try:
+                self.on_events(events)
+            except Exception:
+                log.exception("reporting the SpotGuardFallbackEvents listed failed; ignoring it")
         self._reap_jobs(events)
         nodes = self.nodes()
         self._maintain_nodes(events, nodes)

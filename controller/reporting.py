@@ -8,7 +8,7 @@ import logging
 from controller.fallbackevent import FallbackEvent
 from controller.observability import tracing
 from controller.observability.events import EventRecorder, node_ref, sgfe_ref
-from controller.observability.metrics import Metrics
+from controller.observability.metrics import FallbackEventAge, Metrics
 from nodewatch import annotations as contract
 
 log = logging.getLogger("controller.replacement")
@@ -66,6 +66,26 @@ class KubeLifecycleRecorder:
     def __init__(self, events: EventRecorder, metrics: Metrics) -> None:
         self.events = events
         self.metrics = metrics
+        self._phase_since: dict[tuple[str, str], dt.datetime] = {}  # (name, phase) -> first seen in it
+
+    def observe(self, events: list[FallbackEvent]) -> None:
+        """Keep the SGFE gauges (by phase, age of the oldest unfinished, time in phase) current."""
+        now = dt.datetime.now(dt.UTC)
+        ages = []
+        seen = set()
+        for event in events:
+            key = (event.name, event.status.phase)
+            seen.add(key)
+            try:
+                fallback_at = contract.parse_time("timestamp", event.spec.timestamp)
+            except contract.MalformedAnnotationError:
+                fallback_at = now
+            since = self._phase_since.setdefault(key, now if event.status.phase != "Pending" else fallback_at)
+            ages.append(FallbackEventAge(event.name, event.status.phase, fallback_at, since))
+        for key in list(self._phase_since):
+            if key not in seen:
+                del self._phase_since[key]
+        self.metrics.set_fallback_events(ages)
 
     def sgfe_event(self, event: FallbackEvent, kind: str, reason: str, message: str) -> None:
         level = logging.WARNING if kind == "Warning" else logging.INFO
@@ -84,6 +104,7 @@ class KubeLifecycleRecorder:
             step.outcome(kind.lower())
 
     def phase_changed(self, event: FallbackEvent, old: str, new: str) -> None:
+        self._phase_since[(event.name, new)] = dt.datetime.now(dt.UTC)
         lifecycle_log.info(
             "SpotGuardFallbackEvent %s: phase %s -> %s", event.name, old, new, extra={"sgfe": event.name}
         )
