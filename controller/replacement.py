@@ -161,10 +161,16 @@ class ReplacementController:
         od_requested: dict[tuple[str, str], _Batch] = {}
         spot_requested: dict[tuple[str, str], _Batch] = {}
 
-        for node in sorted(self.nodes().values(), key=lambda n: n.name):
+        pending = self._pending_nodes()
+        with self._written_lock:
+            written = set(self._written)
+        # Only Nodes carrying Spot Guard annotations (or a record this process just wrote) have anything
+        # to do: the cache keeps only spotguard.io/ keys, so a quiet Node costs one dict check.
+        active = [n for n in self.nodes().values() if n.annotations or n.name in written]
+        for node in sorted(active, key=lambda n: n.name):
             record = self._record(node)
             if record is None:
-                if node.name not in self._pending_nodes():
+                if node.name not in pending:
                     self._detect(node, now)
                 continue
             if record.terminal:
