@@ -32,17 +32,16 @@ import json
 import logging
 import random
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any
 
 import urllib3
 from kubernetes.client.exceptions import ApiException
 
 from controller.clock import Cancellation, Clock, SystemClock
+from controller.kube import JSON, MERGE_PATCH, KubeRequests
 
 log = logging.getLogger(__name__)
 
-JSON = dict[str, Any]
-MERGE_PATCH = "application/merge-patch+json"
 MIRROR_POD_ANNOTATION = "kubernetes.io/config.mirror"
 #: Honoured by the cluster-autoscaler only; a drain treats such pods as any other (see the module docs).
 SAFE_TO_EVICT_ANNOTATION = "cluster-autoscaler.kubernetes.io/safe-to-evict"
@@ -52,21 +51,6 @@ FINISHED_PHASES = frozenset({"Succeeded", "Failed"})
 _DONE_STATUSES = frozenset({404, 409})
 #: Answers retrying cannot fix: a malformed request, or no permission to evict.
 _FATAL_STATUSES = frozenset({400, 401, 403, 405, 422})
-
-
-class KubeRequests(Protocol):
-    """The part of ``controller.kube.Kube`` the drainer uses (tests pass a fake)."""
-
-    def request(
-        self,
-        method: str,
-        path: str,
-        query: Mapping[str, str | int] | None = None,
-        *,
-        body: Any = None,
-        content_type: str = "application/json",
-        timeout: float | None = None,
-    ) -> JSON: ...
 
 
 # -- the plan ------------------------------------------------------------------------------------------

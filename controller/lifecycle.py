@@ -27,10 +27,10 @@ from controller import failpoints
 from controller.aws import PENDING_STATES, Activity, AutoScaling, AwsError, Group
 from controller.clock import Cancellation, Clock
 from controller.config import Settings
-from controller.drain import Drainer, DrainError, DrainOptions, KubeRequests
+from controller.drain import Drainer, DrainError, DrainOptions
 from controller.election import NotLeaderError
 from controller.fallbackevent import ConflictError, FallbackEvent, FallbackEvents, Phase
-from controller.kube import NodeView
+from controller.kube import KubeRequests, NodeView
 from controller.lifecycle_decisions import (
     AbortScaleDown,
     Action,

@@ -212,14 +212,14 @@ class ReplacementController:
             self._drain_on_interruption(node, record)
 
         for batch in spot_requested.values():
-            self._confirm_spot_request(batch)
+            self._confirm_request(batch, on_demand=False)
         for asg in list(self._pending):
             wake_at = min(wake_at, self._scale_up_pending(asg, now))
         wake_at = min(wake_at, self._check_batches(spot_batches, on_demand=False))
         for batch in withdrawing.values():
             self._withdraw(batch)
         for batch in od_requested.values():
-            self._confirm_on_demand_request(batch)
+            self._confirm_request(batch, on_demand=True)
         wake_at = min(wake_at, self._check_batches(od_batches, on_demand=True))
         return wake_at - self.clock.monotonic()
 
@@ -390,9 +390,10 @@ class ReplacementController:
             return ""
         return newest[0].start_time.astimezone(dt.UTC).isoformat()
 
-    def _confirm_spot_request(self, batch: _Batch) -> None:
-        """Recovery: a predecessor wrote SpotRequested; make sure the call happened, then confirm."""
-        target = batch.first.spot_target or 0
+    def _confirm_request(self, batch: _Batch, on_demand: bool) -> None:
+        """Recovery: a predecessor wrote SpotRequested / OnDemandRequested (intent); make sure the call
+        happened (only if the recorded absolute target is not reached yet), then confirm it."""
+        target = (batch.first.on_demand_target if on_demand else batch.first.spot_target) or 0
         try:
             group = self.asg.describe_groups([batch.asg]).get(batch.asg)
             if group is not None and group.desired < target:
@@ -400,8 +401,9 @@ class ReplacementController:
         except AwsError as exc:
             self._report_aws_error(batch.asg, [n.name for n, _ in batch.members], exc)
             return
+        confirmed = Phase.ON_DEMAND_SCALED_UP if on_demand else Phase.SPOT_SCALED_UP
         for node, record in batch.members:
-            self._write(node.name, record, record.advance(Phase.SPOT_SCALED_UP, self.clock.now()))
+            self._write(node.name, record, record.advance(confirmed, self.clock.now()))
 
     # -- capacity checks --------------------------------------------------------------------------
     def _check_batches(self, batches: dict[tuple[str, str], _Batch], on_demand: bool) -> float:
@@ -676,18 +678,6 @@ class ReplacementController:
                 "OnDemandScaleUp",
                 f"scaled on-demand ASG {od_asg} from {group.desired} to {target}",
             )
-
-    def _confirm_on_demand_request(self, batch: _Batch) -> None:
-        target = batch.first.on_demand_target or 0
-        try:
-            group = self.asg.describe_groups([batch.asg]).get(batch.asg)
-            if group is not None and group.desired < target:
-                self.asg.set_desired_capacity(batch.asg, target)
-        except AwsError as exc:
-            self._report_aws_error(batch.asg, [n.name for n, _ in batch.members], exc)
-            return
-        for node, record in batch.members:
-            self._write(node.name, record, record.advance(Phase.ON_DEMAND_SCALED_UP, self.clock.now()))
 
     def _on_demand_failed(
         self, asg: str, group: Group, members: list[tuple[NodeView, ReplacementRecord]], reason: str

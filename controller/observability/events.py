@@ -19,13 +19,12 @@ import datetime as dt
 import logging
 import secrets
 import threading
-from collections.abc import Mapping
-from typing import Any, Protocol
+from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 
 from controller.clock import Clock, SystemClock
-from controller.kube import JSON, MERGE_PATCH
+from controller.kube import MERGE_PATCH, KubeRequests
 
 log = logging.getLogger(__name__)
 
@@ -36,21 +35,6 @@ SGFE_API_VERSION = "aws.amazon.com/v1"
 SGFE_KIND = "SpotGuardFallbackEvent"
 MAX_MESSAGE = 1024
 _MAX_NAME = 253
-
-
-class KubeRequests(Protocol):
-    """The one call the recorder needs (``controller.kube.Kube`` has it)."""
-
-    def request(
-        self,
-        method: str,
-        path: str,
-        query: Mapping[str, str | int] | None = None,
-        *,
-        body: Any = None,
-        content_type: str = "application/json",
-        timeout: float | None = None,
-    ) -> JSON: ...
 
 
 @dataclasses.dataclass(frozen=True)

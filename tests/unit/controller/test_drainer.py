@@ -8,7 +8,6 @@ import pytest
 
 from controller.clock import Cancellation, FakeClock
 from controller.drain import (
-    MERGE_PATCH,
     Drainer,
     DrainError,
     DrainOptions,
@@ -17,6 +16,7 @@ from controller.drain import (
     PodRef,
     equal_jitter,
 )
+from controller.kube import MERGE_PATCH
 from tests.unit.controller.fake_drain_api import FakeDrainApi
 from tests.unit.controller.k8s_objects import JSON, pod
 
