@@ -149,10 +149,11 @@ def leader_components(
         recorder = KubeRecorder(events, metrics)
     asg = AutoScaling(fence=fence, on_call=metrics.aws_call)
     retirer = Retirer(
-        Drainer(kube, clock),
+        Drainer(kube, clock, on_event=metrics.eviction),
         asg,
         DrainOptions(timeout=settings.drain_timeout, delete_emptydir_data=settings.delete_emptydir_data),
         cancel,
+        on_drain=metrics.drain_finished,
     )
     wake: list[Callable[[], None]] = []
 
@@ -180,7 +181,7 @@ def leader_components(
         asg=asg,
         kube=kube,
         writer=NodeWriter(kube),
-        drainer=Drainer(kube, clock),
+        drainer=Drainer(kube, clock, on_event=metrics.eviction),
         nodes=informer.snapshot,
         clock=clock,
         identity=identity,

@@ -29,8 +29,11 @@ class Retirer:
         asg: AutoScaling,
         options: DrainOptions,
         cancel: Cancellation,
+        *,
         workers: int = 4,
+        on_drain: Callable[[str], None] | None = None,
     ) -> None:
+        self.on_drain = on_drain  # told each drain's outcome (metrics)
         self.drainer = drainer
         self.asg = asg
         self.options = options
@@ -68,6 +71,8 @@ class Retirer:
                 log.info("node %s is already gone; nothing to drain", node)
                 return True
             raise
+        if self.on_drain is not None:
+            self.on_drain(str(result.outcome))
         if not result.drained:
             log.warning("drain of node %s ended %s: %s", node, result.outcome, result.message)
         return bool(result.drained)

@@ -122,6 +122,16 @@ class ReplacementFailure:
     ALL = (NO_CAPACITY, AWS_ERROR, TIMEOUT)
 
 
+#: controller.drain.EvictionResult values -> this module's EvictionResult labels.
+_EVICTION_RESULTS = {
+    "evicted": EvictionResult.EVICTED,
+    "disruption_budget": EvictionResult.BLOCKED,
+    "already_gone": EvictionResult.GONE,
+    "replaced": EvictionResult.GONE,
+    "error": EvictionResult.ERROR,
+    "refused": EvictionResult.ERROR,
+}
+
 #: The Auto Scaling operations controller.aws makes, and the error codes that mean missing IAM permissions:
 #: their error series exist from the start so that the AccessDenied alert sees the first one.
 AWS_OPERATIONS = (
@@ -259,6 +269,15 @@ class Metrics:
             self.fallbacks.labels(spot_asg, on_demand_asg, reason)
 
     # -- recording ------------------------------------------------------------------------------------------
+
+    def eviction(self, pod: object, result: str) -> None:
+        """Matches ``controller.drain.Drainer(on_event=...)``: one eviction answer, in this metric's words."""
+        self.evictions.labels(_EVICTION_RESULTS.get(str(result), EvictionResult.ERROR)).inc()
+
+    def drain_finished(self, outcome: str) -> None:
+        """One drain ended (``controller.drain.DrainOutcome``): drained, timed_out, or anything else."""
+        result = {"drained": DrainResult.SUCCESS, "timed_out": DrainResult.TIMEOUT}.get(str(outcome), DrainResult.ERROR)
+        self.drains.labels(result).inc()
 
     def aws_call(self, operation: str, error_code: str | None) -> None:
         """Count one AWS call attempt; fits ``controller.aws.AutoScaling(on_call=...)``."""

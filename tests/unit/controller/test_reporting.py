@@ -44,3 +44,20 @@ def test_observed_events_feed_the_phase_gauge_and_the_oldest_age() -> None:
     recorder.observe([])
     text = metrics.exposition().decode()
     assert _sample(text, 'spotguard_fallback_events{phase="Monitoring"}') == 0
+
+
+def test_drain_and_eviction_answers_are_counted_in_the_metrics_words() -> None:
+    metrics = Metrics(process_metrics=False)
+    for answer in ("evicted", "evicted", "disruption_budget", "already_gone", "refused"):
+        metrics.eviction(object(), answer)
+    metrics.drain_finished("drained")
+    metrics.drain_finished("timed_out")
+    metrics.drain_finished("blocked")
+    text = metrics.exposition().decode()
+    assert _sample(text, 'spotguard_evictions_total{result="evicted"}') == 2
+    assert _sample(text, 'spotguard_evictions_total{result="blocked"}') == 1
+    assert _sample(text, 'spotguard_evictions_total{result="gone"}') == 1
+    assert _sample(text, 'spotguard_evictions_total{result="error"}') == 1
+    assert _sample(text, 'spotguard_drains_total{result="success"}') == 1
+    assert _sample(text, 'spotguard_drains_total{result="timeout"}') == 1
+    assert _sample(text, 'spotguard_drains_total{result="error"}') == 1
