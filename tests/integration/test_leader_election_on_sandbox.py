@@ -239,11 +239,14 @@ def test_a_frozen_leader_makes_no_capacity_call_after_it_wakes_and_exits(
         saw_b = "the lease is now held by 'replica-b'" in log
         print(f"thawed ex-leader ({api_on_waking} API): fence refused={refused}, elector saw b's lease={saw_b}")
         assert "lost the leadership" in log
+        # Which defence stops the woken ex-leader first is a race, and both are correct: the fence refusing
+        # its due retry, or its own elector finding the renew deadline long past (cut off, it cannot see b's
+        # lease). What must hold either way is above: no capacity call, exit status 1.
+        elector_gave_up = "the leader's work is cancelled" in log
         if cut_off:
-            assert refused
-            assert "the fence refused a capacity change" in log  # how it knew to exit, cut off as it was
+            assert refused or elector_gave_up
         else:
-            assert refused or saw_b
+            assert refused or saw_b or elector_gave_up
         assert lease.current == b.identity
         assert lease.holders == [a.identity, b.identity]
         assert b.running

@@ -72,24 +72,28 @@ def test_a_fallback_is_one_trace_even_when_the_leader_dies_halfway(
             time.sleep(0.3)
         assert second.stop() == 0  # flushes its spans on the way out
 
-    spans = receiver.spans()
-    by_name = {s.name: s for s in spans}
-    detection = by_name["detection"]
-    assert detection.service_name == "first"
-    assert detection.attributes["spotguard.node"] == old.name
-    assert detection.attributes["spotguard.instance"] == old.instance_id
-    # Spans still in the first leader's export buffer die with it (SIGKILL); those it exported stay.
-    assert "spot-scale-up" in {s.name for s in spans if s.service_name == "first"}
-    after_kill = {s.name for s in spans if s.service_name == "second"}
-    assert {"on-demand-scale-up", "capacity-check", "fallback-event", "drain", "termination"} <= after_kill
-    for span in spans:
-        assert span.trace_id == detection.trace_id, f"{span.name} from {span.service_name} left the trace"
-        if span is not detection:
-            assert span.parent_span_id == detection.span_id, f"{span.name} is not a child of detection"
-    check = next(s for s in spans if s.name == "capacity-check" and s.service_name == "second")
-    assert check.attributes["spotguard.capacity_type"] == "on-demand"
-    assert check.attributes["spotguard.outcome"] == "ready"
     sgfe = k8s.CustomObjectsApi(api_client).list_namespaced_custom_object(
         "aws.amazon.com", "v1", "kube-system", "spotguardfallbackevents"
     )["items"][0]
-    assert detection.trace_id in sgfe["metadata"]["annotations"]["spotguard.io/traceparent"]
+    # The detection span's W3C context, as the first leader stored it on the record and the SGFE carries it.
+    _, trace_id, detection_id, _ = sgfe["metadata"]["annotations"]["spotguard.io/traceparent"].split("-")
+    spans = receiver.spans()
+    after_kill = [s for s in spans if s.service_name == "second"]
+    assert {"on-demand-scale-up", "capacity-check", "fallback-event", "drain", "termination"} <= {
+        s.name for s in after_kill
+    }
+    for span in after_kill:
+        assert span.trace_id == trace_id, f"{span.name} after the leader's death left the fallback's trace"
+        assert span.parent_span_id == detection_id, f"{span.name} is not a child of the detection span"
+    # What the first leader exported before its SIGKILL is in the same trace (spans still in its export
+    # buffer die with it; how many made it out depends on timing).
+    exported_before = [s for s in spans if s.service_name == "first"]
+    assert all(s.trace_id == trace_id for s in exported_before)
+    detection = next((s for s in exported_before if s.name == "detection"), None)
+    if detection is not None:
+        assert detection.span_id == detection_id
+        assert detection.attributes["spotguard.node"] == old.name
+        assert detection.attributes["spotguard.instance"] == old.instance_id
+    check = next(s for s in after_kill if s.name == "capacity-check")
+    assert check.attributes["spotguard.capacity_type"] == "on-demand"
+    assert check.attributes["spotguard.outcome"] == "ready"
