@@ -6,6 +6,7 @@ swaps the local control plane for a k3s container through testcontainers (needs 
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -40,6 +41,11 @@ def namespace(core: k8s.CoreV1Api) -> Iterator[str]:
     """A fresh namespace per test, deleted afterwards."""
     name = f"t-{uuid.uuid4().hex[:8]}"
     core.create_namespace(k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name=name)))
+    # Pods are refused until kube-controller-manager has made the namespace's default ServiceAccount.
+    deadline = time.monotonic() + 30
+    while not core.list_namespaced_service_account(name, field_selector="metadata.name=default").items:
+        assert time.monotonic() < deadline, f"no default ServiceAccount in namespace {name} after 30s"
+        time.sleep(0.1)
     yield name
     core.delete_namespace(name)
 
@@ -51,7 +57,28 @@ def aws_sim(sandbox: Sandbox) -> Iterator[SandboxAWSClient]:
     yield sim
     sim.clear_faults()
     sim.reset()
-    sandbox.wait_for_nodes(sandbox.spot_desired * sandbox.pairs, exact=True)
+    # The reset replaces every instance: wait until the Nodes are exactly the new instances', all Ready,
+    # so the next test never picks a Node that is about to go.
+    wanted = {
+        i["instance_id"] for g in sim.state()["groups"] for i in g["instances"] if i["lifecycle_state"] == "InService"
+    }
+    deadline = time.monotonic() + 60
+    while True:
+        nodes = (
+            k8s.CoreV1Api(k8s_config.new_client_from_config(config_file=str(sandbox.kubeconfig)))
+            .list_node(label_selector="spotguard.io/asg")
+            .items
+        )
+        have = {
+            n.spec.provider_id.rsplit("/", 1)[-1]
+            for n in nodes
+            if n.metadata.deletion_timestamp is None
+            and any(c.type == "Ready" and c.status == "True" for c in n.status.conditions or [])
+        }
+        if have == wanted and len(nodes) == len(wanted):
+            break
+        assert time.monotonic() < deadline, f"Nodes {sorted(have)} never matched the instances {sorted(wanted)}"
+        time.sleep(0.2)
 
 
 @pytest.fixture
