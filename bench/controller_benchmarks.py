@@ -127,14 +127,14 @@ def _annotation_latencies(context: Context, batch_window: str, count: int) -> li
 @benchmark("controller_annotation_to_scale_up", "rebalance annotation to SetDesiredCapacity, single recommendations")
 def annotation_to_scale_up(context: Context) -> list[Figure]:
     """Figure 2 (single): annotation write to the simulator's log of the spot SetDesiredCapacity."""
-    count = 8 if context.quick else 20
+    count = 8 if context.quick else 30
     figures = []
-    for window in ("0.05", "0.2"):
+    for window in ("0.05", "0.1"):
         latencies = [sample * 1000 for sample in _annotation_latencies(context, window, count)]
-        suffix = "default_window" if window == "0.2" else "window_50ms"
+        suffix = "default_window" if window == "0.1" else "window_50ms"
         conditions = (
             f"{count} single recommendations one after another (0.5-1 s apart), SPOT_GUARD_BATCH_WINDOW={window} s"
-            f"{' (default)' if window == '0.2' else ''}; from just before the annotation PATCH is sent to the "
+            f"{' (default)' if window == '0.1' else ''}; from just before the annotation PATCH is sent to the "
             "simulator's call-log time of SetDesiredCapacity; spot instances launch at once"
         )
         figures.append(

@@ -5,6 +5,7 @@ run only while this replica leads.
       -> LeaseElector.run(work)                     (standby until it holds the Lease)
            work: Informer (list+watch Nodes) -> ReplacementController.reconcile (one thread)
                  Retirer pool (drain + terminate exactly the old instance)
+                 WatchCache (list+watch SGFEs) -> LifecycleController.reconcile (one thread)
       -> SIGTERM: cancel the work, release the Lease, exit 0
 """
 
@@ -22,9 +23,9 @@ from controller.clock import Cancellation, Clock, SystemClock
 from controller.config import Settings
 from controller.drain import Drainer, DrainOptions
 from controller.election import ElectionConfig, KubeLeaseStore, LeaseElector
-from controller.fallbackevent import FallbackEvents
+from controller.fallbackevent import FallbackEvent, FallbackEvents
 from controller.groups import GroupResolver
-from controller.kube import Informer, Kube, NodeView, api_client
+from controller.kube import Informer, Kube, NodeView, WatchCache, api_client
 from controller.lifecycle import LifecycleController
 from controller.nodes import NodeWriter
 from controller.observability.events import EventRecorder
@@ -37,6 +38,8 @@ from controller.reporting import KubeLifecycleRecorder, KubeRecorder
 from controller.retirement import Retirer
 
 log = logging.getLogger(__name__)
+
+EVENT_QUEUE = 1000  # Kubernetes Events waiting to be written (client-go's broadcaster keeps as many)
 
 
 def run_controller(
@@ -125,10 +128,12 @@ class LeaderComponents:
     """What runs while this replica leads (built fresh on every term)."""
 
     informer: Informer
+    sgfe_cache: WatchCache[FallbackEvent]
     replacement: ReplacementController
     lifecycle: LifecycleController
     retirer: Retirer
     asg: AutoScaling
+    events: EventRecorder
 
 
 def leader_components(
@@ -144,7 +149,7 @@ def leader_components(
     identity: str = "spotguard-controller",
 ) -> LeaderComponents:
     metrics = metrics or Metrics(clock)
-    events = EventRecorder(kube, clock=clock)
+    events = EventRecorder(kube, clock=clock, queue_size=EVENT_QUEUE)
     if recorder is None:
         recorder = KubeRecorder(events, metrics)
     asg = AutoScaling(fence=fence, on_call=metrics.aws_call)
@@ -155,19 +160,32 @@ def leader_components(
         cancel,
         on_drain=metrics.drain_finished,
     )
-    wake: list[Callable[[], None]] = []
+    wake_replacement: list[Callable[[str, NodeView], None]] = []
+    wake_lifecycle: list[Callable[[], None]] = []
 
     def on_node(event_type: str, node: NodeView) -> None:
-        for callback in wake:
+        for callback in wake_replacement:
+            callback(event_type, node)
+
+    def on_sgfe(event_type: str, event: FallbackEvent) -> None:
+        for callback in wake_lifecycle:
             callback()
 
     informer = Informer(kube, on_node)
+    sgfe_cache = WatchCache(
+        kube,
+        FallbackEvents.collection_path(settings.namespace),
+        FallbackEvent.from_json,
+        on_sgfe,
+        what="SpotGuardFallbackEvent",
+    )
+    sgfes = FallbackEvents(kube, settings.namespace, cache=sgfe_cache)
     replacement = ReplacementController(
         settings=settings,
         asg=asg,
         resolver=GroupResolver(settings, asg, clock.monotonic),
         writer=NodeWriter(kube),
-        sgfes=FallbackEvents(kube, settings.namespace),
+        sgfes=sgfes,
         retirer=retirer,
         nodes=informer.snapshot,
         clock=clock,
@@ -177,7 +195,7 @@ def leader_components(
     lifecycle_recorder = KubeLifecycleRecorder(events, metrics)
     lifecycle = LifecycleController(
         settings=settings,
-        sgfes=FallbackEvents(kube, settings.namespace),
+        sgfes=sgfes,
         asg=asg,
         kube=kube,
         writer=NodeWriter(kube),
@@ -188,19 +206,22 @@ def leader_components(
         recorder=lifecycle_recorder,
         on_events=lifecycle_recorder.observe,
     )
-    wake.append(replacement.notify)
-    wake.append(lifecycle.notify)
-    return LeaderComponents(informer, replacement, lifecycle, retirer, asg)
+    # The lifecycle wakes on SGFE changes and its own poll interval, not on every Node change: its decisions
+    # are about minutes, and a pass over thousands of Nodes at each heartbeat was most of the idle CPU.
+    wake_replacement.append(replacement.notify)
+    wake_lifecycle.append(lifecycle.notify)
+    return LeaderComponents(informer, sgfe_cache, replacement, lifecycle, retirer, asg, events)
 
 
 def run_leader(parts: LeaderComponents, cancel: Cancellation) -> None:
     """List+watch Nodes and run the controllers until ``cancel`` fires."""
     watch_stop = threading.Event()
     cancel.add_callback(watch_stop.set)
-    watcher = threading.Thread(target=parts.informer.run, args=(watch_stop,), name="node-informer", daemon=True)
-    watcher.start()
+    for name, cache in (("node-informer", parts.informer), ("sgfe-informer", parts.sgfe_cache)):
+        threading.Thread(target=cache.run, args=(watch_stop,), name=name, daemon=True).start()
     parts.informer.synced.wait(30)
-    log.info("watching %d nodes", len(parts.informer.nodes))
+    parts.sgfe_cache.synced.wait(30)
+    log.info("watching %d nodes and %d SpotGuardFallbackEvents", len(parts.informer.items), len(parts.sgfe_cache.items))
     lifecycle = threading.Thread(target=parts.lifecycle.run, args=(cancel,), name="sgfe-lifecycle", daemon=True)
     lifecycle.start()
     try:
@@ -209,3 +230,4 @@ def run_leader(parts: LeaderComponents, cancel: Cancellation) -> None:
         watch_stop.set()
         parts.retirer.shutdown()
         lifecycle.join(timeout=10)
+        parts.events.close()

@@ -62,7 +62,8 @@ class Settings:
     scale_timeout: float = 60.0
     capacity_check_timeout: float = 180.0
     capacity_poll_interval: float = 5.0
-    batch_window: float = 0.2
+    batch_window: float = 0.1  # a scale-up waits this long after the latest recommendation for its ASG...
+    batch_max_delay: float = 2.0  # ...but no longer than this after the first (one nodewatch poll interval)
     minimum_wait_duration: float = 600.0
     # What happens to a recommended node once its replacement is Ready.
     retire_policy: str = "drain"
@@ -109,6 +110,12 @@ class Settings:
                 "SPOT_GUARD_CAPACITY_POLL_INTERVAL must be positive and no longer than "
                 "SPOT_GUARD_CAPACITY_CHECK_TIMEOUT"
             )
+        if self.batch_max_delay < self.batch_window:
+            raise ConfigError(
+                f"SPOT_GUARD_BATCH_MAX_DELAY={format_duration(self.batch_max_delay)} is shorter than "
+                f"SPOT_GUARD_BATCH_WINDOW={format_duration(self.batch_window)}: the longest wait must be at least the "
+                "window"
+            )
         if self.retire_policy not in RETIRE_POLICIES:
             raise ConfigError(f"SPOT_GUARD_RETIRE_POLICY={self.retire_policy!r}: expected one of {RETIRE_POLICIES}")
         if not 0 < self.utilisation_buffer <= 1:
@@ -139,6 +146,7 @@ _ENV: dict[str, tuple[str, str]] = {
     "capacity_check_timeout": ("SPOT_GUARD_CAPACITY_CHECK_TIMEOUT", "duration"),
     "capacity_poll_interval": ("SPOT_GUARD_CAPACITY_POLL_INTERVAL", "duration"),
     "batch_window": ("SPOT_GUARD_BATCH_WINDOW", "duration"),
+    "batch_max_delay": ("SPOT_GUARD_BATCH_MAX_DELAY", "duration"),
     "minimum_wait_duration": ("SPOT_GUARD_MINIMUM_WAIT_DURATION", "duration"),
     "retire_policy": ("SPOT_GUARD_RETIRE_POLICY", "str"),
     "keep_grace_period": ("SPOT_GUARD_KEEP_GRACE_PERIOD", "duration"),

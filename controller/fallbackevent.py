@@ -13,7 +13,7 @@ from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 
-from controller.kube import Kube
+from controller.kube import Kube, WatchCache
 
 GROUP = "aws.amazon.com"
 VERSION = "v1"
@@ -135,14 +135,23 @@ def event_name(unix_time: int, instance_id: str) -> str:
 
 
 class FallbackEvents:
-    """CRUD for SGFEs in one namespace through the thin Kubernetes layer."""
+    """CRUD for SGFEs in one namespace through the thin Kubernetes layer.
 
-    def __init__(self, kube: Kube, namespace: str) -> None:
+    With a ``cache`` (a watch of the namespace's SGFEs) ``list`` reads the cache, so nothing LISTs
+    periodically, and every write is remembered in it at once, so the next pass reads its own writes.
+    """
+
+    def __init__(self, kube: Kube, namespace: str, cache: WatchCache[FallbackEvent] | None = None) -> None:
         self.kube = kube
         self.namespace = namespace
+        self.cache = cache
+
+    @staticmethod
+    def collection_path(namespace: str) -> str:
+        return f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}"
 
     def _path(self, name: str = "", status: bool = False) -> str:
-        base = f"/apis/{GROUP}/{VERSION}/namespaces/{self.namespace}/{PLURAL}"
+        base = self.collection_path(self.namespace)
         if name:
             base += f"/{name}"
         return base + ("/status" if status else "")
@@ -163,7 +172,7 @@ class FallbackEvents:
             "spec": spec.to_json(),
         }
         try:
-            created = FallbackEvent.from_json(self.kube.request("POST", self._path(), body=body))
+            created = self._seen(FallbackEvent.from_json(self.kube.request("POST", self._path(), body=body)))
         except ApiException as exc:
             if exc.status != 409:
                 raise
@@ -171,7 +180,7 @@ class FallbackEvents:
         return self.update_status(created, status)
 
     def get(self, name: str) -> FallbackEvent:
-        return FallbackEvent.from_json(self.kube.request("GET", self._path(name)))
+        return self._seen(FallbackEvent.from_json(self.kube.request("GET", self._path(name))))
 
     def find(self, name: str) -> FallbackEvent | None:
         try:
@@ -182,6 +191,8 @@ class FallbackEvents:
             raise
 
     def list(self) -> list[FallbackEvent]:
+        if self.cache is not None and self.cache.synced.is_set():
+            return sorted(self.cache.snapshot().values(), key=lambda event: event.name)
         items = self.kube.request("GET", self._path()).get("items", [])
         return [FallbackEvent.from_json(item) for item in items]
 
@@ -195,7 +206,9 @@ class FallbackEvents:
             "status": status.to_json(),
         }
         try:
-            return FallbackEvent.from_json(self.kube.request("PUT", self._path(event.name, status=True), body=body))
+            return self._seen(
+                FallbackEvent.from_json(self.kube.request("PUT", self._path(event.name, status=True), body=body))
+            )
         except ApiException as exc:
             if exc.status == 409:
                 raise ConflictError(
@@ -207,9 +220,11 @@ class FallbackEvents:
     def annotate(self, event: FallbackEvent, annotations: Mapping[str, str]) -> FallbackEvent:
         body = {"metadata": {"annotations": dict(annotations), "resourceVersion": event.resource_version}}
         try:
-            return FallbackEvent.from_json(
-                self.kube.request(
-                    "PATCH", self._path(event.name), body=body, content_type="application/merge-patch+json"
+            return self._seen(
+                FallbackEvent.from_json(
+                    self.kube.request(
+                        "PATCH", self._path(event.name), body=body, content_type="application/merge-patch+json"
+                    )
                 )
             )
         except ApiException as exc:
@@ -224,3 +239,11 @@ class FallbackEvents:
         except ApiException as exc:
             if exc.status != 404:
                 raise
+        if self.cache is not None:
+            self.cache.forget(event.name)
+
+    def _seen(self, event: FallbackEvent) -> FallbackEvent:
+        """``event`` is the API server's answer to this process: the cache shows it from now on."""
+        if self.cache is not None:
+            self.cache.remember(event.name, event.resource_version, event)
+        return event

@@ -43,6 +43,7 @@ class GroupResolver:
         self._capacity_rebalance: dict[str, bool] = {}
         self._loaded_at: float | None = None
         self._group_of: dict[str, str] = {}
+        self._in_no_group: dict[str, float] = {}  # instance -> when AWS said it is in no ASG
 
     def pairs(self) -> dict[str, Pair]:
         now = self.clock()
@@ -55,22 +56,43 @@ class GroupResolver:
         pairs: dict[str, Pair] = {}
         if self.settings.spot_asg_name:
             pairs[self.settings.spot_asg_name] = Pair(self.settings.spot_asg_name, self.settings.on_demand_asg_name)
-        for group in self.asg.tagged_groups(self.settings.partner_tag).values():
+        tagged = self.asg.tagged_groups(self.settings.partner_tag)
+        for group in tagged.values():
             partner = group.tags.get(self.settings.partner_tag, "")
             if partner and group.name not in pairs:
                 pairs[group.name] = Pair(group.name, partner)
-        described = self.asg.describe_groups(sorted(pairs))
+        untagged = sorted(set(pairs) - set(tagged))
+        described = {name: group for name, group in tagged.items() if name in pairs}
+        described.update(self.asg.describe_groups(untagged) if untagged else {})
         self._capacity_rebalance = {name: g.capacity_rebalance for name, g in described.items()}
+        for name, group in described.items():  # the spot groups' instances need no lookup of their own
+            self._group_of.update(dict.fromkeys(group.instance_ids(), name))
         missing = sorted(set(pairs) - set(described))
         for name in missing:
             log.warning("spot ASG %s is configured but AWS does not know it; check SPOT_ASG_NAME", name)
         self._pairs = pairs
 
     def prefetch(self, instance_ids: Iterable[str]) -> None:
-        """Look up the groups of many instances in as few calls as possible."""
-        unknown = [i for i in instance_ids if i not in self._group_of]
-        if unknown:
-            self._group_of.update(self.asg.group_of_instances(unknown))
+        """Look up the groups of many instances in as few calls as possible: the configured spot groups'
+        instances come with the groups; others in one DescribeAutoScalingInstances per 50. An instance
+        in no group is asked about again only after ``refresh_seconds``."""
+        self.pairs()
+        now = self.clock()
+        unknown = sorted(
+            {
+                i
+                for i in instance_ids
+                if i not in self._group_of
+                and now - self._in_no_group.get(i, -self.refresh_seconds) >= self.refresh_seconds
+            }
+        )
+        if not unknown:
+            return
+        found = self.asg.group_of_instances(unknown)
+        self._group_of.update(found)
+        for instance in unknown:
+            if instance not in found:
+                self._in_no_group[instance] = now
 
     def resolve(self, provider_id: str) -> tuple[str, Pair] | Refusal:
         """(instance id, pair) for a node's providerID, or why Spot Guard will not act on it."""

@@ -12,8 +12,9 @@ import json
 import logging
 import random
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
@@ -28,15 +29,21 @@ MERGE_PATCH = "application/merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
 
 
+CONNECTIONS = 16  # kept open to the API server: a watch, the record writers, events, the lifecycle
+
+
 def api_client(kubeconfig: str | None = None, context: str | None = None) -> k8s.ApiClient:
     """A client from ``kubeconfig`` (or $KUBECONFIG / ~/.kube/config), else the in-cluster config."""
+    configuration = k8s.Configuration()
     if kubeconfig or context:
-        return k8s_config.new_client_from_config(config_file=kubeconfig, context=context)
-    try:
-        k8s_config.load_incluster_config()
-        return k8s.ApiClient()
-    except k8s_config.ConfigException:
-        return k8s_config.new_client_from_config()
+        k8s_config.load_kube_config(config_file=kubeconfig, context=context, client_configuration=configuration)
+    else:
+        try:
+            k8s_config.load_incluster_config(client_configuration=configuration)
+        except k8s_config.ConfigException:
+            k8s_config.load_kube_config(client_configuration=configuration)
+    configuration.connection_pool_maxsize = CONNECTIONS
+    return k8s.ApiClient(configuration)
 
 
 class KubeRequests(Protocol):
@@ -146,35 +153,53 @@ class NodeView:
         )
 
 
+T = TypeVar("T")
 NodeHandler = Callable[[str, NodeView], None]
 
 
-class Informer:
+class WatchCache(Generic[T]):
     """List, then watch from the list's resourceVersion; re-list only on 410 Gone.
 
-    ``handler(event_type, node)`` is called for every ADDED/MODIFIED/DELETED (a re-list reports
-    what changed while the watch was down, including deletions). The cache is ``nodes``.
+    ``handler(event_type, item)`` is called for every ADDED/MODIFIED/DELETED (a re-list reports
+    what changed while the watch was down, including deletions). The cache is ``items`` (by name).
+
+    What this process writes it can ``remember`` at once (read your own writes): until the watch
+    delivers that very version (or ``pin_seconds`` pass, or a re-list), older events of the object
+    do not replace it.
     """
 
     def __init__(
         self,
         kube: Kube,
-        handler: NodeHandler,
+        path: str,
+        convert: Callable[[JSON], T],
+        handler: Callable[[str, T], None],
+        *,
+        what: str,
         label_selector: str = "",
         watch_timeout: float = 300.0,
         backoff: Callable[[int], float] | None = None,
+        pin_seconds: float = 5.0,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.kube = kube
+        self.path = path
+        self.convert = convert
         self.handler = handler
+        self.what = what
         self.label_selector = label_selector
         self.watch_timeout = watch_timeout
         self.backoff = backoff or (lambda failures: min(30.0, 0.5 * 2**failures) * random.uniform(0.5, 1.0))  # noqa: S311
-        self.nodes: dict[str, NodeView] = {}
+        self.pin_seconds = pin_seconds
+        self.monotonic = monotonic
+        self.items: dict[str, T] = {}
         self.resource_version = ""
         self.synced = threading.Event()
         self.lists = 0
         self.watches = 0
         self._lock = threading.Lock()
+        self._delivered: dict[str, str] = {}  # name -> resourceVersion of its last event
+        self._pinned: dict[str, tuple[str, float]] = {}  # name -> (version written, until)
 
     def run(self, stop: threading.Event) -> None:
         failures = 0
@@ -186,48 +211,70 @@ class Informer:
                 failures = 0
             except ApiException as exc:
                 if exc.status == 410:
-                    log.info("node watch expired (410 Gone at resourceVersion %s); re-listing", self.resource_version)
+                    log.info(
+                        "%s watch expired (410 Gone at resourceVersion %s); re-listing",
+                        self.what,
+                        self.resource_version,
+                    )
                     self.resource_version = ""
                     continue
                 failures += 1
-                log.warning("node list/watch failed: HTTP %s %s; retrying", exc.status, exc.reason)
+                log.warning("%s list/watch failed: HTTP %s %s; retrying", self.what, exc.status, exc.reason)
                 stop.wait(self.backoff(failures))
             except Exception as exc:  # the API server restarting shows up in many forms
                 failures += 1
-                log.warning("node list/watch failed: %s: %s; retrying", type(exc).__name__, exc)
+                log.warning("%s list/watch failed: %s: %s; retrying", self.what, type(exc).__name__, exc)
                 stop.wait(self.backoff(failures))
 
-    def snapshot(self) -> dict[str, NodeView]:
+    def snapshot(self) -> dict[str, T]:
         with self._lock:
-            return dict(self.nodes)
+            return dict(self.items)
+
+    def remember(self, name: str, resource_version: str, item: T) -> None:
+        """This process just wrote ``item`` at ``resource_version``: show it from now on."""
+        with self._lock:
+            if self._delivered.get(name) == resource_version:
+                return  # the watch was faster (or the write changed nothing)
+            self.items[name] = item
+            self._pinned[name] = (resource_version, self.monotonic() + self.pin_seconds)
+
+    def forget(self, name: str) -> None:
+        """This process just deleted ``name``."""
+        with self._lock:
+            self.items.pop(name, None)
+            self._pinned.pop(name, None)
 
     def _list(self) -> None:
         query: dict[str, str | int] = {"limit": 500}
         if self.label_selector:
             query["labelSelector"] = self.label_selector
-        seen: dict[str, NodeView] = {}
+        seen: dict[str, T] = {}
+        versions: dict[str, str] = {}
         while True:
-            page = self.kube.request("GET", "/api/v1/nodes", query=query, timeout=60)
-            for item in page.get("items", []):
-                node = NodeView.from_json(item)
-                seen[node.name] = node
+            page = self.kube.request("GET", self.path, query=query, timeout=60)
+            for raw in page.get("items", []):
+                name = raw["metadata"]["name"]
+                seen[name] = self.convert(raw)
+                versions[name] = raw["metadata"].get("resourceVersion", "")
             cont = page.get("metadata", {}).get("continue")
             if not cont:
                 break
             query["continue"] = cont
         self.lists += 1
         with self._lock:
-            before = self.nodes
-            self.nodes = seen
+            before = self.items
+            self.items = seen
+            self._pinned.clear()
+            self._delivered = versions
         for name, gone in before.items():
             if name not in seen:
                 self.handler("DELETED", gone)
-        for name, node in seen.items():
+        for name, item in seen.items():
             previous = before.get(name)
             if previous is None:
-                self.handler("ADDED", node)
-            elif previous.resource_version != node.resource_version:
-                self.handler("MODIFIED", node)
+                self.handler("ADDED", item)
+            elif previous != item:
+                self.handler("MODIFIED", item)
         self.resource_version = page.get("metadata", {}).get("resourceVersion", "")
         self.synced.set()
 
@@ -240,7 +287,7 @@ class Informer:
         if self.label_selector:
             query["labelSelector"] = self.label_selector
         self.watches += 1
-        for event in self.kube.stream("/api/v1/nodes", query, timeout=self.watch_timeout + 30):
+        for event in self.kube.stream(self.path, query, timeout=self.watch_timeout + 30):
             if stop.is_set():
                 return
             kind = event.get("type")
@@ -252,11 +299,50 @@ class Informer:
             if kind == "BOOKMARK":
                 self.resource_version = rv or self.resource_version
                 continue
-            node = NodeView.from_json(obj)
-            with self._lock:
-                if kind == "DELETED":
-                    self.nodes.pop(node.name, None)
-                else:
-                    self.nodes[node.name] = node
+            item = self.convert(obj)
+            self._apply(str(kind), obj["metadata"]["name"], rv or "", item)
             self.resource_version = rv or self.resource_version
-            self.handler(str(kind), node)
+            self.handler(str(kind), item)
+
+    def _apply(self, kind: str, name: str, rv: str, item: T) -> None:
+        with self._lock:
+            pin = self._pinned.get(name)
+            if pin is not None:
+                written, until = pin
+                if rv != written and self.monotonic() < until:
+                    self._delivered[name] = rv
+                    return  # older than what this process wrote: keep showing that
+                del self._pinned[name]
+            if kind == "DELETED":
+                self.items.pop(name, None)
+                self._delivered.pop(name, None)
+            else:
+                self.items[name] = item
+                self._delivered[name] = rv
+
+
+class Informer(WatchCache[NodeView]):
+    """The Node cache (``NodeView``s: a few fields of each Node, so thousands cost little memory)."""
+
+    def __init__(
+        self,
+        kube: Kube,
+        handler: NodeHandler,
+        label_selector: str = "",
+        watch_timeout: float = 300.0,
+        backoff: Callable[[int], float] | None = None,
+    ) -> None:
+        super().__init__(
+            kube,
+            "/api/v1/nodes",
+            NodeView.from_json,
+            handler,
+            what="node",
+            label_selector=label_selector,
+            watch_timeout=watch_timeout,
+            backoff=backoff,
+        )
+
+    @property
+    def nodes(self) -> dict[str, NodeView]:
+        return self.items

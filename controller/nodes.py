@@ -12,7 +12,7 @@ from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 
-from controller.kube import MERGE_PATCH, Kube
+from controller.kube import MERGE_PATCH, Kube, NodeView
 from controller.records import ANNOTATION, FINALIZER, ReplacementRecord
 
 log = logging.getLogger(__name__)
@@ -46,24 +46,35 @@ class NodeWriter:
         raw = (node.get("metadata", {}).get("annotations") or {}).get(ANNOTATION)
         return None if raw is None else ReplacementRecord.from_json(raw)
 
-    def write_record(self, name: str, expected: ReplacementRecord | None, new: ReplacementRecord) -> None:
-        """Replace ``expected`` (None: no record yet) with ``new`` on the Node, or raise RecordChangedError."""
-        for _ in range(self.attempts):
-            node = self.read(name)
-            current = self.record_of(node)
-            if (current.to_json() if current else None) != (expected.to_json() if expected else None):
-                raise RecordChangedError(
-                    f"node {name}: replacement record is {current.phase if current else 'absent'}, expected "
-                    f"{expected.phase if expected else 'absent'}; another controller acted, re-reading"
-                )
+    def write_record(
+        self, name: str, expected: ReplacementRecord | None, new: ReplacementRecord, seen: NodeView | None = None
+    ) -> None:
+        """Replace ``expected`` (None: no record yet) with ``new`` on the Node, or raise RecordChangedError.
+
+        ``seen`` (the cached Node) saves the read when it shows ``expected``: its resourceVersion makes the
+        write conditional all the same, and a 409 falls back to reading the Node.
+        """
+        want = expected.to_json() if expected else None
+        for attempt in range(self.attempts):
+            if attempt == 0 and seen is not None and seen.annotations.get(ANNOTATION) == want:
+                version, present = seen.resource_version, list(seen.finalizers)
+            else:
+                node = self.read(name)
+                current = self.record_of(node)
+                if (current.to_json() if current else None) != want:
+                    raise RecordChangedError(
+                        f"node {name}: replacement record is {current.phase if current else 'absent'}, expected "
+                        f"{expected.phase if expected else 'absent'}; another controller acted, re-reading"
+                    )
+                version, present = node["metadata"]["resourceVersion"], node["metadata"].get("finalizers") or []
             # While a replacement is in flight the Node carries our finalizer, so the record (and the
             # knowledge of what was asked of AWS) survives the Node being deleted under us.
-            finalizers = [f for f in node["metadata"].get("finalizers") or [] if f != FINALIZER]
+            finalizers = [f for f in present if f != FINALIZER]
             if not new.terminal:
                 finalizers.append(FINALIZER)
             patch = {
                 "metadata": {
-                    "resourceVersion": node["metadata"]["resourceVersion"],
+                    "resourceVersion": version,
                     "annotations": {ANNOTATION: new.to_json()},
                     "finalizers": finalizers,
                 }

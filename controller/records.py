@@ -43,6 +43,25 @@ class Phase:
 
 
 @dataclasses.dataclass(frozen=True)
+class Member:
+    """A node of a batch, as its intent record lists it: enough to write that node's own record later."""
+
+    node: str
+    instance_id: str
+    trigger: str
+    traceparent: str = ""
+
+    def to_json(self) -> list[str]:
+        return [self.node, self.instance_id, self.trigger, self.traceparent]
+
+    @classmethod
+    def from_json(cls, value: Any) -> Member:
+        if not (isinstance(value, list) and len(value) == 4 and all(isinstance(v, str) for v in value)):
+            raise ValueError(f"a batch member is [node, instance, trigger, traceparent], not {value!r}")
+        return cls(*value)
+
+
+@dataclasses.dataclass(frozen=True)
 class ReplacementRecord:
     phase: str
     trigger: str  # "rebalance" | "interruption"
@@ -69,6 +88,9 @@ class ReplacementRecord:
     sgfe: str = ""
     failed_reason: str = ""
     traceparent: str = ""  # W3C context of the detection span: every later span joins its trace
+    # Only on a batch's intent record (SpotRequested): the batch's other nodes, whose own records are written
+    # once the call is made. One intent write per batch keeps a burst's scale-up off O(nodes) API writes.
+    members: tuple[Member, ...] = ()
     version: int = SCHEMA_VERSION
 
     def to_json(self) -> str:
@@ -77,6 +99,8 @@ class ReplacementRecord:
             value = getattr(self, field.name)
             if value in ("", None, ()):
                 continue
+            if field.name == "members":
+                value = [member.to_json() for member in value]
             data[_camel(field.name)] = list(value) if isinstance(value, tuple) else value
         return json.dumps(data, separators=(",", ":"), sort_keys=True)
 
@@ -94,6 +118,9 @@ class ReplacementRecord:
             field = known.get(key)
             if field is None:
                 continue  # written by a newer version: ignore what we do not know
+            if field.name == "members":
+                values[field.name] = _members(text, value)
+                continue
             values[field.name] = tuple(value) if isinstance(value, list) else value
         missing = [n for n in ("phase", "trigger", "instance_id", "spot_asg", "on_demand_asg") if n not in values]
         if missing:
@@ -114,6 +141,13 @@ class ReplacementRecord:
     @property
     def terminal(self) -> bool:
         return self.phase in Phase.TERMINAL
+
+
+def _members(text: str, value: Any) -> tuple[Member, ...]:
+    try:
+        return tuple(Member.from_json(member) for member in value)
+    except (TypeError, ValueError) as exc:
+        raise contract.MalformedAnnotationError(ANNOTATION, text, str(exc)) from None
 
 
 def _camel(name: str) -> str:

@@ -11,6 +11,7 @@ fresh read by this single thread, so no update is lost.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import dataclasses
 import datetime as dt
@@ -23,6 +24,7 @@ from typing import Any, Protocol
 
 from controller import capacity, failpoints
 from controller.aws import IN_SERVICE, PENDING_STATES, AutoScaling, AwsError, Group, instance_id_from_provider_id
+from controller.batching import BatchQueues, Queued
 from controller.clock import Cancellation, Clock
 from controller.config import Settings, format_duration
 from controller.election import NotLeaderError
@@ -31,11 +33,15 @@ from controller.groups import GroupResolver, Pair, Refusal
 from controller.kube import NodeView
 from controller.nodes import NodeGoneError, NodeWriter, RecordChangedError
 from controller.observability import tracing
-from controller.records import ANNOTATION, FINALIZER, TAINT_KEY, Phase, ReplacementRecord
+from controller.records import ANNOTATION, FINALIZER, TAINT_KEY, Member, Phase, ReplacementRecord
 from controller.retirement import Retirer
 from nodewatch import annotations as contract
 
 log = logging.getLogger(__name__)
+
+MAX_BATCH = 1000  # nodes one intent record lists (about 120 kB of the Node's 256 kB of annotations)
+IO_THREADS = 8  # API calls in flight at once: a batch's record writes, reads made alongside each other
+Write = tuple[str, "ReplacementRecord | None", "ReplacementRecord", "NodeView | None"]
 
 
 class Recorder(Protocol):
@@ -75,6 +81,11 @@ class LogRecorder:
 
     def replacement_failed(self, reason: str) -> None:
         return None
+
+
+_ON_DEMAND_PHASES = frozenset({Phase.ON_DEMAND_REQUESTED, Phase.ON_DEMAND_SCALED_UP})
+# Phases whose next step is taken once per batch (an AWS call for all its nodes), not once per node.
+_BATCHED_PHASES = frozenset({Phase.SPOT_REQUESTED, Phase.SPOT_SCALED_UP, Phase.SPOT_WITHDRAWING, *_ON_DEMAND_PHASES})
 
 
 @dataclasses.dataclass
@@ -120,7 +131,11 @@ class ReplacementController:
         self.recorder: Recorder = recorder or LogRecorder()
         self.paused = paused
         self._wake = threading.Event()
-        self._pending: dict[str, dict[str, tuple[float, str, Pair]]] = defaultdict(dict)  # asg -> node -> detail
+        self._queues = BatchQueues(settings.batch_window, settings.batch_max_delay, MAX_BATCH)
+        self._sent: set[str] = set()  # spot batches whose SetDesiredCapacity this process sent
+        self._instance_nodes: dict[str, str] = {}  # instance -> node, built at most once per pass
+        self._node_states: dict[str, tuple[bool, bool]] = {}  # node -> (ready, annotated): notify's memory
+        self._pool = concurrent.futures.ThreadPoolExecutor(IO_THREADS, thread_name_prefix="replacement-io")
         self._refused: dict[str, str] = {}  # node -> last refusal/malformed text (report once)
         self._next_poll: dict[str, float] = {}  # asg -> monotonic time of its next capacity poll
         self._deadlines: dict[str, float] = {}  # batch -> monotonic deadline (this process's clock)
@@ -133,72 +148,88 @@ class ReplacementController:
 
     # -- driving ----------------------------------------------------------------------------------
     def notify(self, event_type: str = "", node: NodeView | None = None) -> None:
-        """Informer callback: something changed; reconcile soon."""
-        self._wake.set()
+        """Informer callback: reconcile soon if the change can matter here: a Node with Spot Guard's
+        annotations, a Node coming or going, or one becoming Ready or not (a replacement arriving).
+        Heartbeats and other writers' changes to quiet Nodes wake nothing."""
+        if node is None:
+            self._wake.set()
+            return
+        state = (node.ready and not node.deleting, bool(node.annotations))
+        before = self._node_states.pop(node.name, None) if event_type == "DELETED" else None
+        if event_type != "DELETED":
+            before = self._node_states.get(node.name)
+            self._node_states[node.name] = state
+        if event_type == "DELETED" or before != state or node.annotations:
+            self._wake.set()
 
     def run(self, cancel: Cancellation) -> None:
         cancel.add_callback(self._wake.set)
-        while not cancel.cancelled:
-            try:
-                delay = self.reconcile()
-            except NotLeaderError as exc:
-                log.error("stopping replacement work: %s", exc)
-                return
-            except Exception:
-                log.exception("replacement pass failed; retrying in 1s")
-                delay = 1.0
-            self._wake.wait(max(0.0, delay))
-            self._wake.clear()
+        try:
+            while not cancel.cancelled:
+                try:
+                    delay = self.reconcile()
+                except NotLeaderError as exc:
+                    log.error("stopping replacement work: %s", exc)
+                    return
+                except Exception:
+                    log.exception("replacement pass failed; retrying in 1s")
+                    delay = 1.0
+                self._wake.wait(max(0.0, delay))
+                self._wake.clear()
+        finally:
+            self._pool.shutdown(wait=True)
 
     # -- one pass ---------------------------------------------------------------------------------
     def reconcile(self) -> float:
         """Move every record along; return how long to sleep before the next pass (seconds)."""
         now = self.clock.monotonic()
         wake_at = now + 30.0
-        spot_batches: dict[tuple[str, str], _Batch] = {}
-        od_batches: dict[tuple[str, str], _Batch] = {}
-        withdrawing: dict[tuple[str, str], _Batch] = {}
-        od_requested: dict[tuple[str, str], _Batch] = {}
-        spot_requested: dict[tuple[str, str], _Batch] = {}
+        self._instance_nodes = {}
+        batches = self._visit(now)  # phase -> that phase's batches
 
-        pending = self._pending_nodes()
+        # Every due scale-up is sent before anything else is written: a burst's calls go out together.
+        sent = [batch for asg in self._queues.due(now) if (batch := self._scale_up(asg, now)) is not None]
+        for batch in [*batches[Phase.SPOT_REQUESTED], *sent]:
+            self._confirm_request(batch, on_demand=False)
+        next_due = self._queues.next_due()
+        if next_due is not None:
+            wake_at = min(wake_at, next_due)
+        wake_at = min(wake_at, self._check_batches(batches[Phase.SPOT_SCALED_UP], on_demand=False))
+        for batch in batches[Phase.SPOT_WITHDRAWING]:
+            self._withdraw(batch)
+        for batch in batches[Phase.ON_DEMAND_REQUESTED]:
+            self._confirm_request(batch, on_demand=True)
+        wake_at = min(wake_at, self._check_batches(batches[Phase.ON_DEMAND_SCALED_UP], on_demand=True))
+        return wake_at - self.clock.monotonic()
+
+    def _visit(self, now: float) -> dict[str, list[_Batch]]:
+        """Visit every node with something to do: detect new notices, move single-node phases along, and
+        group the nodes whose next step is one per batch (an AWS call) by phase, ASG and batch."""
         with self._written_lock:
             written = set(self._written)
         # Only Nodes carrying Spot Guard annotations (or a record this process just wrote) have anything
         # to do: the cache keeps only spotguard.io/ keys, so a quiet Node costs one dict check.
         active = [n for n in self.nodes().values() if n.annotations or n.name in written]
-        for node in sorted(active, key=lambda n: n.name):
-            record = self._record(node)
+        entries = [(node, self._record(node)) for node in sorted(active, key=lambda n: n.name)]
+        # Nodes listed on a batch's intent record already have their share of its scale-up.
+        covered = {m.node for _, r in entries if r is not None and r.phase == Phase.SPOT_REQUESTED for m in r.members}
+        queued = self._queues.queued()
+        undetected = [n for n, r in entries if r is None and n.name not in queued and n.name not in covered]
+        self._prefetch_groups(undetected)
+        for node in undetected:
+            self._detect(node, now)
+        grouped: dict[str, dict[tuple[str, str], _Batch]] = {phase: {} for phase in _BATCHED_PHASES}
+        for node, record in entries:
             if record is None:
-                if node.name not in pending:
-                    self._detect(node, now)
                 continue
             if record.terminal:
                 if FINALIZER in node.finalizers:
                     self._finish(node, record)
                 continue
-            key_spot = (record.spot_asg, record.batch)
-            key_od = (record.on_demand_asg, record.batch)
-            if record.phase == Phase.SPOT_REQUESTED:
-                spot_requested.setdefault(key_spot, _Batch(record.spot_asg, record.batch, [])).members.append(
-                    (node, record)
-                )
-            elif record.phase == Phase.SPOT_SCALED_UP:
-                spot_batches.setdefault(key_spot, _Batch(record.spot_asg, record.batch, [])).members.append(
-                    (node, record)
-                )
-            elif record.phase == Phase.SPOT_WITHDRAWING:
-                withdrawing.setdefault(key_spot, _Batch(record.spot_asg, record.batch, [])).members.append(
-                    (node, record)
-                )
-            elif record.phase == Phase.ON_DEMAND_REQUESTED:
-                od_requested.setdefault(key_od, _Batch(record.on_demand_asg, record.batch, [])).members.append(
-                    (node, record)
-                )
-            elif record.phase == Phase.ON_DEMAND_SCALED_UP:
-                od_batches.setdefault(key_od, _Batch(record.on_demand_asg, record.batch, [])).members.append(
-                    (node, record)
-                )
+            if record.phase in _BATCHED_PHASES:
+                asg = record.on_demand_asg if record.phase in _ON_DEMAND_PHASES else record.spot_asg
+                batch = grouped[record.phase].setdefault((asg, record.batch), _Batch(asg, record.batch, []))
+                batch.members.append((node, record))
             elif record.phase in Phase.REPLACED:
                 self._after_replacement(node, record)
             elif record.phase == Phase.RETIRING:
@@ -206,26 +237,21 @@ class ReplacementController:
             elif record.phase == Phase.RELEASING:
                 self._release(node, record)
             elif record.phase == Phase.DETECTED:
-                self._pending[record.spot_asg].setdefault(
-                    node.name, (now, record.trigger, Pair(record.spot_asg, record.on_demand_asg))
-                )
+                pair = Pair(record.spot_asg, record.on_demand_asg)
+                self._queues.add(record.spot_asg, Queued(node.name, record.trigger, pair, now))
             self._drain_on_interruption(node, record)
-
-        for batch in spot_requested.values():
-            self._confirm_request(batch, on_demand=False)
-        for asg in list(self._pending):
-            wake_at = min(wake_at, self._scale_up_pending(asg, now))
-        wake_at = min(wake_at, self._check_batches(spot_batches, on_demand=False))
-        for batch in withdrawing.values():
-            self._withdraw(batch)
-        for batch in od_requested.values():
-            self._confirm_request(batch, on_demand=True)
-        wake_at = min(wake_at, self._check_batches(od_batches, on_demand=True))
-        return wake_at - self.clock.monotonic()
+        return {phase: list(found.values()) for phase, found in grouped.items()}
 
     # -- detection --------------------------------------------------------------------------------
-    def _pending_nodes(self) -> set[str]:
-        return {name for nodes in self._pending.values() for name in nodes}
+    def _prefetch_groups(self, nodes: list[NodeView]) -> None:
+        """Learn the ASGs of every node about to be detected in as few AWS calls as possible."""
+        ids = [i for n in nodes if (i := instance_id_from_provider_id(n.provider_id))]
+        if not ids:
+            return
+        try:
+            self.resolver.prefetch(ids)
+        except AwsError as exc:  # each node's own resolve reports it
+            log.debug("could not look up the groups of %d instances at once: %s", len(ids), exc)
 
     def _record(self, node: NodeView) -> ReplacementRecord | None:
         raw = node.annotations.get(ANNOTATION)
@@ -290,94 +316,109 @@ class ReplacementController:
             return
         _, pair = resolved
         self._refused.pop(node.name, None)
-        self._pending[pair.spot].setdefault(node.name, (now, trigger, pair))
+        self._queues.add(pair.spot, Queued(node.name, trigger, pair, now))
         log.info("node %s: %s notice; replacement queued for spot ASG %s", node.name, trigger, pair.spot)
 
     # -- spot scale-up ----------------------------------------------------------------------------
-    def _scale_up_pending(self, asg: str, now: float) -> float:
-        pending = self._pending.get(asg) or {}
-        if not pending:
-            self._pending.pop(asg, None)
-            return now + 30.0
-        first = min(seen for seen, _, _ in pending.values())
-        if now < first + self.settings.batch_window:
-            return first + self.settings.batch_window
+    def _scale_up(self, asg: str, now: float) -> _Batch | None:
+        """Close ``asg``'s queue with one intent record and one SetDesiredCapacity.
+
+        The intent is the record of the batch's first node, listing the others (``members``): one write
+        however large the batch. Their own records are written after the call (``_confirm_request``); a
+        successor that finds the intent does the same, and never counts its members again.
+        """
+        items = self._queues.take(asg)
         nodes = self.nodes()
-        members = sorted(pending.items())
-        self._pending.pop(asg, None)
+        present = [(item, nodes[item.node]) for item in items if item.node in nodes]
+        if not present:
+            return None
+        newest_activity = self._pool.submit(self._activity_mark, asg)  # read alongside the group
         try:
             group = self.asg.describe_groups([asg]).get(asg)
         except AwsError as exc:
-            self._report_aws_error(asg, [n for n, _ in members], exc)
-            for name, detail in members:  # keep them queued
-                self._pending[asg][name] = detail
-            return now + self.settings.capacity_poll_interval
+            self._report_aws_error(asg, [item.node for item, _ in present], exc)
+            self._queues.put_back(asg, items, now + self.settings.capacity_poll_interval)
+            return None
         if group is None:
-            for name, _ in members:
-                self._refuse_once(name, "unknown-asg", f"spot ASG {asg} does not exist (ValidationError from AWS)")
-            return now + 30.0
-        target, granted = capacity.plan_scale_up(group, len(members))
-        mark = self._activity_mark(asg) if granted else ""
-        batch = uuid.uuid4().hex[:12]
+            for item, _ in present:
+                self._refuse_once(item.node, "unknown-asg", f"spot ASG {asg} does not exist (ValidationError from AWS)")
+            return None
+        _, granted = capacity.plan_scale_up(group, len(present))
         now_wall = self.clock.now()
-        deadline_wall = now_wall + dt.timedelta(seconds=self.settings.capacity_check_timeout)
-        requested: list[tuple[str, ReplacementRecord]] = []
-        for index, (name, (_, trigger, pair)) in enumerate(members):
-            node = nodes.get(name)
-            if node is None:
-                continue
-            instance_id = instance_id_from_provider_id(node.provider_id) or ""
-            traceparent = _detection_span(name, instance_id, pair.spot, trigger)
-            base = ReplacementRecord(
-                phase=Phase.DETECTED,
-                trigger=trigger,
-                instance_id=instance_id,
-                spot_asg=pair.spot,
-                on_demand_asg=pair.on_demand,
-                updated_at=contract.format_time(now_wall),
-                batch=batch,
-                requested_at=contract.format_time(now_wall),
-                traceparent=traceparent,
+        batch = uuid.uuid4().hex[:12]
+        bases = [(node, self._base_record(item, node, batch, now_wall)) for item, node in present]
+        spot, beyond_max = bases[:granted], bases[granted:]
+        mark = newest_activity.result() if spot else ""
+        deadline = contract.format_time(now_wall + dt.timedelta(seconds=self.settings.capacity_check_timeout))
+        intent: tuple[NodeView, ReplacementRecord] | None = None
+        while spot and intent is None:
+            (node, base), rest = spot[0], spot[1:]
+            record = base.advance(
+                Phase.SPOT_REQUESTED,
+                now_wall,
+                spot_target=group.desired + len(spot),
+                spot_known=tuple(sorted(group.instance_ids())),
+                activity_mark=mark,
+                deadline_at=deadline,
+                members=tuple(Member(n.name, b.instance_id, b.trigger, b.traceparent) for n, b in rest),
             )
-            if index < granted:
-                record = base.advance(
-                    Phase.SPOT_REQUESTED,
-                    now_wall,
-                    spot_target=target,
-                    spot_known=tuple(sorted(group.instance_ids())),
-                    activity_mark=mark,
-                    deadline_at=contract.format_time(deadline_wall),
-                )
+            if self._write(node.name, None, record, node):
+                intent = (node, record)
             else:
-                reason = f"spot ASG {asg} is at its MaxSize {group.max_size}"
-                record = base.advance(Phase.SPOT_WITHDRAWING, now_wall, fallback_reason=reason, spot_withdraw_target=-1)
-            if self._write(name, None, record):
-                requested.append((name, record))
-        spot_members = [(n, r) for n, r in requested if r.phase == Phase.SPOT_REQUESTED]
-        if spot_members:
+                spot = rest  # someone else wrote that node's record, or it is gone: the next node carries the intent
+        if intent is not None:
+            target = intent[1].spot_target or 0
             self.recorder.scale_up(asg, "spot", "attempt")
             failpoints.hit("replacement:spot-requested")
             try:
-                with _span(spot_members[0][1], "spot-scale-up", asg=asg, desired=target, nodes=len(spot_members)):
+                with _span(intent[1], "spot-scale-up", asg=asg, desired=target, nodes=len(spot)):
                     self.asg.set_desired_capacity(asg, target)
             except AwsError as exc:
                 self.recorder.scale_up(asg, "spot", "error")
-                self._report_aws_error(asg, [n for n, _ in spot_members], exc)
-                return now + self.settings.capacity_poll_interval  # records stay SpotRequested: retried
-            failpoints.hit("replacement:spot-scaled")
-            self._deadlines[batch] = self.clock.monotonic() + self.settings.capacity_check_timeout
-            log.info("spot ASG %s: desired %d -> %d for %s", asg, group.desired, target, [n for n, _ in spot_members])
-            for name, record in spot_members:
-                self._write(name, record, record.advance(Phase.SPOT_SCALED_UP, self.clock.now()))
-                self.recorder.node_event(
-                    name,
-                    "Normal",
-                    "SpotScaleUp",
-                    f"scaled spot ASG {asg} from {group.desired} to {target} for its replacement; waiting up to "
-                    f"{format_duration(self.settings.capacity_check_timeout)} for an InService instance and Ready Node",
+                self._report_aws_error(asg, [n.name for n, _ in spot], exc)
+                intent = None  # the intent stays SpotRequested: a later pass makes the call
+            else:
+                failpoints.hit("replacement:spot-scaled")
+                self._sent.add(batch)
+                self._deadlines[batch] = self.clock.monotonic() + self.settings.capacity_check_timeout
+                self._next_poll[asg] = self.clock.monotonic()
+                log.info(
+                    "spot ASG %s: desired %d -> %d for %d nodes (batch %s)",
+                    asg,
+                    group.desired,
+                    target,
+                    len(spot),
+                    batch,
                 )
-            self._next_poll[asg] = self.clock.monotonic()
-        return self.clock.monotonic() + self.settings.capacity_poll_interval
+        if beyond_max:  # no spot call for these: straight to on-demand
+            reason = f"spot ASG {asg} is at its MaxSize {group.max_size}"
+            self._write_all(
+                [
+                    (
+                        n.name,
+                        None,
+                        b.advance(Phase.SPOT_WITHDRAWING, now_wall, fallback_reason=reason, spot_withdraw_target=-1),
+                        n,
+                    )
+                    for n, b in beyond_max
+                ]
+            )
+        self._wake.set()
+        return _Batch(asg, batch, [intent]) if intent is not None else None
+
+    def _base_record(self, item: Queued, node: NodeView, batch: str, now: dt.datetime) -> ReplacementRecord:
+        instance_id = instance_id_from_provider_id(node.provider_id) or ""
+        return ReplacementRecord(
+            phase=Phase.DETECTED,
+            trigger=item.trigger,
+            instance_id=instance_id,
+            spot_asg=item.pair.spot,
+            on_demand_asg=item.pair.on_demand,
+            updated_at=contract.format_time(now),
+            batch=batch,
+            requested_at=contract.format_time(now),
+            traceparent=_detection_span(node.name, instance_id, item.pair.spot, item.trigger),
+        )
 
     def _activity_mark(self, asg: str) -> str:
         """RFC 3339 start of the group's newest scaling activity ("" if none or unreadable)."""
@@ -391,26 +432,72 @@ class ReplacementController:
         return newest[0].start_time.astimezone(dt.UTC).isoformat()
 
     def _confirm_request(self, batch: _Batch, on_demand: bool) -> None:
-        """Recovery: a predecessor wrote SpotRequested / OnDemandRequested (intent); make sure the call
-        happened (only if the recorded absolute target is not reached yet), then confirm it."""
+        """A SpotRequested / OnDemandRequested record is an intent: make sure its call happened (unless this
+        process made it: only if the recorded absolute target is not reached yet), write the records of the
+        nodes it lists, then confirm it."""
         target = (batch.first.on_demand_target if on_demand else batch.first.spot_target) or 0
-        try:
-            group = self.asg.describe_groups([batch.asg]).get(batch.asg)
-            if group is not None and group.desired < target:
-                self.asg.set_desired_capacity(batch.asg, target)
-        except AwsError as exc:
-            self._report_aws_error(batch.asg, [n.name for n, _ in batch.members], exc)
-            return
+        if on_demand or batch.batch not in self._sent:
+            try:
+                group = self.asg.describe_groups([batch.asg]).get(batch.asg)
+                if group is not None and group.desired < target:
+                    self.asg.set_desired_capacity(batch.asg, target)
+            except AwsError as exc:
+                self._report_aws_error(batch.asg, [n.name for n, _ in batch.members], exc)
+                return
+        if not on_demand:
+            self._write_members(batch)
         confirmed = Phase.ON_DEMAND_SCALED_UP if on_demand else Phase.SPOT_SCALED_UP
-        for node, record in batch.members:
-            self._write(node.name, record, record.advance(confirmed, self.clock.now()))
+        now = self.clock.now()
+        writes: list[Write] = [(n.name, r, r.advance(confirmed, now, members=()), n) for n, r in batch.members]
+        for (name, _, record, _), done in zip(writes, self._write_all(writes), strict=True):
+            if done and not on_demand:
+                self.recorder.node_event(name, "Normal", "SpotScaleUp", self._scaled_up_message(record))
+        self._sent.discard(batch.batch)
+
+    def _write_members(self, batch: _Batch) -> None:
+        """Write the own record of every node an intent lists (SpotScaledUp: the call is made)."""
+        nodes = self.nodes()
+        now = self.clock.now()
+        writes: list[Write] = []
+        for _, intent in batch.members:
+            for member in intent.members:
+                node = nodes.get(member.node)
+                if node is None:
+                    log.warning(
+                        "node %s is gone before its record of batch %s was written; its share of the spot scale-up "
+                        "stays as spare capacity",
+                        member.node,
+                        batch.batch,
+                    )
+                    continue
+                if self._record(node) is not None:
+                    continue  # written already (before a crash, or by this process)
+                record = intent.advance(
+                    Phase.SPOT_SCALED_UP,
+                    now,
+                    trigger=member.trigger,
+                    instance_id=member.instance_id,
+                    traceparent=member.traceparent,
+                    members=(),
+                )
+                writes.append((member.node, None, record, node))
+        for (name, _, record, _), done in zip(writes, self._write_all(writes), strict=True):
+            if done:
+                self.recorder.node_event(name, "Normal", "SpotScaleUp", self._scaled_up_message(record))
+
+    def _scaled_up_message(self, record: ReplacementRecord) -> str:
+        return (
+            f"scaled spot ASG {record.spot_asg} to desired capacity {record.spot_target} for its replacement "
+            f"(batch {record.batch}); waiting up to {format_duration(self.settings.capacity_check_timeout)} for an "
+            "InService instance and Ready Node"
+        )
 
     # -- capacity checks --------------------------------------------------------------------------
-    def _check_batches(self, batches: dict[tuple[str, str], _Batch], on_demand: bool) -> float:
+    def _check_batches(self, batches: list[_Batch], on_demand: bool) -> float:
         now = self.clock.monotonic()
         wake_at = now + 30.0
         due: dict[str, list[_Batch]] = defaultdict(list)
-        for batch in batches.values():
+        for batch in batches:
             deadline = self._deadline(batch, on_demand)
             poll_at = self._next_poll.get(batch.asg, now)
             if now >= poll_at or now >= deadline:
@@ -517,10 +604,13 @@ class ReplacementController:
         return assigned
 
     def _node_of_instance(self, instance_id: str) -> str:
-        for node in self.nodes().values():
-            if instance_id_from_provider_id(node.provider_id) == instance_id:
-                return node.name
-        return ""
+        if instance_id not in self._instance_nodes:  # index the cache once per pass, not once per instance
+            self._instance_nodes = {
+                instance: node.name
+                for node in self.nodes().values()
+                if (instance := instance_id_from_provider_id(node.provider_id))
+            }
+        return self._instance_nodes.get(instance_id, "")
 
     def _mark_ready(self, node: NodeView, record: ReplacementRecord, instance: str, capacity_type: str) -> None:
         now = self.clock.now()
@@ -589,13 +679,8 @@ class ReplacementController:
                 record.spot_asg, record.on_demand_asg, "timeout" if code == "CapacityCheckTimeout" else "no_capacity"
             )
             self.recorder.node_event(node.name, "Warning", "SpotCapacityShort", f"{reason}; falling back to on-demand")
-            self._write(
-                node.name,
-                record,
-                record.advance(
-                    Phase.SPOT_WITHDRAWING, now, fallback_reason=reason, spot_withdraw_target=withdraw_target
-                ),
-            )
+        new = {"fallback_reason": reason, "spot_withdraw_target": withdraw_target}
+        self._write_all([(n.name, r, r.advance(Phase.SPOT_WITHDRAWING, now, **new), None) for n, r in members])
         self._wake.set()
 
     def _withdraw(self, batch: _Batch) -> None:
@@ -639,22 +724,31 @@ class ReplacementController:
         now = self.clock.now()
         deadline = now + dt.timedelta(seconds=self.settings.capacity_check_timeout)
         members = sorted(batch.members, key=lambda m: m[0].name)
-        requested = []
-        for index, (node, record) in enumerate(members):
-            if index >= granted:
-                self._fail(node, record, f"on-demand ASG {od_asg} is at its MaxSize {group.max_size}")
-                continue
-            new = record.advance(
-                Phase.ON_DEMAND_REQUESTED,
-                now,
-                on_demand_target=target,
-                on_demand_known=tuple(sorted(group.instance_ids())),
-                on_demand_requested_at=contract.format_time(now),
-                on_demand_activity_mark=mark,
-                on_demand_deadline_at=contract.format_time(deadline),
+        for node, record in members[granted:]:
+            self._fail(node, record, f"on-demand ASG {od_asg} is at its MaxSize {group.max_size}")
+        intents: list[Write] = [
+            (
+                node.name,
+                record,
+                record.advance(
+                    Phase.ON_DEMAND_REQUESTED,
+                    now,
+                    on_demand_target=target,
+                    on_demand_known=tuple(sorted(group.instance_ids())),
+                    on_demand_requested_at=contract.format_time(now),
+                    on_demand_activity_mark=mark,
+                    on_demand_deadline_at=contract.format_time(deadline),
+                ),
+                None,
             )
-            if self._write(node.name, record, new):
-                requested.append((node, new))
+            for node, record in members[:granted]
+        ]
+        by_name = {node.name: node for node, _ in members}
+        requested = [
+            (by_name[name], new)
+            for (name, _, new, _), done in zip(intents, self._write_all(intents), strict=True)
+            if done
+        ]
         if not requested:
             return
         self.recorder.scale_up(od_asg, "on-demand", "attempt")
@@ -670,8 +764,9 @@ class ReplacementController:
         self._deadlines[batch.batch + ":od"] = self.clock.monotonic() + self.settings.capacity_check_timeout
         self._next_poll[od_asg] = self.clock.monotonic()
         log.info("on-demand ASG %s: desired %d -> %d", od_asg, group.desired, target)
-        for node, record in requested:
-            self._write(node.name, record, record.advance(Phase.ON_DEMAND_SCALED_UP, self.clock.now()))
+        now = self.clock.now()
+        self._write_all([(n.name, r, r.advance(Phase.ON_DEMAND_SCALED_UP, now), None) for n, r in requested])
+        for node, _ in requested:
             self.recorder.node_event(
                 node.name,
                 "Normal",
@@ -830,9 +925,17 @@ class ReplacementController:
         self._write(node.name, record, record)
 
     # -- plumbing ---------------------------------------------------------------------------------
-    def _write(self, node: str, expected: ReplacementRecord | None, new: ReplacementRecord) -> bool:
+    def _write_all(self, writes: list[Write]) -> list[bool]:
+        """``_write`` each, several at once (a batch's nodes change phase together)."""
+        if len(writes) <= 1:
+            return [self._write(*write) for write in writes]
+        return list(self._pool.map(lambda write: self._write(*write), writes))
+
+    def _write(
+        self, node: str, expected: ReplacementRecord | None, new: ReplacementRecord, seen: NodeView | None = None
+    ) -> bool:
         try:
-            self.writer.write_record(node, expected, new)
+            self.writer.write_record(node, expected, new, seen)
             with self._written_lock:
                 history = self._written.setdefault(node, [expected.to_json()] if expected else [])
                 history.append(new.to_json())

@@ -8,7 +8,9 @@ another.
 
 Recording is best-effort and never raises: a failed write is logged once (until writes work again) and
 dropped, and after a failure further events are dropped without trying for ``pause_after_failure`` seconds,
-so an API server outage does not slow down the replacement work that records them.
+so an API server outage does not slow down the replacement work that records them. With ``queue_size``
+(as the controller runs it) events are written by a thread of their own, as client-go's broadcaster does:
+recording costs the caller no API call, and when the queue is full an event is dropped and counted.
 """
 
 from __future__ import annotations
@@ -17,8 +19,10 @@ import collections
 import dataclasses
 import datetime as dt
 import logging
+import queue
 import secrets
 import threading
+import time
 from typing import Any
 
 from kubernetes.client.exceptions import ApiException
@@ -100,6 +104,7 @@ class EventRecorder:
         pause_after_failure: float = 30.0,
         request_timeout: float = 5.0,
         max_remembered: int = 4096,
+        queue_size: int = 0,
     ) -> None:
         self._kube = kube
         self._component = component
@@ -115,12 +120,18 @@ class EventRecorder:
         self._last_failure = 0.0
         self._dropped = 0
         self._recorded = 0
+        self._queue: queue.Queue[tuple[ObjectRef, str, str, str] | None] | None = None
+        self._queue_full = False
+        self._overflow_lock = threading.Lock()
+        self._overflowed = 0
+        if queue_size:
+            self._queue = queue.Queue(queue_size)
+            threading.Thread(target=self._write_queued, name="event-writer", daemon=True).start()
 
     @property
     def dropped(self) -> int:
         """Events that could not be written (or were skipped during a pause after a failure)."""
-        with self._lock:
-            return self._dropped
+        return self._dropped + self._overflowed  # int reads are atomic; the writer may hold the lock for long
 
     @property
     def recorded(self) -> int:
@@ -135,13 +146,64 @@ class EventRecorder:
         self.record(obj, WARNING, reason, message)
 
     def record(self, obj: ObjectRef, event_type: str, reason: str, message: str) -> None:
-        """Write (or aggregate into) an Event; any failure is logged and swallowed."""
+        """Write (or aggregate into) an Event, or queue it for the writer thread; never raises."""
+        if self._queue is None:
+            self._write(obj, event_type, reason, message)
+            return
+        try:
+            self._queue.put_nowait((obj, event_type, reason, message))
+            self._queue_full = False
+        except queue.Full:
+            with self._overflow_lock:  # not self._lock: the writer holds that during its API call
+                self._overflowed += 1
+            if not self._queue_full:
+                self._queue_full = True
+                log.warning(
+                    "dropping event %s about %s %s: %d events are waiting to be written (the API server is slow)",
+                    reason,
+                    obj.kind.lower(),
+                    obj.name,
+                    self._queue.maxsize,
+                )
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until every queued event is written or dropped; False if that took longer than ``timeout``."""
+        if self._queue is None:
+            return True
+        deadline = time.monotonic() + timeout  # a real wait for a real thread, whatever clock decides the rest
+        with self._queue.all_tasks_done:
+            while self._queue.unfinished_tasks:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._queue.all_tasks_done.wait(remaining)
+        return True
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Write what is queued (for up to ``timeout``), then stop the writer thread."""
+        if self._queue is None:
+            return
+        self.flush(timeout)
+        self._queue.put(None)
+
+    # -- internals --------------------------------------------------------------------------------------------
+
+    def _write_queued(self) -> None:
+        assert self._queue is not None
+        while True:
+            item = self._queue.get()
+            try:
+                if item is None:
+                    return
+                self._write(*item)
+            finally:
+                self._queue.task_done()
+
+    def _write(self, obj: ObjectRef, event_type: str, reason: str, message: str) -> None:
         try:
             self._record(obj, event_type, reason, message[:MAX_MESSAGE])
         except Exception as error:  # best-effort: an event must never break the work it describes
             self._failed(obj, reason, error)
-
-    # -- internals --------------------------------------------------------------------------------------------
 
     def _record(self, obj: ObjectRef, event_type: str, reason: str, message: str) -> None:
         with self._lock:  # one writer at a time keeps count exact; the calls are short (request_timeout)

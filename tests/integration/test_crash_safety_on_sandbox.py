@@ -7,11 +7,13 @@ import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from kubernetes import client as k8s
 
 from controller.failpoints import REPLACEMENT_POINTS
+from controller.records import ANNOTATION as RECORD_ANNOTATION
 from sandbox.aws.client import SandboxAWSClient
 from sandbox.environment import Sandbox
 from tests.integration.controller_process import (
@@ -102,3 +104,56 @@ def test_successor_finishes_a_replacement_after_the_leader_dies_at(
             "aws.amazon.com", "v1", "kube-system", "spotguardfallbackevents"
         )["items"]
         assert len(events) == 1, "exactly one SpotGuardFallbackEvent"
+
+
+@pytest.mark.parametrize("failpoint", ["replacement:spot-requested", "replacement:spot-scaled"])
+def test_successor_finishes_a_whole_batch_from_its_one_intent_record(
+    failpoint: str,
+    launcher: ControllerLauncher,
+    aws_sim: SandboxAWSClient,
+    core: k8s.CoreV1Api,
+    api_client: k8s.ApiClient,
+) -> None:
+    """Three recommendations, one intent record (on the first node, listing the other two): the leader dies
+    before or after its one call, and the successor gives every node its own record without a second call."""
+    aws_sim.set_capacity(SPOT_ASG, pending_seconds=0)
+    olds = spot_nodes(core)
+    assert len(olds) == 3
+    aws_sim.reset_calls()
+
+    with LeaseWatch(api_client, launcher.lease_name) as lease:
+        doomed = launcher.start("doomed", SPOTGUARD_FAILPOINTS=failpoint, SPOT_GUARD_BATCH_WINDOW="1")
+        lease.wait_for(lambda holder: holder == "doomed", timeout=30, what="the first replica leads")
+        for old in olds:
+            annotate_rebalance(core, old)
+        assert doomed.wait(timeout=60) == -9, f"the leader should have died at {failpoint}:\n{doomed.log_tail()}"
+
+        records = {old.name: _record(core, old.name) for old in olds}
+        with_record = {name: r for name, r in records.items() if r is not None}
+        assert len(with_record) == 1, f"one intent record for the batch, not one per node: {records}"
+        (intent_node, intent), *_ = with_record.items()
+        assert intent["phase"] == "SpotRequested"
+        assert sorted(m[0] for m in intent["members"]) == sorted(o.name for o in olds if o.name != intent_node)
+
+        successor = launcher.start("successor")
+        deadline = time.monotonic() + 120
+        while not all(replacement_finished(core, old.name) for old in olds):
+            assert time.monotonic() < deadline, (
+                f"batch not finished after the crash at {failpoint}:\n{successor.log_tail()}"
+            )
+            time.sleep(0.3)
+
+    raised = [c["params"].get("DesiredCapacity") for c in aws_sim.calls("SetDesiredCapacity", asg=SPOT_ASG)]
+    assert raised == ["6"], f"one scale-up for the three nodes, made once: {raised}"
+    mutations = _mutations(aws_sim)
+    assert len(mutations) == len(set(mutations)), f"a step was done twice: {json.dumps(mutations)}"
+    for old in olds:
+        assert ("TerminateInstanceInAutoScalingGroup", old.instance_id) in mutations, f"{old.name} was retired"
+    spot = aws_sim.group(SPOT_ASG)
+    assert spot["desired_capacity"] == 3 and len(spot["instances"]) == 3, "capacity neutral, nothing dangling"
+    assert aws_sim.group(ON_DEMAND_ASG)["desired_capacity"] == 0
+
+
+def _record(core: k8s.CoreV1Api, node: str) -> dict[str, Any] | None:
+    raw = (core.read_node(node).metadata.annotations or {}).get(RECORD_ANNOTATION)
+    return None if raw is None else dict(json.loads(raw))

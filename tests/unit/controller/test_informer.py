@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 
-from controller.kube import Informer, NodeView
+from controller.kube import Informer, NodeView, WatchCache
 
 
 def _node(name: str, rv: str, annotations: dict[str, str] | None = None) -> dict[str, Any]:
@@ -103,3 +103,102 @@ def test_node_view_keeps_only_what_the_controller_needs() -> None:
     assert view.annotations == {"spotguard.io/instance-id": "i-1"}
     assert view.taints == ({"key": "k", "value": "v", "effect": "NoSchedule"},)
     assert view.ready and view.deleting
+
+
+class _Script:
+    """A watch whose events are interleaved with steps of the test (``callable`` items run in between)."""
+
+    def __init__(self, items: list[dict[str, Any] | Callable[[], None]]) -> None:
+        self.items = items
+
+    def events(self) -> Iterator[dict[str, Any]]:
+        for item in self.items:
+            if callable(item):
+                item()
+            else:
+                yield item
+
+
+def _cache(script: _Script, clock: list[float]) -> tuple[WatchCache[NodeView], FakeKube]:
+    kube = FakeKube(lists=[{"metadata": {"resourceVersion": "10"}, "items": [_node("a", "9")]}], watches=[])
+    kube.stream = lambda path, query, timeout: script.events()  # type: ignore[method-assign]
+    cache: WatchCache[NodeView] = WatchCache(
+        kube,  # type: ignore[arg-type]
+        "/api/v1/nodes",
+        NodeView.from_json,
+        lambda kind, item: None,
+        what="node",
+        backoff=lambda n: 0.0,
+        monotonic=lambda: clock[0],
+    )
+    return cache, kube
+
+
+def _run_once(cache: WatchCache[NodeView], kube: FakeKube) -> None:
+    cache._list()
+    cache._watch(kube.stop)
+
+
+def test_own_writes_are_read_back_at_once_and_older_events_do_not_hide_them() -> None:
+    clock = [100.0]
+    mine = NodeView.from_json(_node("a", "12", {"spotguard.io/replacement": "mine"}))
+    looked: list[dict[str, str]] = []
+
+    def look() -> None:
+        looked.append(dict(cache.snapshot()["a"].annotations))
+
+    script = _Script(
+        [
+            lambda: cache.remember("a", "12", mine),
+            look,  # before the watch has anything
+            {"type": "MODIFIED", "object": _node("a", "11", {"other": "older"})},
+            look,  # an event older than the write
+            {"type": "MODIFIED", "object": _node("a", "12", {"spotguard.io/replacement": "mine"})},
+            {"type": "MODIFIED", "object": _node("a", "13", {"spotguard.io/replacement": "theirs"})},
+            look,  # newer than the write: shown
+        ]
+    )
+    cache, kube = _cache(script, clock)
+    _run_once(cache, kube)
+
+    assert looked == [
+        {"spotguard.io/replacement": "mine"},
+        {"spotguard.io/replacement": "mine"},
+        {"spotguard.io/replacement": "theirs"},
+    ]
+
+
+def test_a_write_the_watch_delivered_first_pins_nothing() -> None:
+    clock = [100.0]
+    mine = NodeView.from_json(_node("a", "12", {"spotguard.io/replacement": "mine"}))
+    script = _Script(
+        [
+            {"type": "MODIFIED", "object": _node("a", "12", {"spotguard.io/replacement": "mine"})},
+            lambda: cache.remember("a", "12", mine),
+            {"type": "MODIFIED", "object": _node("a", "13", {"spotguard.io/replacement": "theirs"})},
+        ]
+    )
+    cache, kube = _cache(script, clock)
+    _run_once(cache, kube)
+
+    assert cache.snapshot()["a"].annotations == {"spotguard.io/replacement": "theirs"}
+
+
+def test_a_pin_lapses_so_a_lost_event_cannot_freeze_an_object() -> None:
+    clock = [100.0]
+    mine = NodeView.from_json(_node("a", "12", {"spotguard.io/replacement": "mine"}))
+
+    def later() -> None:
+        clock[0] += 6.0
+
+    script = _Script(
+        [
+            lambda: cache.remember("a", "12", mine),
+            later,
+            {"type": "MODIFIED", "object": _node("a", "20", {"spotguard.io/replacement": "after-a-gap"})},
+        ]
+    )
+    cache, kube = _cache(script, clock)
+    _run_once(cache, kube)
+
+    assert cache.snapshot()["a"].annotations == {"spotguard.io/replacement": "after-a-gap"}

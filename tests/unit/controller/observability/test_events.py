@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import threading
 from collections.abc import Mapping
 from typing import Any
 
@@ -184,3 +185,54 @@ def test_long_messages_are_cut_and_long_names_stay_valid(api: FakeEventsApi, rec
     (_, name), event = next(iter(api.events.items()))
     assert len(event["message"]) == 1024
     assert len(name) <= 253
+
+
+class BlockingEventsApi(FakeEventsApi):
+    """Holds every call until ``release`` is set; ``entered`` tells that a call is waiting."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def request(
+        self, method: str, path: str, query: Mapping[str, str | int] | None = None, **kw: Any
+    ) -> dict[str, Any]:
+        self.entered.set()
+        assert self.release.wait(10)
+        return super().request(method, path, query, **kw)
+
+
+def test_with_a_queue_recording_costs_the_caller_no_api_call(clock: FakeClock) -> None:
+    api = BlockingEventsApi()
+    recorder = EventRecorder(api, clock=clock, queue_size=10)
+    try:
+        recorder.normal(node_ref("n1"), "SpotScaleUp", "scaled spot-a to 4")  # returns while the API is held
+        assert api.entered.wait(5)
+        assert api.events == {}
+        api.release.set()
+        assert recorder.flush(5)
+        assert api.only()["reason"] == "SpotScaleUp"
+        assert recorder.recorded == 1
+    finally:
+        api.release.set()
+        recorder.close()
+
+
+def test_a_full_queue_drops_and_counts_instead_of_blocking(clock: FakeClock, caplog: pytest.LogCaptureFixture) -> None:
+    api = BlockingEventsApi()
+    recorder = EventRecorder(api, clock=clock, queue_size=2)
+    try:
+        recorder.normal(node_ref("n0"), "SpotScaleUp", "first")
+        assert api.entered.wait(5)  # the writer holds the first; two fit in the queue
+        with caplog.at_level(logging.WARNING):
+            for index in range(1, 5):
+                recorder.normal(node_ref(f"n{index}"), "SpotScaleUp", f"event {index}")
+        assert recorder.dropped == 2
+        assert "2 events are waiting to be written" in caplog.text
+        api.release.set()
+        assert recorder.flush(5)
+        assert sorted(e["involvedObject"]["name"] for e in api.events.values()) == ["n0", "n1", "n2"]
+    finally:
+        api.release.set()
+        recorder.close()

@@ -1,0 +1,92 @@
+"""Which recommendations share one SetDesiredCapacity call: a queue per spot ASG, closed by a debounce.
+
+A queue closes ``window`` after its latest arrival, so a lone recommendation waits only ``window``, but
+never later than ``max_delay`` after its first arrival, so a steady stream is cut into calls that far
+apart. EC2 recommends rebalancing to a whole capacity pool at once and each node's nodewatch sees it at
+its next poll: such a burst reaches the controller spread over one nodewatch poll interval (2 s). With
+``max_delay`` at that interval a burst of any size costs one or two calls per ASG. A queue also closes
+as soon as it holds ``max_size`` nodes (the size one intent record can list).
+
+Pure bookkeeping on an injected monotonic time: ``controller.replacement`` owns the AWS calls.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from controller.groups import Pair
+
+
+@dataclasses.dataclass(frozen=True)
+class Queued:
+    """A recommended node waiting for its spot scale-up."""
+
+    node: str
+    trigger: str  # "rebalance" | "interruption"
+    pair: Pair
+    seen: float  # monotonic time it was queued
+
+
+class BatchQueues:
+    def __init__(self, window: float, max_delay: float, max_size: int = 1000) -> None:
+        if window < 0 or max_delay < window:
+            raise ValueError(f"batch window {window} s must be >= 0 and at most the maximum delay {max_delay} s")
+        if max_size < 1:
+            raise ValueError(f"batch max size {max_size} must be at least 1")
+        self.window = window
+        self.max_delay = max_delay
+        self.max_size = max_size
+        self._queues: dict[str, dict[str, Queued]] = {}
+        self._not_before: dict[str, float] = {}  # asg -> no retry before (after an AWS error)
+
+    def add(self, asg: str, item: Queued) -> bool:
+        """Queue ``item`` for ``asg``; False if its node is queued already (first arrival kept)."""
+        queue = self._queues.setdefault(asg, {})
+        if item.node in queue:
+            return False
+        queue[item.node] = item
+        return True
+
+    def queued(self) -> set[str]:
+        """Every queued node's name."""
+        return {name for queue in self._queues.values() for name in queue}
+
+    def due_at(self, asg: str) -> float | None:
+        """When ``asg``'s queue closes (None if empty)."""
+        queue = self._queues.get(asg)
+        if not queue:
+            return None
+        if len(queue) >= self.max_size:
+            closes = min(item.seen for item in queue.values())
+        else:
+            first = min(item.seen for item in queue.values())
+            last = max(item.seen for item in queue.values())
+            closes = min(last + self.window, first + self.max_delay)
+        return max(closes, self._not_before.get(asg, closes))
+
+    def due(self, now: float) -> list[str]:
+        """The ASGs whose queue closes at or before ``now``, in name order."""
+        return sorted(asg for asg in self._queues if (at := self.due_at(asg)) is not None and at <= now)
+
+    def next_due(self) -> float | None:
+        """The earliest closing time of any queue (None if nothing is queued)."""
+        times = [at for asg in self._queues if (at := self.due_at(asg)) is not None]
+        return min(times) if times else None
+
+    def take(self, asg: str) -> list[Queued]:
+        """Close ``asg``'s queue: up to ``max_size`` nodes, first arrivals first (the rest stay queued)."""
+        queue = self._queues.get(asg, {})
+        taken = sorted(queue.values(), key=lambda item: (item.seen, item.node))[: self.max_size]
+        for item in taken:
+            del queue[item.node]
+        if not queue:
+            self._queues.pop(asg, None)
+        self._not_before.pop(asg, None)
+        return sorted(taken, key=lambda item: item.node)
+
+    def put_back(self, asg: str, items: list[Queued], retry_at: float) -> None:
+        """Re-queue ``items`` (their scale-up could not be made) and close again no sooner than ``retry_at``."""
+        queue = self._queues.setdefault(asg, {})
+        for item in items:
+            queue.setdefault(item.node, item)
+        self._not_before[asg] = retry_at

@@ -1,0 +1,103 @@
+"""Which recommendations share a SetDesiredCapacity: the debounce of controller.batching."""
+
+from __future__ import annotations
+
+import pytest
+
+from controller.batching import BatchQueues, Queued
+from controller.groups import Pair
+
+PAIR = Pair("spot-a", "od-a")
+
+
+def _add(queues: BatchQueues, node: str, at: float, asg: str = "spot-a") -> None:
+    queues.add(asg, Queued(node, "rebalance", Pair(asg, "od"), at))
+
+
+def test_a_lone_recommendation_closes_one_window_after_it_arrived() -> None:
+    queues = BatchQueues(window=0.1, max_delay=2.0)
+    _add(queues, "n1", at=10.0)
+
+    assert queues.due(10.09) == []
+    assert queues.due(10.1) == ["spot-a"]
+    assert [q.node for q in queues.take("spot-a")] == ["n1"]
+    assert queues.next_due() is None
+
+
+def test_each_arrival_extends_the_window_but_never_past_the_maximum_delay() -> None:
+    queues = BatchQueues(window=0.1, max_delay=2.0)
+    for step in range(40):  # one every 50 ms for 2 s: never a quiet window
+        _add(queues, f"n{step:02}", at=10.0 + step * 0.05)
+
+    assert queues.due_at("spot-a") == pytest.approx(12.0)
+    assert queues.due(11.99) == []
+    taken = queues.take("spot-a")
+    assert len(taken) == 40 and [q.node for q in taken] == sorted(q.node for q in taken)
+
+
+def test_a_burst_spread_over_one_poll_interval_costs_at_most_two_calls() -> None:
+    """500 nodewatch agents see the same recommendation at their next 2 s poll: arrivals over 2 s."""
+    queues = BatchQueues(window=0.1, max_delay=2.0)
+    arrivals = sorted((i * 7919 % 2000) / 1000 for i in range(500))  # spread over [0, 2) s, no gap >= 0.1 s
+    calls, now, pending = [], 0.0, list(enumerate(arrivals))
+    while pending or queues.next_due() is not None:
+        while pending and pending[0][1] <= now:
+            index, at = pending.pop(0)
+            _add(queues, f"n{index:03}", at=at)
+        for asg in queues.due(now):
+            calls.append((now, len(queues.take(asg))))
+        now = round(now + 0.01, 2)
+
+    assert len(calls) <= 2
+    assert sum(size for _, size in calls) == 500
+    assert calls[-1][0] <= 2.2
+
+
+def test_the_same_node_is_queued_once_and_keeps_its_first_arrival() -> None:
+    queues = BatchQueues(window=0.1, max_delay=2.0)
+    _add(queues, "n1", at=1.0)
+    assert not queues.add("spot-a", Queued("n1", "interruption", PAIR, 1.5))
+
+    assert queues.due_at("spot-a") == pytest.approx(1.1)
+    assert queues.queued() == {"n1"}
+
+
+def test_queues_of_different_groups_close_independently() -> None:
+    queues = BatchQueues(window=0.1, max_delay=2.0)
+    _add(queues, "a1", at=1.0, asg="spot-a")
+    _add(queues, "b1", at=1.05, asg="spot-b")
+
+    assert queues.due(1.1) == ["spot-a"]
+    assert queues.due(1.16) == ["spot-a", "spot-b"]
+    assert queues.next_due() == pytest.approx(1.1)
+
+
+def test_a_full_queue_closes_at_once_and_the_rest_wait_for_the_next_call() -> None:
+    queues = BatchQueues(window=0.1, max_delay=2.0, max_size=3)
+    for index in range(5):
+        _add(queues, f"n{index}", at=1.0 + index * 0.01)
+
+    assert queues.due(1.05) == ["spot-a"]
+    assert [q.node for q in queues.take("spot-a")] == ["n0", "n1", "n2"]
+    assert queues.queued() == {"n3", "n4"}
+    assert queues.due_at("spot-a") == pytest.approx(1.14)
+
+
+def test_after_an_aws_error_the_nodes_are_kept_and_retried_no_sooner_than_asked() -> None:
+    queues = BatchQueues(window=0.1, max_delay=2.0)
+    _add(queues, "n1", at=1.0)
+    taken = queues.take("spot-a")
+    queues.put_back("spot-a", taken, retry_at=6.0)
+
+    assert queues.queued() == {"n1"}
+    assert queues.due(5.9) == []
+    assert queues.due(6.0) == ["spot-a"]
+    queues.take("spot-a")
+    _add(queues, "n2", at=7.0)
+    assert queues.due_at("spot-a") == pytest.approx(7.1), "the retry delay ends with the retry"
+
+
+@pytest.mark.parametrize(("window", "max_delay", "size"), [(-0.1, 1.0, 10), (2.0, 1.0, 10), (0.1, 1.0, 0)])
+def test_impossible_settings_are_refused(window: float, max_delay: float, size: int) -> None:
+    with pytest.raises(ValueError, match="batch"):
+        BatchQueues(window=window, max_delay=max_delay, max_size=size)

@@ -1,0 +1,100 @@
+"""Node -> spot ASG -> pair, with as few AWS calls as a burst of recommendations allows (moto in-process)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from controller.aws import AutoScaling
+from controller.config import Settings
+from controller.groups import GroupResolver, Pair, Refusal
+
+REGION = "us-east-1"
+
+
+@pytest.fixture
+def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    for key in ("AWS_ENDPOINT_URL", "AWS_PROFILE"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    with mock_aws():
+        ec2 = boto3.client("ec2", region_name=REGION)
+        subnet = ec2.describe_subnets()["Subnets"][0]["SubnetId"]
+        client = boto3.client("autoscaling", region_name=REGION)
+        client.create_launch_configuration(
+            LaunchConfigurationName="lc", ImageId="ami-12c6146b", InstanceType="m5.large"
+        )
+        for name, size in (("spot-a", 60), ("od-a", 0), ("other", 2)):
+            client.create_auto_scaling_group(
+                AutoScalingGroupName=name,
+                LaunchConfigurationName="lc",
+                MinSize=0,
+                MaxSize=100,
+                DesiredCapacity=size,
+                VPCZoneIdentifier=subnet,
+            )
+        yield client
+
+
+def _instances(client: Any, group: str) -> list[str]:
+    described = client.describe_auto_scaling_groups(AutoScalingGroupNames=[group])["AutoScalingGroups"][0]
+    return sorted(i["InstanceId"] for i in described["Instances"])
+
+
+def _resolver(client: Any, calls: Counter[str], now: list[float]) -> GroupResolver:
+    asg = AutoScaling(client, on_call=lambda operation, error: calls.update([operation]))
+    return GroupResolver(Settings(spot_asg_name="spot-a", on_demand_asg_name="od-a"), asg, lambda: now[0])
+
+
+def test_a_burst_in_a_configured_group_costs_no_lookup_per_instance(aws: Any) -> None:
+    calls: Counter[str] = Counter()
+    resolver = _resolver(aws, calls, [0.0])
+    spot = _instances(aws, "spot-a")
+
+    resolver.prefetch(spot)
+    answers = [resolver.resolve(f"aws:///us-east-1a/{i}") for i in spot]
+
+    assert all(answer == (i, Pair("spot-a", "od-a")) for answer, i in zip(answers, spot, strict=True))
+    assert calls["DescribeAutoScalingInstances"] == 0, "no lookup per instance: the group lists them"
+    assert calls["DescribeAutoScalingGroups"] == 2, "the tagged pairs, then the configured one"
+
+
+def test_instances_outside_the_configured_groups_are_looked_up_fifty_at_a_time(aws: Any) -> None:
+    calls: Counter[str] = Counter()
+    resolver = _resolver(aws, calls, [0.0])
+    aws.create_auto_scaling_group(
+        AutoScalingGroupName="big-other",
+        LaunchConfigurationName="lc",
+        MinSize=0,
+        MaxSize=100,
+        DesiredCapacity=60,
+        AvailabilityZones=["us-east-1a"],
+    )
+    strangers = _instances(aws, "big-other")
+
+    resolver.prefetch(strangers)
+    refusal = resolver.resolve(f"aws:///us-east-1a/{strangers[0]}")
+
+    assert isinstance(refusal, Refusal) and refusal.reason == "unconfigured-group"
+    assert calls["DescribeAutoScalingInstances"] == 2, "60 unknown instances: two calls of at most 50"
+
+
+def test_an_instance_in_no_group_is_not_asked_about_again_until_the_refresh(aws: Any) -> None:
+    calls: Counter[str] = Counter()
+    now = [0.0]
+    resolver = _resolver(aws, calls, now)
+    provider_id = "aws:///us-east-1a/i-0123456789abcdef0"
+
+    for _ in range(5):  # one reconcile pass after another
+        refusal = resolver.resolve(provider_id)
+        assert isinstance(refusal, Refusal) and refusal.reason == "not-in-a-group"
+    assert calls["DescribeAutoScalingInstances"] == 1
+    now[0] += resolver.refresh_seconds
+    resolver.resolve(provider_id)
+    assert calls["DescribeAutoScalingInstances"] == 2
