@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import logging
 import multiprocessing
 import random
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from multiprocessing.queues import Queue as ProcessQueue
@@ -23,6 +25,7 @@ from pathlib import Path
 
 from kubernetes import config as k8s_config
 
+from bench.controller_footprint_benchmarks import PROFILE_DIR, profiled
 from bench.controller_harness import SET_DESIRED, autoscaling, controller, epoch, sim, wait_until
 from bench.figures import Figure, Target
 from bench.registry import Context, benchmark
@@ -30,7 +33,10 @@ from nodewatch import annotations as contract
 from sandbox.environment import Sandbox
 from tests.integration.controller_process import SpotNode, clean_nodes, spot_nodes
 
+log = logging.getLogger("bench.controller")
+
 PAIRS = (1, 2)
+CALIBRATION = "bench.spotguard.io/calibration"  # an annotation nothing reads: the writers' pace alone
 POLL_INTERVAL = 2.0  # nodewatch's default: the spread of one burst's arrivals
 PROCESSES, THREADS = 4, 8
 
@@ -40,24 +46,32 @@ def _spot(pair: int) -> str:
 
 
 def _write_share(
-    kubeconfig: str, start: float, share: list[tuple[float, str, str]], done: ProcessQueue[list[tuple[float, float]]]
+    calibrating: bool,
+    kubeconfig: str,
+    start: float,
+    share: list[tuple[float, str, str]],
+    done: ProcessQueue[list[tuple[float, float]]],
 ) -> None:
     """One writer process: PATCH each (offset, node, instance) at ``start + offset``; report (sent, answered)."""
     api = k8s_config.new_client_from_config(config_file=kubeconfig)
     api.configuration.connection_pool_maxsize = THREADS
 
     def write(item: tuple[float, str, str]) -> tuple[float, float]:
+        try:
+            return annotate(item)
+        except Exception as error:  # counted by the parent, which fails the round
+            print(f"annotating {item[1]} failed: {error!r}", file=sys.stderr)
+            return -1.0, 0.0
+
+    def annotate(item: tuple[float, str, str]) -> tuple[float, float]:
         offset, node, instance = item
         time.sleep(max(0.0, start + offset - time.time()))
         sent = time.time()
-        body = {
-            "metadata": {
-                "annotations": {
-                    contract.REBALANCE_NOTICE_TIME: contract.format_time(dt.datetime.now(dt.UTC)),
-                    contract.INSTANCE_ID: instance,
-                }
-            }
+        notice = {
+            contract.REBALANCE_NOTICE_TIME: contract.format_time(dt.datetime.now(dt.UTC)),
+            contract.INSTANCE_ID: instance,
         }
+        body = {"metadata": {"annotations": {CALIBRATION: str(offset)} if calibrating else notice}}
         api.call_api(
             f"/api/v1/nodes/{node}",
             "PATCH",
@@ -72,7 +86,9 @@ def _write_share(
         done.put(list(pool.map(write, share)))
 
 
-def _annotate_all(kubeconfig: Path, nodes: list[SpotNode], seed: int) -> tuple[float, float, float]:
+def _annotate_all(
+    kubeconfig: Path, nodes: list[SpotNode], seed: int, calibrating: bool = False
+) -> tuple[float, float, float]:
     """Annotate every Node at a random moment within one poll interval; (first sent, last sent, last answered)."""
     rng = random.Random(seed)
     plan = sorted((rng.uniform(0.0, POLL_INTERVAL), node.name, node.instance_id) for node in nodes)
@@ -80,7 +96,7 @@ def _annotate_all(kubeconfig: Path, nodes: list[SpotNode], seed: int) -> tuple[f
     context = multiprocessing.get_context("spawn")
     done: ProcessQueue[list[tuple[float, float]]] = context.Queue()
     writers = [
-        context.Process(target=_write_share, args=(str(kubeconfig), start, plan[index::PROCESSES], done))
+        context.Process(target=_write_share, args=(calibrating, str(kubeconfig), start, plan[index::PROCESSES], done))
         for index in range(PROCESSES)
     ]
     for writer in writers:
@@ -88,6 +104,9 @@ def _annotate_all(kubeconfig: Path, nodes: list[SpotNode], seed: int) -> tuple[f
     times = [pair for _ in writers for pair in done.get(timeout=120)]
     for writer in writers:
         writer.join(30)
+    failed = sum(1 for sent, _ in times if sent < 0)
+    if failed:
+        raise RuntimeError(f"{failed} of {len(times)} annotation PATCHes failed")
     return min(s for s, _ in times), max(s for s, _ in times), max(a for _, a in times)
 
 
@@ -100,7 +119,7 @@ class Round:
     desired_by_call: dict[str, list[str]]
 
 
-def _measure(context: Context, per_pair: int, rounds: int) -> list[Round]:
+def _measure(context: Context, per_pair: int, rounds: int) -> tuple[list[Round], float]:
     asg = autoscaling(context)
     aws = sim(context)
     core = context.core()
@@ -114,9 +133,18 @@ def _measure(context: Context, per_pair: int, rounds: int) -> list[Round]:
     for pair in PAIRS:
         aws.set_capacity(_spot(pair), pending_seconds=3600)
     nodes = [node for pair in PAIRS for node in spot_nodes(core, _spot(pair))[:per_pair]]
+    first, last_sent, _ = _annotate_all(context.sandbox.kubeconfig, nodes, seed=99, calibrating=True)
+    calibration = round(last_sent - first, 2)
+    log.info(f"without the controller, {len(nodes)} annotations planned over {POLL_INTERVAL:g} s took {calibration} s")
     results = []
     for round_ in range(rounds):
-        with controller(context, SPOT_ASG_NAME="", ON_DEMAND_ASG_NAME="", SPOT_GUARD_CAPACITY_CHECK_TIMEOUT="600"):
+        nodes = [node for pair in PAIRS for node in spot_nodes(core, _spot(pair))[:per_pair]]
+        with (
+            controller(
+                context, SPOT_ASG_NAME="", ON_DEMAND_ASG_NAME="", SPOT_GUARD_CAPACITY_CHECK_TIMEOUT="600"
+            ) as process,
+            profiled(process.pid, PROFILE_DIR / f"controller-burst-{round_}.txt"),
+        ):
             aws.reset_calls()
             first, last_sent, last_answered = _annotate_all(context.sandbox.kubeconfig, nodes, seed=round_)
 
@@ -141,10 +169,14 @@ def _measure(context: Context, per_pair: int, rounds: int) -> list[Round]:
             )
         )
         clean_nodes(core)
-        for pair in PAIRS:  # the Pending launches of this round go; the groups are as before it
-            asg.set_desired_capacity(AutoScalingGroupName=_spot(pair), DesiredCapacity=per_pair)
-        time.sleep(5.0)
-    return results
+        for pair in PAIRS:  # exactly this round's Pending launches go: the groups are as before it
+            group = asg.describe_auto_scaling_groups(AutoScalingGroupNames=[_spot(pair)])["AutoScalingGroups"][0]
+            for instance in group["Instances"]:
+                if instance["LifecycleState"] == "Pending":
+                    asg.terminate_instance_in_auto_scaling_group(
+                        InstanceId=instance["InstanceId"], ShouldDecrementDesiredCapacity=True
+                    )
+    return results, calibration
 
 
 @benchmark("controller_burst", "500 simultaneous recommendations across two ASG pairs: calls and time")
@@ -154,7 +186,7 @@ def burst(context: Context) -> list[Figure]:
     rounds = 1 if context.quick else 3
     with Sandbox(pairs=len(PAIRS), spot_desired=3, workdir=context.workdir / "sandbox") as big:
         inner = Context(sandbox=big, quick=context.quick, workdir=context.workdir)
-        results = _measure(inner, per_pair, rounds)
+        results, calibration = _measure(inner, per_pair, rounds)
     conditions = (
         f"{2 * per_pair} recommendations ({per_pair} per spot ASG, two pairs discovered by tag), each written at a "
         f"random moment within one nodewatch poll interval ({POLL_INTERVAL:g} s) by {PROCESSES} processes x "
@@ -170,7 +202,10 @@ def burst(context: Context) -> list[Figure]:
             f"{conditions}; the larger of the two groups' SetDesiredCapacity counts",
             target=Target(2.0, text="<= 2 per ASG"),
             title=f"SetDesiredCapacity calls per ASG, {2 * per_pair} simultaneous recommendations",
-            details={"rounds": [dataclasses.asdict(r) for r in results]},
+            details={
+                "rounds": [dataclasses.asdict(r) for r in results],
+                "arrival_spread_without_controller_s": calibration,
+            },
         ),
         Figure.of_samples(
             "controller.burst_first_annotation_to_last_scale_up",

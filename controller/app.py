@@ -40,6 +40,7 @@ from controller.retirement import Retirer
 log = logging.getLogger(__name__)
 
 EVENT_QUEUE = 1000  # Kubernetes Events waiting to be written (client-go's broadcaster keeps as many)
+EVENT_RATE = 20.0  # Kubernetes Events written per second at most
 
 
 def run_controller(
@@ -149,7 +150,7 @@ def leader_components(
     identity: str = "spotguard-controller",
 ) -> LeaderComponents:
     metrics = metrics or Metrics(clock)
-    events = EventRecorder(kube, clock=clock, queue_size=EVENT_QUEUE)
+    events = EventRecorder(kube, clock=clock, queue_size=EVENT_QUEUE, max_rate=EVENT_RATE)
     if recorder is None:
         recorder = KubeRecorder(events, metrics)
     asg = AutoScaling(fence=fence, on_call=metrics.aws_call)

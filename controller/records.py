@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import json
 from typing import Any
 
@@ -106,13 +107,18 @@ class ReplacementRecord:
 
     @classmethod
     def from_json(cls, text: str) -> ReplacementRecord:
+        """Parse a record (the same text parses once: every pass reads every record)."""
+        return _parse(text)
+
+    @classmethod
+    def _from_json(cls, text: str) -> ReplacementRecord:
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
             raise contract.MalformedAnnotationError(ANNOTATION, text, f"JSON ({exc.msg})") from None
         if not isinstance(data, dict):
             raise contract.MalformedAnnotationError(ANNOTATION, text, "a JSON object")
-        known = {_camel(f.name): f for f in dataclasses.fields(cls)}
+        known = _fields_by_key()
         values: dict[str, Any] = {}
         for key, value in data.items():
             field = known.get(key)
@@ -141,6 +147,16 @@ class ReplacementRecord:
     @property
     def terminal(self) -> bool:
         return self.phase in Phase.TERMINAL
+
+
+@functools.lru_cache(maxsize=8192)
+def _parse(text: str) -> ReplacementRecord:
+    return ReplacementRecord._from_json(text)
+
+
+@functools.cache
+def _fields_by_key() -> dict[str, dataclasses.Field[Any]]:
+    return {_camel(f.name): f for f in dataclasses.fields(ReplacementRecord)}
 
 
 def _members(text: str, value: Any) -> tuple[Member, ...]:

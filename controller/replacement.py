@@ -41,6 +41,8 @@ log = logging.getLogger(__name__)
 
 MAX_BATCH = 1000  # nodes one intent record lists (about 120 kB of the Node's 256 kB of annotations)
 IO_THREADS = 8  # API calls in flight at once: a batch's record writes, reads made alongside each other
+SCALERS = 4  # spot groups scaled up at once
+QUIET_WAIT = 10.0  # the longest the batch-recorder defers its writes while recommendations wait for their call
 Write = tuple[str, "ReplacementRecord | None", "ReplacementRecord", "NodeView | None"]
 
 
@@ -136,6 +138,17 @@ class ReplacementController:
         self._instance_nodes: dict[str, str] = {}  # instance -> node, built at most once per pass
         self._node_states: dict[str, tuple[bool, bool]] = {}  # node -> (ready, annotated): notify's memory
         self._pool = concurrent.futures.ThreadPoolExecutor(IO_THREADS, thread_name_prefix="replacement-io")
+        self._batch_recorder = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="batch-recorder")
+        self._scalers = concurrent.futures.ThreadPoolExecutor(SCALERS, thread_name_prefix="scale-up")
+        # Handed from the scale-up threads to the loop (under _handoff): batches sent, scale-ups to retry.
+        self._handoff = threading.Lock()
+        self._sent_batches: list[_Batch] = []
+        self._retry: dict[str, tuple[list[Queued], float]] = {}  # asg -> (nodes, when)
+        self._scaling: set[str] = set()  # spot groups with a scale-up in flight
+        self._in_flight: set[str] = set()  # the nodes those scale-ups took from the queues
+        self._quiet = threading.Event()  # no recommendation is waiting for its call
+        self._quiet.set()
+        self._recording: set[str] = set()  # spot batches whose records the batch-recorder is writing
         self._refused: dict[str, str] = {}  # node -> last refusal/malformed text (report once)
         self._next_poll: dict[str, float] = {}  # asg -> monotonic time of its next capacity poll
         self._deadlines: dict[str, float] = {}  # batch -> monotonic deadline (this process's clock)
@@ -177,6 +190,9 @@ class ReplacementController:
                 self._wake.wait(max(0.0, delay))
                 self._wake.clear()
         finally:
+            self._quiet.set()
+            self._batch_recorder.shutdown(wait=True)
+            self._scalers.shutdown(wait=True)
             self._pool.shutdown(wait=True)
 
     # -- one pass ---------------------------------------------------------------------------------
@@ -187,8 +203,23 @@ class ReplacementController:
         self._instance_nodes = {}
         batches = self._visit(now)  # phase -> that phase's batches
 
-        # Every due scale-up is sent before anything else is written: a burst's calls go out together.
-        sent = [batch for asg in self._queues.due(now) if (batch := self._scale_up(asg, now)) is not None]
+        # Due scale-ups go to the scale-up threads, one in flight per spot group: a slow AWS call holds up
+        # neither the detection of further recommendations nor the other groups.
+        with self._handoff:
+            retries, self._retry = self._retry, {}
+            sent, self._sent_batches = self._sent_batches, []
+        for asg, (items, retry_at) in retries.items():
+            self._queues.put_back(asg, items, retry_at)
+        for asg in self._queues.due(now):
+            if asg not in self._scaling:
+                self._scaling.add(asg)
+                items = self._queues.take(asg)
+                self._in_flight.update(item.node for item in items)
+                self._scalers.submit(self._scale_up_in_background, asg, items, now)
+        if self._queues.next_due() is None and not self._scaling:
+            self._quiet.set()  # nothing waiting for a call: the batch-recorder may write
+        else:
+            self._quiet.clear()
         for batch in [*batches[Phase.SPOT_REQUESTED], *sent]:
             self._confirm_request(batch, on_demand=False)
         next_due = self._queues.next_due()
@@ -205,6 +236,9 @@ class ReplacementController:
     def _visit(self, now: float) -> dict[str, list[_Batch]]:
         """Visit every node with something to do: detect new notices, move single-node phases along, and
         group the nodes whose next step is one per batch (an AWS call) by phase, ASG and batch."""
+        # Nodes taken by an in-flight scale-up: read before the records, since a scale-up thread writes the
+        # intent (visible to _record at once) before it lets go of its nodes.
+        in_flight = set(self._in_flight)
         with self._written_lock:
             written = set(self._written)
         # Only Nodes carrying Spot Guard annotations (or a record this process just wrote) have anything
@@ -213,7 +247,7 @@ class ReplacementController:
         entries = [(node, self._record(node)) for node in sorted(active, key=lambda n: n.name)]
         # Nodes listed on a batch's intent record already have their share of its scale-up.
         covered = {m.node for _, r in entries if r is not None and r.phase == Phase.SPOT_REQUESTED for m in r.members}
-        queued = self._queues.queued()
+        queued = self._queues.queued() | in_flight
         undetected = [n for n, r in entries if r is None and n.name not in queued and n.name not in covered]
         self._prefetch_groups(undetected)
         for node in undetected:
@@ -320,14 +354,29 @@ class ReplacementController:
         log.info("node %s: %s notice; replacement queued for spot ASG %s", node.name, trigger, pair.spot)
 
     # -- spot scale-up ----------------------------------------------------------------------------
-    def _scale_up(self, asg: str, now: float) -> _Batch | None:
+    def _scale_up_in_background(self, asg: str, items: list[Queued], now: float) -> None:
+        """(scale-up thread) ``_scale_up``; hands the batch sent (or the nodes to retry) back to the loop."""
+        try:
+            batch = self._scale_up(asg, items, now)
+            if batch is not None:
+                with self._handoff:
+                    self._sent_batches.append(batch)
+        except Exception:
+            log.exception("spot scale-up of %s failed; its recommendations are retried", asg)
+            with self._handoff:
+                self._retry[asg] = (items, self.clock.monotonic() + self.settings.capacity_poll_interval)
+        finally:
+            self._in_flight.difference_update(item.node for item in items)
+            self._scaling.discard(asg)
+            self._wake.set()
+
+    def _scale_up(self, asg: str, items: list[Queued], now: float) -> _Batch | None:
         """Close ``asg``'s queue with one intent record and one SetDesiredCapacity.
 
         The intent is the record of the batch's first node, listing the others (``members``): one write
         however large the batch. Their own records are written after the call (``_confirm_request``); a
         successor that finds the intent does the same, and never counts its members again.
         """
-        items = self._queues.take(asg)
         nodes = self.nodes()
         present = [(item, nodes[item.node]) for item in items if item.node in nodes]
         if not present:
@@ -337,7 +386,8 @@ class ReplacementController:
             group = self.asg.describe_groups([asg]).get(asg)
         except AwsError as exc:
             self._report_aws_error(asg, [item.node for item, _ in present], exc)
-            self._queues.put_back(asg, items, now + self.settings.capacity_poll_interval)
+            with self._handoff:  # re-queued by the loop
+                self._retry[asg] = (items, now + self.settings.capacity_poll_interval)
             return None
         if group is None:
             for item, _ in present:
@@ -434,7 +484,12 @@ class ReplacementController:
     def _confirm_request(self, batch: _Batch, on_demand: bool) -> None:
         """A SpotRequested / OnDemandRequested record is an intent: make sure its call happened (unless this
         process made it: only if the recorded absolute target is not reached yet), write the records of the
-        nodes it lists, then confirm it."""
+        nodes it lists, then confirm it. A spot batch's records are written by the batch-recorder thread, so
+        hundreds of writes never hold up the next batch's call."""
+        if not on_demand and (batch.batch in self._recording or batch.asg in self._scaling):
+            return  # its records are being written, or a scale-up of its group is in flight
+        if any(self._record(node) != record for node, record in batch.members):
+            return  # moved on since this pass looked (the batch-recorder just finished it)
         target = (batch.first.on_demand_target if on_demand else batch.first.spot_target) or 0
         if on_demand or batch.batch not in self._sent:
             try:
@@ -444,15 +499,34 @@ class ReplacementController:
             except AwsError as exc:
                 self._report_aws_error(batch.asg, [n.name for n, _ in batch.members], exc)
                 return
-        if not on_demand:
+        if on_demand:
+            self._confirm(batch, Phase.ON_DEMAND_SCALED_UP)
+            return
+        self._recording.add(batch.batch)
+        self._batch_recorder.submit(self._record_batch, batch)
+
+    def _record_batch(self, batch: _Batch) -> None:
+        """(batch-recorder thread) The members' own records, then the intent confirmed; wakes the loop.
+
+        The intent covers its members already, so these writes wait (up to ``QUIET_WAIT``) until no
+        recommendation is waiting for its call: in a burst, the API server's time goes to the calls first."""
+        self._quiet.wait(QUIET_WAIT)
+        try:
             self._write_members(batch)
-        confirmed = Phase.ON_DEMAND_SCALED_UP if on_demand else Phase.SPOT_SCALED_UP
+            self._confirm(batch, Phase.SPOT_SCALED_UP)
+            self._sent.discard(batch.batch)
+        except Exception:
+            log.exception("writing the records of batch %s failed; the next pass tries again", batch.batch)
+        finally:
+            self._recording.discard(batch.batch)
+            self._wake.set()
+
+    def _confirm(self, batch: _Batch, confirmed: str) -> None:
         now = self.clock.now()
         writes: list[Write] = [(n.name, r, r.advance(confirmed, now, members=()), n) for n, r in batch.members]
         for (name, _, record, _), done in zip(writes, self._write_all(writes), strict=True):
-            if done and not on_demand:
+            if done and confirmed == Phase.SPOT_SCALED_UP:
                 self.recorder.node_event(name, "Normal", "SpotScaleUp", self._scaled_up_message(record))
-        self._sent.discard(batch.batch)
 
     def _write_members(self, batch: _Batch) -> None:
         """Write the own record of every node an intent lists (SpotScaledUp: the call is made)."""
@@ -919,7 +993,10 @@ class ReplacementController:
         self.retirer.submit(node.name, lambda: self._drain_only(node.name))
 
     def _drain_only(self, node: str) -> None:
-        self.retirer.drain(node)
+        try:
+            self.retirer.drain(node)
+        finally:
+            self._wake.set()  # a retirement may have waited for this drain (the Retirer runs one job per node)
 
     def _finish(self, node: NodeView, record: ReplacementRecord) -> None:
         self._write(node.name, record, record)

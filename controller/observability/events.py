@@ -10,7 +10,9 @@ Recording is best-effort and never raises: a failed write is logged once (until 
 dropped, and after a failure further events are dropped without trying for ``pause_after_failure`` seconds,
 so an API server outage does not slow down the replacement work that records them. With ``queue_size``
 (as the controller runs it) events are written by a thread of their own, as client-go's broadcaster does:
-recording costs the caller no API call, and when the queue is full an event is dropped and counted.
+recording costs the caller no API call, at most ``max_rate`` events are written per second (the 500 events
+of a burst's 500 replacements must not compete with its scale-up calls for the API server), and when the
+queue is full an event is dropped and counted.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import queue
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from kubernetes.client.exceptions import ApiException
@@ -105,6 +108,9 @@ class EventRecorder:
         request_timeout: float = 5.0,
         max_remembered: int = 4096,
         queue_size: int = 0,
+        max_rate: float = 0.0,
+        sleep: Callable[[float], None] = time.sleep,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._kube = kube
         self._component = component
@@ -122,6 +128,9 @@ class EventRecorder:
         self._recorded = 0
         self._queue: queue.Queue[tuple[ObjectRef, str, str, str] | None] | None = None
         self._queue_full = False
+        self._interval = 1.0 / max_rate if max_rate > 0 else 0.0  # between queued writes
+        self._sleep = sleep  # the writer thread's pacing (real time: it paces real requests)
+        self._monotonic = monotonic
         self._overflow_lock = threading.Lock()
         self._overflowed = 0
         if queue_size:
@@ -190,11 +199,16 @@ class EventRecorder:
 
     def _write_queued(self) -> None:
         assert self._queue is not None
+        next_at = 0.0
         while True:
             item = self._queue.get()
             try:
                 if item is None:
                     return
+                wait = next_at - self._monotonic()
+                if wait > 0:
+                    self._sleep(wait)  # paced: a burst's events never crowd out its work
+                next_at = self._monotonic() + self._interval
                 self._write(*item)
             finally:
                 self._queue.task_done()

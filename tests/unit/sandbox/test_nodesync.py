@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import copy
+import json
+import types
 from dataclasses import replace
 from typing import Any
 
 import pytest
-from kubernetes.client import V1Node, V1NodeList, V1NodeSpec, V1NodeStatus, V1ObjectMeta
+from kubernetes.client import ApiClient, V1Node, V1NodeList, V1NodeSpec, V1NodeStatus, V1ObjectMeta
 from kubernetes.client.exceptions import ApiException
 
 from sandbox.aws.capacity import CapacitySettings, GroupView, InstanceView
@@ -23,10 +25,14 @@ class FakeCoreV1Api:
         self.keep_status_on_create = keep_status_on_create
         self.status_patches: list[str] = []
 
-    def list_node(self, **kwargs: Any) -> V1NodeList:
+    def list_node(self, **kwargs: Any) -> Any:
         selector = kwargs.get("label_selector")
         items = [n for n in self.nodes.values() if selector is None or selector in (n.metadata.labels or {})]
-        return V1NodeList(items=[copy.deepcopy(n) for n in items])
+        listed = V1NodeList(items=[copy.deepcopy(n) for n in items])
+        if kwargs.get("_preload_content", True):
+            return listed
+        raw = json.dumps(ApiClient().sanitize_for_serialization(listed)).encode()
+        return types.SimpleNamespace(data=raw)
 
     def create_node(self, body: Any, **kwargs: Any) -> V1Node:
         name = body["metadata"]["name"]

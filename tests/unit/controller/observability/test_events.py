@@ -236,3 +236,26 @@ def test_a_full_queue_drops_and_counts_instead_of_blocking(clock: FakeClock, cap
     finally:
         api.release.set()
         recorder.close()
+
+
+def test_queued_events_are_written_no_faster_than_the_rate(api: FakeEventsApi, clock: FakeClock) -> None:
+    now = [0.0]
+    written_at: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        now[0] += seconds
+
+    class Timed(FakeEventsApi):
+        def request(self, method: str, path: str, query: Any = None, **kw: Any) -> dict[str, Any]:
+            written_at.append(now[0])
+            return super().request(method, path, query, **kw)
+
+    recorder = EventRecorder(Timed(), clock=clock, queue_size=100, max_rate=20.0, sleep=sleep, monotonic=lambda: now[0])
+    try:
+        for index in range(5):
+            recorder.normal(node_ref(f"n{index}"), "SpotScaleUp", "scaled")
+        assert recorder.flush(5)
+    finally:
+        recorder.close()
+
+    assert written_at == pytest.approx([0.0, 0.05, 0.10, 0.15, 0.20])

@@ -1,0 +1,205 @@
+"""The replacement controller's batching against in-memory fakes: recommendations that arrive while a
+spot scale-up is still in flight are neither lost nor counted twice, and a batch costs one intent write."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from controller.aws import Group, Instance
+from controller.clock import FakeClock
+from controller.config import Settings
+from controller.groups import GroupResolver
+from controller.kube import NodeView
+from controller.nodes import RecordChangedError
+from controller.records import ANNOTATION, Phase, ReplacementRecord
+from controller.replacement import ReplacementController
+from nodewatch import annotations as contract
+
+SPOT, ON_DEMAND = "spot-a", "od-a"
+SETTINGS = Settings(spot_asg_name=SPOT, on_demand_asg_name=ON_DEMAND, batch_window=0.1, batch_max_delay=2.0)
+
+
+class FakeAutoScaling:
+    """Two groups; ``hold`` keeps SetDesiredCapacity from answering until it is set."""
+
+    def __init__(self, nodes: int) -> None:
+        self.desired = {SPOT: nodes, ON_DEMAND: 0}
+        self.instances = [f"i-{index:017x}" for index in range(nodes)]
+        self.set_calls: list[tuple[str, int]] = []
+        self.hold = threading.Event()
+        self.hold.set()
+        self.in_call = threading.Event()
+
+    def _group(self, name: str) -> Group:
+        instances = (
+            tuple(Instance(i, "InService", "us-east-1a", "m5.large") for i in self.instances) if name == SPOT else ()
+        )
+        return Group(name, self.desired[name], 0, 1000, False, instances, {})
+
+    def describe_groups(self, names: Any) -> dict[str, Group]:
+        return {name: self._group(name) for name in names if name in self.desired}
+
+    def tagged_groups(self, tag: str) -> dict[str, Group]:
+        return {}
+
+    def group_of_instances(self, ids: Any) -> dict[str, str]:
+        return {i: SPOT for i in ids if i in self.instances}
+
+    def activities(self, group: str, max_records: int = 20) -> list[Any]:
+        return []
+
+    def set_desired_capacity(self, group: str, desired: int) -> None:
+        self.in_call.set()
+        assert self.hold.wait(10), "the test never released the call"
+        self.set_calls.append((group, desired))
+        self.desired[group] = desired
+
+
+class FakeWriter:
+    """Replacement records kept in memory, compare-and-swap like NodeWriter; counts the writes."""
+
+    def __init__(self, annotations: dict[str, dict[str, str]]) -> None:
+        self.annotations = annotations
+        self.writes = 0
+        self.lock = threading.Lock()
+        self.hold = threading.Event()  # cleared: writes wait (a slow API server)
+        self.hold.set()
+        self.in_write = threading.Event()
+
+    def write_record(
+        self, name: str, expected: ReplacementRecord | None, new: ReplacementRecord, seen: Any = None
+    ) -> None:
+        self.in_write.set()
+        assert self.hold.wait(10), "the test never released the write"
+        with self.lock:
+            current = self.annotations[name].get(ANNOTATION)
+            if current != (expected.to_json() if expected else None):
+                raise RecordChangedError(f"node {name}: record changed")
+            self.annotations[name][ANNOTATION] = new.to_json()
+            self.writes += 1
+
+
+def _views(aws: FakeAutoScaling, annotations: dict[str, dict[str, str]]) -> Callable[[], dict[str, NodeView]]:
+    def nodes() -> dict[str, NodeView]:
+        return {
+            name: NodeView(
+                name=name,
+                resource_version="1",
+                provider_id=f"aws:///us-east-1a/{aws.instances[int(name[1:])]}",
+                labels={},
+                annotations=dict(notes),
+                ready=True,
+                unschedulable=False,
+                taints=(),
+            )
+            for name, notes in annotations.items()
+        }
+
+    return nodes
+
+
+def _recommend(annotations: dict[str, dict[str, str]], aws: FakeAutoScaling, index: int) -> None:
+    annotations[f"n{index}"].update(
+        {contract.REBALANCE_NOTICE_TIME: "2026-11-22T03:00:00Z", contract.INSTANCE_ID: aws.instances[index]}
+    )
+
+
+@pytest.fixture
+def setup(clock: FakeClock) -> tuple[ReplacementController, FakeAutoScaling, FakeWriter, dict[str, dict[str, str]]]:
+    aws = FakeAutoScaling(nodes=20)
+    annotations: dict[str, dict[str, str]] = {f"n{index}": {} for index in range(20)}
+    writer = FakeWriter(annotations)
+    unused: Any = None
+    controller = ReplacementController(
+        settings=SETTINGS,
+        asg=aws,  # type: ignore[arg-type]
+        resolver=GroupResolver(SETTINGS, aws, clock.monotonic),  # type: ignore[arg-type]
+        writer=writer,  # type: ignore[arg-type]
+        sgfes=unused,
+        retirer=unused,
+        nodes=_views(aws, annotations),
+        clock=clock,
+    )
+    return controller, aws, writer, annotations
+
+
+def _phases(annotations: dict[str, dict[str, str]]) -> dict[str, str]:
+    return {
+        name: ReplacementRecord.from_json(notes[ANNOTATION]).phase
+        for name, notes in annotations.items()
+        if ANNOTATION in notes
+    }
+
+
+@pytest.mark.parametrize("slow", ["intent write", "SetDesiredCapacity"])
+def test_recommendations_arriving_during_a_slow_scale_up_are_neither_lost_nor_counted_twice(
+    slow: str,
+    setup: tuple[ReplacementController, FakeAutoScaling, FakeWriter, dict[str, dict[str, str]]],
+    clock: FakeClock,
+) -> None:
+    controller, aws, writer, annotations = setup
+    held, entered = (writer.hold, writer.in_write) if slow == "intent write" else (aws.hold, aws.in_call)
+    try:
+        for index in range(3):
+            _recommend(annotations, aws, index)
+        controller.reconcile()  # detected and queued
+        held.clear()
+        clock.advance(0.2)
+        controller.reconcile()  # the queue closes: its scale-up goes to a thread and waits
+        assert entered.wait(5)
+
+        for index in range(3, 5):  # more recommendations while the call is in flight
+            _recommend(annotations, aws, index)
+        for _ in range(5):
+            clock.advance(0.5)
+            controller.reconcile()  # the first three must not be queued again; the group's scale-up is busy
+        assert aws.set_calls == []
+
+        held.set()
+        for _ in range(50):
+            clock.advance(0.5)
+            controller.reconcile()
+            if len(_phases(annotations)) == 5 and set(_phases(annotations).values()) == {Phase.SPOT_SCALED_UP}:
+                break
+            time.sleep(0.02)
+    finally:
+        held.set()
+        controller._pool.shutdown(wait=True)
+
+    assert aws.set_calls == [(SPOT, 23), (SPOT, 25)], "3 then 2 more: every recommendation counted once"
+    assert set(_phases(annotations).values()) == {Phase.SPOT_SCALED_UP}, _phases(annotations)
+
+
+def test_a_batch_costs_one_write_before_its_call(
+    setup: tuple[ReplacementController, FakeAutoScaling, FakeWriter, dict[str, dict[str, str]]], clock: FakeClock
+) -> None:
+    controller, aws, writer, annotations = setup
+    try:
+        for index in range(10):
+            _recommend(annotations, aws, index)
+        controller.reconcile()
+        aws.hold.clear()
+        clock.advance(0.2)
+        controller.reconcile()
+        assert aws.in_call.wait(5)
+        writes_before_the_call = writer.writes
+        intents = [n for n, notes in annotations.items() if ANNOTATION in notes]
+        aws.hold.set()
+        for _ in range(50):
+            clock.advance(0.5)
+            controller.reconcile()
+            if set(_phases(annotations).values()) == {Phase.SPOT_SCALED_UP}:
+                break
+            time.sleep(0.02)
+    finally:
+        aws.hold.set()
+        controller._pool.shutdown(wait=True)
+
+    assert writes_before_the_call == 1 and intents == ["n0"]
+    assert aws.set_calls == [(SPOT, 30)]
+    assert set(_phases(annotations).values()) == {Phase.SPOT_SCALED_UP}
