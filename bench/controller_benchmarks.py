@@ -129,7 +129,7 @@ def annotation_to_scale_up(context: Context) -> list[Figure]:
     """Figure 2 (single): annotation write to the simulator's log of the spot SetDesiredCapacity."""
     count = 8 if context.quick else 30
     figures = []
-    for window in ("0.05", "0.1"):
+    for window in ("0.1", "0.05"):  # the default first
         latencies = [sample * 1000 for sample in _annotation_latencies(context, window, count)]
         suffix = "default_window" if window == "0.1" else "window_50ms"
         conditions = (
