@@ -223,7 +223,14 @@ def test_a_deposed_leader_racing_the_leader_on_one_event_scales_down_once(
     assert terminations_of(aws_sim, fb.on_demand_instance) == 1
     assert desired(aws_sim, ON_DEMAND) == 0 and desired(aws_sim, SPOT) == 3
     wait_until(lambda: len(work.running(not_on=fb.on_demand_node)) == 2, 30, "2 web pods Running on spot")
+    # The on-demand Node goes with its instance (the sandbox removes it once the instance has terminated);
+    # after that no Node may be left cordoned or tainted.
+    wait_until(lambda: fb.on_demand_node not in node_names(kube), 30, "the on-demand Node removed with its instance")
     assert spot_guard_marks(kube) == []
+
+
+def node_names(kube: Kube) -> set[str]:
+    return {n["metadata"]["name"] for n in kube.request("GET", "/api/v1/nodes")["items"]}
 
 
 # -- the scale-down stopped: PDB, relapse, deleted event, deleted node ----------------------------------------
