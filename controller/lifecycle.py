@@ -50,6 +50,7 @@ from controller.lifecycle_record import ANNOTATION, LifecycleRecord, MalformedRe
 from controller.lifecycle_recorder import LifecycleRecorder, LogLifecycleRecorder, SafeRecorder
 from controller.node_protection import event_key, protect, protected_for, release, tainted_by_spot_guard
 from controller.nodes import NodeGoneError, NodeWriter
+from controller.passes import run_passes
 from controller.safety import CheckResult, run_safety_checks
 from controller.scale_down import AbortKind, ScaleDown, ScaleDownContext
 from controller.spot_health import SpotHealth, assess, ready_instances
@@ -132,19 +133,8 @@ class LifecycleController:
 
     def run(self, cancel: Cancellation) -> None:
         """Reconcile until ``cancel`` fires or this process may no longer act (NotLeaderError)."""
-        cancel.add_callback(self._wake.set)
         try:
-            while not cancel.cancelled:
-                try:
-                    delay = self.reconcile()
-                except NotLeaderError as exc:
-                    log.error("stopping the SGFE lifecycle work: %s", exc)
-                    return
-                except Exception:
-                    log.exception("SGFE lifecycle pass failed; retrying in %gs", ERROR_RETRY)
-                    delay = ERROR_RETRY
-                self._wake.wait(max(0.0, delay))
-                self._wake.clear()
+            run_passes("the SGFE lifecycle work", self.reconcile, self._wake, cancel, retry=ERROR_RETRY)
         finally:
             self.stop()
 

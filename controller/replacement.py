@@ -27,12 +27,12 @@ from controller.aws import IN_SERVICE, PENDING_STATES, AutoScaling, AwsError, Gr
 from controller.batching import BatchQueues, Queued
 from controller.clock import Cancellation, Clock
 from controller.config import Settings, format_duration
-from controller.election import NotLeaderError
 from controller.fallbackevent import FallbackEvents, Spec, Status, event_name
 from controller.groups import GroupResolver, Pair, Refusal
 from controller.kube import NodeView
 from controller.nodes import NodeGoneError, NodeWriter, RecordChangedError
 from controller.observability import tracing
+from controller.passes import run_passes
 from controller.records import ANNOTATION, FINALIZER, TAINT_KEY, Member, Phase, ReplacementRecord
 from controller.retirement import Retirer
 from nodewatch import annotations as contract
@@ -176,19 +176,8 @@ class ReplacementController:
             self._wake.set()
 
     def run(self, cancel: Cancellation) -> None:
-        cancel.add_callback(self._wake.set)
         try:
-            while not cancel.cancelled:
-                try:
-                    delay = self.reconcile()
-                except NotLeaderError as exc:
-                    log.error("stopping replacement work: %s", exc)
-                    return
-                except Exception:
-                    log.exception("replacement pass failed; retrying in 1s")
-                    delay = 1.0
-                self._wake.wait(max(0.0, delay))
-                self._wake.clear()
+            run_passes("replacement work", self.reconcile, self._wake, cancel, retry=1.0)
         finally:
             self._quiet.set()
             self._batch_recorder.shutdown(wait=True)
