@@ -124,34 +124,50 @@ def _annotation_latencies(context: Context, batch_window: str, count: int) -> li
     return latencies
 
 
+WINDOWS = {"0.1": "default_window", "0.05": "window_50ms"}  # SPOT_GUARD_BATCH_WINDOW -> figure name part
+
+
 @benchmark("controller_annotation_to_scale_up", "rebalance annotation to SetDesiredCapacity, single recommendations")
 def annotation_to_scale_up(context: Context) -> list[Figure]:
-    """Figure 2 (single): annotation write to the simulator's log of the spot SetDesiredCapacity."""
-    count = 8 if context.quick else 30
+    """Figure 2 (single): annotation write to the simulator's log of the spot SetDesiredCapacity.
+
+    Rounds alternate the windows (default, 50 ms, default, ...), each round a fresh controller, so a slow spell of
+    the shared machine or anything left by an earlier round falls on both alike; p99 is taken per round and the
+    figure is the median over rounds."""
+    count, rounds = (8, 1) if context.quick else (30, 3)
+    by_window: dict[str, list[list[float]]] = {window: [] for window in WINDOWS}
+    for _ in range(rounds):
+        for window in WINDOWS:
+            by_window[window].append([sample * 1000 for sample in _annotation_latencies(context, window, count)])
     figures = []
-    for window in ("0.1", "0.05"):  # the default first
-        latencies = [sample * 1000 for sample in _annotation_latencies(context, window, count)]
-        suffix = "default_window" if window == "0.1" else "window_50ms"
+    for window, suffix in WINDOWS.items():
+        per_round = by_window[window]
+        every = [sample for samples in per_round for sample in samples]
         conditions = (
-            f"{count} single recommendations one after another (0.5-1 s apart), SPOT_GUARD_BATCH_WINDOW={window} s"
-            f"{' (default)' if window == '0.1' else ''}; from just before the annotation PATCH is sent to the "
-            "simulator's call-log time of SetDesiredCapacity; spot instances launch at once"
+            f"{rounds} rounds x {count} single recommendations one after another (0.5-1 s apart), "
+            f"SPOT_GUARD_BATCH_WINDOW={window} s{' (default)' if window == '0.1' else ''}, rounds alternating with "
+            "the other window; from just before the annotation PATCH is sent to the simulator's receipt of "
+            "SetDesiredCapacity; spot instances launch at once"
         )
         figures.append(
             Figure.of_samples(
                 f"controller.annotation_to_scale_up.{suffix}.p99",
-                [_percentile(latencies, 0.99)],
+                [_percentile(samples, 0.99) for samples in per_round],
                 "ms",
-                conditions,
+                f"{conditions}; p99 of each round",
                 target=Target(250.0, text="p99 <= 250 ms (the batch window is part of it)"),
                 title=f"Annotation to SetDesiredCapacity, p99 (batch window {window} s)",
-                details={"samples_ms": [round(x, 1) for x in latencies], "p50_ms": statistics.median(latencies)},
+                details={
+                    "samples_ms_by_round": [[round(x, 1) for x in samples] for samples in per_round],
+                    "p50_ms": statistics.median(every),
+                    "p99_ms_all_rounds": _percentile(every, 0.99),
+                },
             )
         )
         figures.append(
             Figure.of_samples(
                 f"controller.annotation_to_scale_up.{suffix}.p50",
-                latencies,
+                every,
                 "ms",
                 conditions,
                 title=f"Annotation to SetDesiredCapacity, median (batch window {window} s)",

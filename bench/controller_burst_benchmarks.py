@@ -6,104 +6,77 @@ are measured.
 
 Arrivals as in a cluster: EC2 recommends rebalancing to a whole capacity pool at once, and each node's nodewatch
 sees it at its next poll, so each annotation is written at a random moment within one nodewatch poll interval
-(2 s). The writes come from several processes with raw PATCHes, so the writer keeps that pace on two cores; the
-spread actually achieved is reported with the figure.
+(2 s). The writes go through nodewatch's own Node client (a TLS connection per PATCH, as each agent makes), from
+several processes started and connected before the burst begins; the spread actually achieved is reported with the
+figure, with the same writes' spread when no controller runs (the machine's own pace).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
+import json
 import logging
-import multiprocessing
 import random
+import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
-from multiprocessing.queues import Queue as ProcessQueue
 from pathlib import Path
 
-from kubernetes import config as k8s_config
-
+from bench import annotation_writers
 from bench.controller_footprint_benchmarks import PROFILE_DIR, profiled
 from bench.controller_harness import SET_DESIRED, autoscaling, controller, epoch, sim, wait_until
 from bench.figures import Figure, Target
 from bench.registry import Context, benchmark
-from nodewatch import annotations as contract
 from sandbox.environment import Sandbox
 from tests.integration.controller_process import SpotNode, clean_nodes, spot_nodes
 
 log = logging.getLogger("bench.controller")
 
 PAIRS = (1, 2)
-CALIBRATION = "bench.spotguard.io/calibration"  # an annotation nothing reads: the writers' pace alone
 POLL_INTERVAL = 2.0  # nodewatch's default: the spread of one burst's arrivals
-PROCESSES, THREADS = 4, 8
+PROCESSES, THREADS = 4, 16
 
 
 def _spot(pair: int) -> str:
     return f"spotguard-spot-{pair}"
 
 
-def _write_share(
-    calibrating: bool,
-    kubeconfig: str,
-    start: float,
-    share: list[tuple[float, str, str]],
-    done: ProcessQueue[list[tuple[float, float]]],
-) -> None:
-    """One writer process: PATCH each (offset, node, instance) at ``start + offset``; report (sent, answered)."""
-    api = k8s_config.new_client_from_config(config_file=kubeconfig)
-    api.configuration.connection_pool_maxsize = THREADS
-
-    def write(item: tuple[float, str, str]) -> tuple[float, float]:
-        try:
-            return annotate(item)
-        except Exception as error:  # counted by the parent, which fails the round
-            print(f"annotating {item[1]} failed: {error!r}", file=sys.stderr)
-            return -1.0, 0.0
-
-    def annotate(item: tuple[float, str, str]) -> tuple[float, float]:
-        offset, node, instance = item
-        time.sleep(max(0.0, start + offset - time.time()))
-        sent = time.time()
-        notice = {
-            contract.REBALANCE_NOTICE_TIME: contract.format_time(dt.datetime.now(dt.UTC)),
-            contract.INSTANCE_ID: instance,
-        }
-        body = {"metadata": {"annotations": {CALIBRATION: str(offset)} if calibrating else notice}}
-        api.call_api(
-            f"/api/v1/nodes/{node}",
-            "PATCH",
-            header_params={"Content-Type": "application/merge-patch+json", "Accept": "application/json"},
-            body=body,
-            auth_settings=["BearerToken"],
-            _preload_content=False,
-        )
-        return sent, time.time()
-
-    with ThreadPoolExecutor(THREADS) as pool:
-        done.put(list(pool.map(write, share)))
-
-
 def _annotate_all(
-    kubeconfig: Path, nodes: list[SpotNode], seed: int, calibrating: bool = False
+    kubeconfig: Path, nodes: list[SpotNode], seed: int, mode: str = annotation_writers.NOTICE
 ) -> tuple[float, float, float]:
-    """Annotate every Node at a random moment within one poll interval; (first sent, last sent, last answered)."""
+    """Annotate every Node at a random moment within one poll interval; (first sent, last sent, last answered).
+
+    The writer processes start, connect and report ready before the start is set, so their start-up is not
+    part of the spread."""
     rng = random.Random(seed)
     plan = sorted((rng.uniform(0.0, POLL_INTERVAL), node.name, node.instance_id) for node in nodes)
-    start = time.time() + 1.0  # the writers' start-up is not part of the spread
-    context = multiprocessing.get_context("spawn")
-    done: ProcessQueue[list[tuple[float, float]]] = context.Queue()
+    command = [sys.executable, "-m", "bench.annotation_writers", str(kubeconfig), str(THREADS), mode]
     writers = [
-        context.Process(target=_write_share, args=(calibrating, str(kubeconfig), start, plan[index::PROCESSES], done))
-        for index in range(PROCESSES)
+        subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) for _ in range(PROCESSES)
     ]
-    for writer in writers:
-        writer.start()
-    times = [pair for _ in writers for pair in done.get(timeout=120)]
-    for writer in writers:
-        writer.join(30)
+    try:
+        for index, writer in enumerate(writers):
+            assert writer.stdin is not None and writer.stdout is not None
+            writer.stdin.write(json.dumps(plan[index::PROCESSES]) + "\n")
+            writer.stdin.flush()
+        for writer in writers:
+            assert writer.stdout is not None
+            if writer.stdout.readline().strip() != "ready":
+                raise RuntimeError(f"annotation writer {writer.pid} did not start (exit {writer.wait(30)})")
+        start = time.time() + 0.2
+        for writer in writers:
+            assert writer.stdin is not None
+            writer.stdin.write(f"{start}\n")
+            writer.stdin.flush()
+        times = []
+        for writer in writers:
+            assert writer.stdout is not None
+            times.extend(json.loads(writer.stdout.readline()))
+            writer.wait(30)
+    finally:
+        for writer in writers:
+            if writer.poll() is None:
+                writer.kill()
     failed = sum(1 for sent, _ in times if sent < 0)
     if failed:
         raise RuntimeError(f"{failed} of {len(times)} annotation PATCHes failed")
@@ -133,8 +106,9 @@ def _measure(context: Context, per_pair: int, rounds: int) -> tuple[list[Round],
     for pair in PAIRS:
         aws.set_capacity(_spot(pair), pending_seconds=3600)
     nodes = [node for pair in PAIRS for node in spot_nodes(core, _spot(pair))[:per_pair]]
-    first, last_sent, _ = _annotate_all(context.sandbox.kubeconfig, nodes, seed=99, calibrating=True)
+    first, last_sent, _ = _annotate_all(context.sandbox.kubeconfig, nodes, seed=99)
     calibration = round(last_sent - first, 2)
+    _annotate_all(context.sandbox.kubeconfig, nodes, seed=99, mode=annotation_writers.CLEAR)
     log.info(f"without the controller, {len(nodes)} annotations planned over {POLL_INTERVAL:g} s took {calibration} s")
     results = []
     for round_ in range(rounds):

@@ -62,7 +62,7 @@ class Settings:
     scale_timeout: float = 60.0
     capacity_check_timeout: float = 180.0
     capacity_poll_interval: float = 5.0
-    batch_window: float = 0.1  # a scale-up waits this long after the latest recommendation for its ASG...
+    batch_window: float = 0.1  # a lone recommendation's quiet period (controller.batching)...
     batch_max_delay: float = 2.0  # ...but no longer than this after the first (one nodewatch poll interval)
     minimum_wait_duration: float = 600.0
     # What happens to a recommended node once its replacement is Ready.

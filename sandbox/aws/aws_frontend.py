@@ -71,6 +71,9 @@ class AwsFrontend:
         }
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        # A call's time is when it arrived, before it waits for the lock or its work (a scale-out launching hundreds
+        # of instances takes a while): the moment the client sent it, as near as this side can tell.
+        received = self.simulator.clock.now().isoformat()
         body = _read_body(environ)
         request = parse_request(environ.get("HTTP_AUTHORIZATION"), environ.get("CONTENT_TYPE"), body)
         with self.simulator.lock:
@@ -89,7 +92,8 @@ class AwsFrontend:
                 if status < 400 and request.action == "UpdateAutoScalingGroup":
                     self._apply_capacity_rebalance(request)
             self.calls.record(
-                time=self.simulator.clock.now().isoformat(),
+                time=received,
+                answered=self.simulator.clock.now().isoformat(),
                 service=request.service,
                 operation=request.action,
                 asg=asg,

@@ -15,7 +15,8 @@ MAX_PARAM_CHARS = 200
 @dataclass(frozen=True)
 class Call:
     seq: int
-    time: str
+    time: str  # received
+    answered: str
     service: str | None
     operation: str | None
     asg: str | None
@@ -42,6 +43,7 @@ class CallLog:
         self,
         *,
         time: str,
+        answered: str,
         service: str | None,
         operation: str | None,
         asg: str | None,
@@ -52,7 +54,9 @@ class CallLog:
     ) -> Call:
         with self._lock:
             self._seq += 1
-            call = Call(self._seq, time, service, operation, asg, summarize(params), http_status, error_code, injected)
+            call = Call(
+                self._seq, time, answered, service, operation, asg, summarize(params), http_status, error_code, injected
+            )
             self._calls.append(call)
             return call
 

@@ -68,7 +68,8 @@ class FaultJson(TypedDict):
 
 class CallJson(TypedDict):
     seq: int
-    time: str
+    time: str  # when the sandbox received the call
+    answered: str  # when it had its answer
     service: str | None
     operation: str | None
     asg: str | None

@@ -202,14 +202,15 @@ class CapacitySimulator:
                 self._scale_in(group, counted, desired)
         group.cause_prefix = None
 
-    def _zone_for_launch(self, group: _Group) -> str:
+    def _zone_load(self, group: _Group) -> dict[str, int]:
+        """Counted instances per zone of the group (its zones only)."""
         zones = moto.group_zones(group.moto_group) or [f"{self.region}a"]
         load = {zone: 0 for zone in zones}
         for tracked in self._counted(group):
             zone = moto.facts(tracked.state).availability_zone
             if zone in load:
                 load[zone] += 1
-        return min(zones, key=lambda z: load[z])
+        return load
 
     def _scale_out(self, group: _Group, actual: int, desired: int) -> None:
         now = self.clock.now()
@@ -221,11 +222,15 @@ class CapacitySimulator:
             group.next_attempt_at = now + timedelta(seconds=group.settings.retry_seconds)
             return
         group.next_attempt_at = None
+        load = self._zone_load(group)  # counted once, then kept up to date: launching n is O(n), not O(n^2)
         for _ in range(desired - actual):
-            self._launch(group, actual, desired, spot, now)
+            zone = min(load, key=lambda z: load[z])
+            self._launch(group, zone, actual, desired, spot=spot, now=now)
+            load[zone] += 1
 
     def _record_capacity_failure(self, group: _Group, actual: int, desired: int, spot: bool, now: datetime) -> None:
-        zone = self._zone_for_launch(group)
+        load = self._zone_load(group)
+        zone = min(load, key=lambda z: load[z])
         instance_type = moto.group_instance_type(group.moto_group)
         if spot:
             status = msg.spot_capacity_failure(instance_type)
@@ -250,8 +255,7 @@ class CapacitySimulator:
             actual,
         )
 
-    def _launch(self, group: _Group, actual: int, desired: int, spot: bool, now: datetime) -> None:
-        zone = self._zone_for_launch(group)
+    def _launch(self, group: _Group, zone: str, actual: int, desired: int, *, spot: bool, now: datetime) -> None:
         pending = group.settings.pending_seconds > 0
         state = moto.launch_instance(group.moto_group, zone, PENDING if pending else IN_SERVICE, spot)
         instance_id = state.instance.id

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from controller.aws import Group, Instance
+from controller.batching import BURST_QUIET_WINDOWS
 from controller.clock import FakeClock
 from controller.config import Settings
 from controller.groups import GroupResolver
@@ -22,6 +23,7 @@ from nodewatch import annotations as contract
 
 SPOT, ON_DEMAND = "spot-a", "od-a"
 SETTINGS = Settings(spot_asg_name=SPOT, on_demand_asg_name=ON_DEMAND, batch_window=0.1, batch_max_delay=2.0)
+QUIET = SETTINGS.batch_window * BURST_QUIET_WINDOWS  # the longest a queue stays open with no arrival
 
 
 class FakeAutoScaling:
@@ -149,7 +151,7 @@ def test_recommendations_arriving_during_a_slow_scale_up_are_neither_lost_nor_co
             _recommend(annotations, aws, index)
         controller.reconcile()  # detected and queued
         held.clear()
-        clock.advance(0.2)
+        clock.advance(QUIET)
         controller.reconcile()  # the queue closes: its scale-up goes to a thread and waits
         assert entered.wait(5)
 
@@ -184,7 +186,7 @@ def test_a_batch_costs_one_write_before_its_call(
             _recommend(annotations, aws, index)
         controller.reconcile()
         aws.hold.clear()
-        clock.advance(0.2)
+        clock.advance(QUIET)
         controller.reconcile()
         assert aws.in_call.wait(5)
         writes_before_the_call = writer.writes

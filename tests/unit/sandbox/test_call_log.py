@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
+import threading
 
+import pytest
 from botocore.exceptions import ClientError
 
 from tests.unit.sandbox.conftest import ON_DEMAND, SPOT, Sandbox
@@ -53,3 +56,33 @@ def test_reset_calls_empties_the_log(sandbox: Sandbox) -> None:
     sandbox.control.reset_calls()
 
     assert sandbox.control.calls() == []
+
+
+def test_a_call_is_timed_when_it_arrives_not_when_it_is_answered(
+    sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Benchmarks read a call's time as when the client sent it: a call that waits (here for the simulator's lock,
+    in a burst for another group's scale-out) keeps its arrival time; the answer time is logged beside it."""
+    clock_read_by_server = threading.Event()
+    test_thread = threading.current_thread()
+    read_clock = sandbox.clock.now
+
+    def now() -> dt.datetime:
+        if threading.current_thread() is not test_thread:
+            clock_read_by_server.set()
+        return read_clock()
+
+    monkeypatch.setattr(sandbox.clock, "now", now)
+    arrived = sandbox.clock.now()
+    worker = threading.Thread(
+        target=sandbox.autoscaling.set_desired_capacity, kwargs={"AutoScalingGroupName": SPOT, "DesiredCapacity": 4}
+    )
+    with sandbox.server.simulator.lock:
+        worker.start()
+        assert clock_read_by_server.wait(10), "the call never reached the sandbox"
+        sandbox.clock.advance(5)  # the call waits for the lock this test holds
+    worker.join(10)
+
+    call = sandbox.control.calls("SetDesiredCapacity", asg=SPOT)[0]
+    assert dt.datetime.fromisoformat(call["time"]) == arrived
+    assert dt.datetime.fromisoformat(call["answered"]) == arrived + dt.timedelta(seconds=5)
