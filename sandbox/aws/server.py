@@ -94,6 +94,7 @@ class SandboxAWSServer:
                 node_sync = self._node_sync_factory(self.simulator)
                 self.node_sync = node_sync
                 self._spawn("sandbox-aws-nodesync", lambda: node_sync.run(self._stop))
+                self._spawn("sandbox-aws-node-deletions", lambda: node_sync.watch_deletions(self._stop))
         except Exception:
             self.stop()
             raise

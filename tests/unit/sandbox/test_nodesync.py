@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import copy
 import json
+import threading
 import types
+from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
 
@@ -13,7 +15,7 @@ from kubernetes.client import ApiClient, V1Node, V1NodeList, V1NodeSpec, V1NodeS
 from kubernetes.client.exceptions import ApiException
 
 from sandbox.aws.capacity import CapacitySettings, GroupView, InstanceView
-from sandbox.aws.nodesync import NodeSync, node_body
+from sandbox.aws.nodesync import OWNER, OWNER_ANNOTATION, NodeSync, node_body
 from tests.unit.sandbox.conftest import SPOT, Sandbox
 
 
@@ -271,3 +273,72 @@ def test_nodes_follow_the_simulated_groups(sandbox: Sandbox) -> None:
     sync.sync_once()
     assert len(api.nodes) == 3
     assert all(not n.spec.provider_id.endswith(victim) for n in api.nodes.values())
+
+
+class WatchingCoreV1Api(FakeCoreV1Api):
+    """Answers node watches from a script: each watch returns the next list of events (JSON lines)."""
+
+    def __init__(self, script: list[list[dict[str, Any]]], stop: threading.Event) -> None:
+        super().__init__()
+        self.script = script
+        self.stop = stop
+        self.watched_from: list[str] = []
+        self.lists = 0
+
+    def list_node(self, **kwargs: Any) -> Any:
+        if not kwargs.get("watch"):
+            self.lists += 1
+            return types.SimpleNamespace(data=json.dumps({"metadata": {"resourceVersion": f"list-{self.lists}"}}))
+        self.watched_from.append(kwargs["resource_version"])
+        if not self.script:
+            self.stop.set()
+            return _Stream([])
+        return _Stream(self.script.pop(0))
+
+
+class _Stream:
+    def __init__(self, events: list[dict[str, Any]]) -> None:
+        self.body = b"".join(json.dumps(e).encode() + b"\n" for e in events)
+
+    def stream(self, amt: Any = None, decode_content: Any = None) -> Iterator[bytes]:
+        yield from (self.body[i : i + 7] for i in range(0, len(self.body), 7))  # lines split across chunks
+
+    def release_conn(self) -> None:
+        return None
+
+
+def _event(kind: str, name: str, version: str, ours: bool = True) -> dict[str, Any]:
+    annotations = {OWNER_ANNOTATION: OWNER} if ours else {}
+    return {
+        "type": kind,
+        "object": {"metadata": {"name": name, "resourceVersion": version, "annotations": annotations}},
+    }
+
+
+def test_a_deleted_sandbox_node_wakes_the_sync_at_once() -> None:
+    stop = threading.Event()
+    first = [_event("MODIFIED", "n1", "11"), _event("DELETED", "foreign", "12", ours=False)]
+    api = WatchingCoreV1Api([first, [_event("DELETED", "n1", "13")]], stop)
+    woken_during: list[int] = []  # how many watches had started when the sync was woken
+
+    class Wake(threading.Event):
+        def set(self) -> None:
+            woken_during.append(len(api.watched_from))
+            super().set()
+
+    NodeSync(api, Groups(), "us-east-1", wake=Wake()).watch_deletions(stop)
+
+    assert woken_during == [0, 2], "once after listing, then only for the sandbox's own Node deleted in watch 2"
+    assert api.watched_from == ["list-1", "12", "13"], "each watch resumes where the last one ended"
+
+
+def test_an_expired_watch_lists_again() -> None:
+    stop = threading.Event()
+    gone = {"type": "ERROR", "object": {"kind": "Status", "code": 410, "reason": "Expired"}}
+    api = WatchingCoreV1Api([[_event("MODIFIED", "n1", "21"), gone], []], stop)
+    sync = NodeSync(api, Groups(), "us-east-1")
+
+    sync.watch_deletions(stop)
+
+    assert api.watched_from == ["list-1", "list-2", "list-2"]
+    assert api.lists == 2
