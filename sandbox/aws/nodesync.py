@@ -126,6 +126,24 @@ def _is_ours(node: dict[str, Any]) -> bool:
     return bool(annotations.get(OWNER_ANNOTATION) == OWNER)
 
 
+class _Outage:
+    """Logs a failing loop once when its failures begin and once when they end."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self.failing = False
+
+    def began(self, error: Exception, consequence: str) -> None:
+        if not self.failing:
+            log.warning("%s failed (%s: %s); %s", self.what, type(error).__name__, error, consequence)
+        self.failing = True
+
+    def ended(self) -> None:
+        if self.failing:
+            log.info("%s works again", self.what)
+        self.failing = False
+
+
 class NodeSync:
     """Keeps the cluster's sandbox Nodes in step with the simulator's InService instances.
 
@@ -220,26 +238,16 @@ class NodeSync:
     def watch_deletions(self, stop: threading.Event) -> None:
         """Until ``stop``: wake the sync whenever a Node this module created is deleted."""
         resource_version = ""
-        failing = False
+        outage = _Outage("Watching the sandbox's Nodes")
         while not stop.is_set():
             try:
                 if not resource_version:
                     resource_version = self._current_resource_version()
                     self.wake.set()  # anything deleted before the watch starts is found by this sync
                 resource_version = self._follow(resource_version, stop)
-                if failing:
-                    log.info("Watching the sandbox's Nodes works again")
-                failing = False
+                outage.ended()
             except Exception as error:
-                if not failing:
-                    log.warning(
-                        "Watching the sandbox's Nodes failed (%s: %s); a deleted Node comes back within %.1f s "
-                        "instead of at once until the watch works again",
-                        type(error).__name__,
-                        error,
-                        self.interval_seconds,
-                    )
-                failing = True
+                outage.began(error, f"a deleted Node comes back within {self.interval_seconds:g} s, not at once")
                 resource_version = ""
                 stop.wait(1.0)
 
@@ -277,23 +285,14 @@ class NodeSync:
 
     def run(self, stop: threading.Event) -> None:
         """Sync until `stop` is set: on every wake-up (instance changes) and at least every interval."""
-        failing = False
+        outage = _Outage("Node sync against the API server")
         while not stop.is_set():
             self.wake.clear()
             try:
                 self.sync_once()
-                if failing:
-                    log.info("Node sync against the API server works again")
-                failing = False
+                outage.ended()
             except Exception as error:
-                if not failing:
-                    log.warning(
-                        "Node sync against the API server failed (%s: %s); retrying every %.1f s until it works",
-                        type(error).__name__,
-                        error,
-                        self.interval_seconds,
-                    )
-                failing = True
+                outage.began(error, f"retrying every {self.interval_seconds:g} s until it works")
             self.wake.wait(self.interval_seconds)
 
 
