@@ -43,6 +43,7 @@ MAX_BATCH = 1000  # nodes one intent record lists (about 120 kB of the Node's 25
 IO_THREADS = 8  # API calls in flight at once: a batch's record writes, reads made alongside each other
 SCALERS = 4  # spot groups scaled up at once
 QUIET_WAIT = 10.0  # the longest the batch-recorder defers its writes while recommendations wait for their call
+RECORD_CHUNK = 4 * IO_THREADS  # member records the batch-recorder writes between two looks at the queues
 Write = tuple[str, "ReplacementRecord | None", "ReplacementRecord", "NodeView | None"]
 
 
@@ -497,9 +498,9 @@ class ReplacementController:
     def _record_batch(self, batch: _Batch) -> None:
         """(batch-recorder thread) The members' own records, then the intent confirmed; wakes the loop.
 
-        The intent covers its members already, so these writes wait (up to ``QUIET_WAIT``) until no
-        recommendation is waiting for its call: in a burst, the API server's time goes to the calls first."""
-        self._quiet.wait(QUIET_WAIT)
+        The intent covers its members already, so these writes go a chunk at a time, each once no
+        recommendation is waiting for its call (``_write_when_quiet``): in a burst, the API server's time goes to
+        the annotations and calls first."""
         try:
             self._write_members(batch)
             self._confirm(batch, Phase.SPOT_SCALED_UP)
@@ -544,9 +545,19 @@ class ReplacementController:
                     members=(),
                 )
                 writes.append((member.node, None, record, node))
-        for (name, _, record, _), done in zip(writes, self._write_all(writes), strict=True):
+        for (name, _, record, _), done in zip(writes, self._write_when_quiet(writes), strict=True):
             if done:
                 self.recorder.node_event(name, "Normal", "SpotScaleUp", self._scaled_up_message(record))
+
+    def _write_when_quiet(self, writes: list[Write]) -> list[bool]:
+        """(batch-recorder thread) ``_write_all`` a chunk at a time, each once no recommendation is waiting for its
+        call (up to ``QUIET_WAIT``): hundreds of member records must not hold up a burst's own annotations and
+        calls at the API server."""
+        done: list[bool] = []
+        for start in range(0, len(writes), RECORD_CHUNK):
+            self._quiet.wait(QUIET_WAIT)
+            done.extend(self._write_all(writes[start : start + RECORD_CHUNK]))
+        return done
 
     def _scaled_up_message(self, record: ReplacementRecord) -> str:
         return (

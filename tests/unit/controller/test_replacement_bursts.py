@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from controller import replacement
 from controller.aws import Group, Instance
 from controller.batching import BURST_QUIET_WINDOWS
 from controller.clock import FakeClock
@@ -205,3 +206,54 @@ def test_a_batch_costs_one_write_before_its_call(
     assert writes_before_the_call == 1 and intents == ["n0"]
     assert aws.set_calls == [(SPOT, 30)]
     assert set(_phases(annotations).values()) == {Phase.SPOT_SCALED_UP}
+
+
+def test_member_records_pause_while_new_recommendations_wait_for_their_call(
+    setup: tuple[ReplacementController, FakeAutoScaling, FakeWriter, dict[str, dict[str, str]]],
+    clock: FakeClock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A batch's member records are not urgent (its intent covers them): in a burst they must not compete at the
+    API server with the recommendations still arriving. Chunks of 4 here: the chunk under way finishes, the next
+    waits until the newcomer's call is made."""
+    monkeypatch.setattr(replacement, "RECORD_CHUNK", 4)
+    controller, aws, writer, annotations = setup
+    try:
+        for index in range(13):  # one intent + 12 members: three chunks
+            _recommend(annotations, aws, index)
+        controller.reconcile()
+        clock.advance(QUIET)
+        controller.reconcile()  # the queue closes: the call is made on a scale-up thread
+        _wait_for(lambda: aws.set_calls == [(SPOT, 33)])
+        writer.hold.clear()  # the API server is slow: the first chunk of member records waits in flight
+        writer.in_write.clear()
+        controller.reconcile()  # the call is confirmed: the batch-recorder starts on the members
+        assert writer.in_write.wait(5)
+        _recommend(annotations, aws, 13)  # a newcomer arrives while the first chunk is in flight
+        controller.reconcile()
+        writer.hold.set()
+        _wait_for(lambda: writer.writes == 1 + 4)
+        time.sleep(0.3)
+        assert writer.writes == 1 + 4, "no further member record while the newcomer waits for its call"
+
+        clock.advance(QUIET)
+        controller.reconcile()  # the newcomer's queue closes: its call, then the members' records go on
+        for _ in range(50):
+            clock.advance(0.5)
+            controller.reconcile()
+            if len(_phases(annotations)) == 14 and set(_phases(annotations).values()) == {Phase.SPOT_SCALED_UP}:
+                break
+            time.sleep(0.02)
+    finally:
+        writer.hold.set()
+        controller._pool.shutdown(wait=True)
+
+    assert aws.set_calls == [(SPOT, 33), (SPOT, 34)]
+    assert set(_phases(annotations).values()) == {Phase.SPOT_SCALED_UP}
+
+
+def _wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "not within 5 s"
+        time.sleep(0.01)
