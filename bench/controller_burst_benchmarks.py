@@ -13,10 +13,12 @@ figure, with the same writes' spread when no controller runs (the machine's own 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
 import math
+import os
 import random
 import subprocess
 import sys
@@ -38,6 +40,9 @@ PAIRS = (1, 2)
 POLL_INTERVAL = 2.0  # nodewatch's default: the spread of one burst's arrivals
 PROCESSES, THREADS = 4, 16
 QUANTILES = (0.5, 0.9, 1.0)
+# Set to profile the controller during each round with py-spy: off by default, as the sampler's own CPU competes
+# with the burst on two cores.
+PROFILE_ENV = "SPOTGUARD_BENCH_PROFILE_BURST"
 
 
 def _spot(pair: int) -> str:
@@ -145,7 +150,9 @@ def _measure(context: Context, per_pair: int, rounds: int) -> tuple[list[Round],
             controller(
                 context, SPOT_ASG_NAME="", ON_DEMAND_ASG_NAME="", SPOT_GUARD_CAPACITY_CHECK_TIMEOUT="600"
             ) as process,
-            profiled(process.pid, PROFILE_DIR / f"controller-burst-{round_}.txt"),
+            profiled(process.pid, PROFILE_DIR / f"controller-burst-{round_}.txt")
+            if os.environ.get(PROFILE_ENV)
+            else contextlib.nullcontext(),
         ):
             aws.reset_calls()
             arrivals = _annotate_all(context.sandbox.kubeconfig, nodes, seed=round_)
