@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,9 @@ from tests.integration.controller_process import (
     SHORT_ELECTION,
     SPOT_ASG,
     ControllerLauncher,
+    ControllerProcess,
     LeaseWatch,
+    SpotNode,
     annotate_rebalance,
     controller_env,
     replacement_finished,
@@ -79,17 +81,10 @@ def test_successor_finishes_a_replacement_after_the_leader_dies_at(
     aws_sim.reset_calls()
 
     with LeaseWatch(api_client, launcher.lease_name) as lease:
-        doomed = launcher.start("doomed", SPOTGUARD_FAILPOINTS=failpoint)
-        lease.wait_for(lambda holder: holder == "doomed", timeout=30, what="the first replica leads")
-        annotate_rebalance(core, old)
-        assert doomed.wait(timeout=60) == -9, f"the leader should have died at {failpoint}:\n{doomed.log_tail()}"
+        doomed = _leader_dies_at(failpoint, launcher, lease, lambda: annotate_rebalance(core, old))
         assert f"failpoint {failpoint} reached" in doomed.log_text()
 
-        successor = launcher.start("successor")
-        deadline = time.monotonic() + 90
-        while not replacement_finished(core, old.name):
-            assert time.monotonic() < deadline, f"not finished after the crash at {failpoint}:\n{successor.log_tail()}"
-            time.sleep(0.3)
+        _successor_finishes(launcher, lambda: replacement_finished(core, old.name), 90, f"the crash at {failpoint}")
 
     mutations = _mutations(aws_sim)
     assert len(mutations) == len(set(mutations)), f"a step was done twice: {json.dumps(mutations)}"
@@ -122,11 +117,13 @@ def test_successor_finishes_a_whole_batch_from_its_one_intent_record(
     aws_sim.reset_calls()
 
     with LeaseWatch(api_client, launcher.lease_name) as lease:
-        doomed = launcher.start("doomed", SPOTGUARD_FAILPOINTS=failpoint, SPOT_GUARD_BATCH_WINDOW="1")
-        lease.wait_for(lambda holder: holder == "doomed", timeout=30, what="the first replica leads")
-        for old in olds:
-            annotate_rebalance(core, old)
-        assert doomed.wait(timeout=60) == -9, f"the leader should have died at {failpoint}:\n{doomed.log_tail()}"
+        _leader_dies_at(
+            failpoint,
+            launcher,
+            lease,
+            lambda: _annotate_all(core, olds),
+            SPOT_GUARD_BATCH_WINDOW="1",
+        )
 
         records = {old.name: _record(core, old.name) for old in olds}
         with_record = {name: r for name, r in records.items() if r is not None}
@@ -135,13 +132,12 @@ def test_successor_finishes_a_whole_batch_from_its_one_intent_record(
         assert intent["phase"] == "SpotRequested"
         assert sorted(m[0] for m in intent["members"]) == sorted(o.name for o in olds if o.name != intent_node)
 
-        successor = launcher.start("successor")
-        deadline = time.monotonic() + 120
-        while not all(replacement_finished(core, old.name) for old in olds):
-            assert time.monotonic() < deadline, (
-                f"batch not finished after the crash at {failpoint}:\n{successor.log_tail()}"
-            )
-            time.sleep(0.3)
+        _successor_finishes(
+            launcher,
+            lambda: all(replacement_finished(core, old.name) for old in olds),
+            120,
+            f"the batch's crash at {failpoint}",
+        )
 
     raised = [c["params"].get("DesiredCapacity") for c in aws_sim.calls("SetDesiredCapacity", asg=SPOT_ASG)]
     assert raised == ["6"], f"one scale-up for the three nodes, made once: {raised}"
@@ -152,6 +148,31 @@ def test_successor_finishes_a_whole_batch_from_its_one_intent_record(
     spot = aws_sim.group(SPOT_ASG)
     assert spot["desired_capacity"] == 3 and len(spot["instances"]) == 3, "capacity neutral, nothing dangling"
     assert aws_sim.group(ON_DEMAND_ASG)["desired_capacity"] == 0
+
+
+def _annotate_all(core: k8s.CoreV1Api, nodes: list[SpotNode]) -> None:
+    for node in nodes:
+        annotate_rebalance(core, node)
+
+
+def _leader_dies_at(
+    failpoint: str, launcher: ControllerLauncher, lease: LeaseWatch, recommend: Callable[[], None], **env: str
+) -> ControllerProcess:
+    """A replica with ``failpoint`` armed leads, ``recommend`` makes the recommendations, and it dies there."""
+    doomed = launcher.start("doomed", SPOTGUARD_FAILPOINTS=failpoint, **env)
+    lease.wait_for(lambda holder: holder == "doomed", timeout=30, what="the first replica leads")
+    recommend()
+    assert doomed.wait(timeout=60) == -9, f"the leader should have died at {failpoint}:\n{doomed.log_tail()}"
+    return doomed
+
+
+def _successor_finishes(launcher: ControllerLauncher, finished: Callable[[], bool], timeout: float, after: str) -> None:
+    """A second replica takes over and ``finished`` comes true within ``timeout`` seconds."""
+    successor = launcher.start("successor")
+    deadline = time.monotonic() + timeout
+    while not finished():
+        assert time.monotonic() < deadline, f"not finished after {after}:\n{successor.log_tail()}"
+        time.sleep(0.3)
 
 
 def _record(core: k8s.CoreV1Api, node: str) -> dict[str, Any] | None:

@@ -164,12 +164,7 @@ def test_recommendations_arriving_during_a_slow_scale_up_are_neither_lost_nor_co
         assert aws.set_calls == []
 
         held.set()
-        for _ in range(50):
-            clock.advance(0.5)
-            controller.reconcile()
-            if len(_phases(annotations)) == 5 and set(_phases(annotations).values()) == {Phase.SPOT_SCALED_UP}:
-                break
-            time.sleep(0.02)
+        _pass_until_scaled_up(controller, clock, annotations, records=5)
     finally:
         held.set()
         controller._pool.shutdown(wait=True)
@@ -193,12 +188,7 @@ def test_a_batch_costs_one_write_before_its_call(
         writes_before_the_call = writer.writes
         intents = [n for n, notes in annotations.items() if ANNOTATION in notes]
         aws.hold.set()
-        for _ in range(50):
-            clock.advance(0.5)
-            controller.reconcile()
-            if set(_phases(annotations).values()) == {Phase.SPOT_SCALED_UP}:
-                break
-            time.sleep(0.02)
+        _pass_until_scaled_up(controller, clock, annotations)
     finally:
         aws.hold.set()
         controller._pool.shutdown(wait=True)
@@ -218,6 +208,16 @@ def test_member_records_pause_while_new_recommendations_wait_for_their_call(
     waits until the newcomer's call is made."""
     monkeypatch.setattr(replacement, "RECORD_CHUNK", 4)
     controller, aws, writer, annotations = setup
+    recorder_waits = threading.Event()  # the batch-recorder is blocked waiting for no recommendation to wait
+
+    class Quiet(threading.Event):
+        def wait(self, timeout: float | None = None) -> bool:
+            if not self.is_set() and threading.current_thread().name.startswith("batch-recorder"):
+                recorder_waits.set()
+            return super().wait(timeout)
+
+    controller._quiet = Quiet()
+    controller._quiet.set()
     try:
         for index in range(13):  # one intent + 12 members: three chunks
             _recommend(annotations, aws, index)
@@ -232,24 +232,35 @@ def test_member_records_pause_while_new_recommendations_wait_for_their_call(
         _recommend(annotations, aws, 13)  # a newcomer arrives while the first chunk is in flight
         controller.reconcile()
         writer.hold.set()
-        _wait_for(lambda: writer.writes == 1 + 4)
-        time.sleep(0.3)
+        assert recorder_waits.wait(5), "the batch-recorder should wait for the newcomer's call"
         assert writer.writes == 1 + 4, "no further member record while the newcomer waits for its call"
 
         clock.advance(QUIET)
         controller.reconcile()  # the newcomer's queue closes: its call, then the members' records go on
-        for _ in range(50):
-            clock.advance(0.5)
-            controller.reconcile()
-            if len(_phases(annotations)) == 14 and set(_phases(annotations).values()) == {Phase.SPOT_SCALED_UP}:
-                break
-            time.sleep(0.02)
+        _pass_until_scaled_up(controller, clock, annotations, records=14)
     finally:
         writer.hold.set()
         controller._pool.shutdown(wait=True)
 
     assert aws.set_calls == [(SPOT, 33), (SPOT, 34)]
     assert set(_phases(annotations).values()) == {Phase.SPOT_SCALED_UP}
+
+
+def _pass_until_scaled_up(
+    controller: ReplacementController,
+    clock: FakeClock,
+    annotations: dict[str, dict[str, str]],
+    records: int | None = None,
+) -> None:
+    """Reconcile passes (0.5 s apart on the clock) until every record (``records`` of them, if given) is
+    SpotScaledUp, giving the controller's threads a moment between passes; at most 50 passes."""
+    for _ in range(50):
+        clock.advance(0.5)
+        controller.reconcile()
+        phases = _phases(annotations)
+        if (records is None or len(phases) == records) and set(phases.values()) == {Phase.SPOT_SCALED_UP}:
+            return
+        time.sleep(0.02)
 
 
 def _wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> None:
