@@ -1,4 +1,9 @@
-"""Throwaway keys and certificates for the sandbox's API server (never used outside a temp dir)."""
+"""Throwaway keys and certificates for the sandbox's API server (never used outside a temp dir).
+
+The CA and the serving certificate use ECDSA P-256 keys, as k3s generates by default: every nodewatch agent opens a
+TLS connection per PATCH, and with an RSA-2048 serving key the API server's signature of each handshake cost a few
+milliseconds of the sandbox's two shared cores (a burst of 500 agents' writes: seconds of CPU). The service-account
+signing key stays RSA (RS256 tokens, as clusters issue them)."""
 
 from __future__ import annotations
 
@@ -9,7 +14,7 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
 
@@ -23,11 +28,15 @@ class Pki:
     sa_pub: Path
 
 
-def _key() -> rsa.RSAPrivateKey:
+def _tls_key() -> ec.EllipticCurvePrivateKey:
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def _signing_key() -> rsa.RSAPrivateKey:
     return rsa.generate_private_key(public_exponent=65537, key_size=2048)
 
 
-def _write_key(path: Path, key: rsa.RSAPrivateKey) -> None:
+def _write_key(path: Path, key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> None:
     path.write_bytes(
         key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     )
@@ -42,7 +51,7 @@ def generate(directory: Path) -> Pki:
     """A CA, an API server serving certificate for 127.0.0.1/localhost, and a service-account key pair."""
     directory.mkdir(parents=True, exist_ok=True)
     now = dt.datetime.now(dt.UTC)
-    ca_key = _key()
+    ca_key = _tls_key()
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "spotguard-sandbox-ca")])
     ca_cert = (
         x509.CertificateBuilder()
@@ -69,7 +78,7 @@ def generate(directory: Path) -> Pki:
         )
         .sign(ca_key, hashes.SHA256())
     )
-    serving_key = _key()
+    serving_key = _tls_key()
     serving_cert = (
         x509.CertificateBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kube-apiserver")]))
@@ -95,7 +104,7 @@ def generate(directory: Path) -> Pki:
         .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         .sign(ca_key, hashes.SHA256())
     )
-    sa_key = _key()
+    sa_key = _signing_key()
     pki = Pki(
         ca_cert=directory / "ca.crt",
         ca_key=directory / "ca.key",
