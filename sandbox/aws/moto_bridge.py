@@ -21,6 +21,7 @@ from typing import Any
 from moto.autoscaling.models import ASG_NAME_TAG, InstanceState, autoscaling_backends
 from moto.core.models import DEFAULT_ACCOUNT_ID
 from moto.ec2.exceptions import InvalidInstanceIdError
+from moto.ec2.models.instance_types import INSTANCE_TYPE_OFFERINGS
 from moto.ec2.models.instances import InstanceBackend
 from moto.moto_api._internal.models import moto_api_backend
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
@@ -156,8 +157,27 @@ def _subnet_in_zone(group: MotoGroup, zone: str) -> str | None:
     return None
 
 
+_OFFERED_FIRST: set[tuple[str, str]] = set()
+
+
+def _offered_first(region: str, instance_type: str) -> None:
+    """Put ``instance_type``'s offerings first in moto's list for ``region`` (once per type).
+
+    moto checks the type of every instance it runs with a linear scan of the region's 6,000-odd (type, zone)
+    offerings that stops at the first match: m5.large is at index 528, 1.5 ms of a launch's 2.3 ms, and a burst's
+    scale-outs launch hundreds. Same offerings, same answer; only the scan ends at once."""
+    if (region, instance_type) in _OFFERED_FIRST:
+        return
+    for by_region in INSTANCE_TYPE_OFFERINGS.values():
+        offerings = by_region.get(region)
+        if offerings:
+            offerings.sort(key=lambda offering: offering.get("InstanceType") != instance_type)  # stable
+    _OFFERED_FIRST.add((region, instance_type))
+
+
 def launch_instance(group: MotoGroup, zone: str, lifecycle_state: str, spot: bool) -> MotoInstanceState:
     """Run one EC2 instance from the group's launch template in `zone` and add it to the group."""
+    _offered_first(group.ec2_backend.region_name, group.instance_type)
     tags = dict(group.get_propagated_tags())
     tags[ASG_NAME_TAG] = group.name
     tags.update(group.instance_tags)

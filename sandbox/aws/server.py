@@ -104,6 +104,7 @@ class SandboxAWSServer:
     def stop(self) -> None:
         self._stop.set()
         self.simulator.changed.set()
+        self.simulator.work.set()
         if self._http is not None:
             self._http.shutdown()
             self._http.server_close()
@@ -140,8 +141,12 @@ class SandboxAWSServer:
         self._threads.append(thread)
 
     def _tick_forever(self) -> None:
+        """Tick every interval, or at once when a scale-out has slices left (``simulator.work``)."""
         interval = self.config.tick_seconds or 0.2
-        while not self._stop.wait(interval):
+        while not self._stop.is_set():
+            self.simulator.work.wait(interval)
+            if self._stop.is_set():
+                return
             try:
                 self.simulator.tick()
             except Exception:

@@ -3,6 +3,11 @@
 moto keeps the groups and instances; the simulator decides when instances are launched, how long they stay
 Pending, when launches fail, and when terminated instances leave, and it records every such step as a scaling
 activity. All state changes happen under `lock`, which the server also holds while moto answers a request.
+
+A scale-out launches at most ``LAUNCH_SLICE`` instances per hold of the lock: the first slice with the call that
+made the gap (what a single replacement sees at once), the rest from the ticker, slice by slice, with the lock let go
+in between. AWS answers SetDesiredCapacity at once and launches in the background, and one group's launches never
+hold up another group's calls; here a call waits for one slice at most, not for a whole scale-out of hundreds.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -39,6 +45,9 @@ SUCCESSFUL = "Successful"
 FAILED = "Failed"
 IN_PROGRESS = "InProgress"
 
+LAUNCH_SLICE = 20  # instances launched per hold of the lock
+SLICE_PAUSE = 0.001  # seconds between slices with the lock let go, so waiting calls get it
+
 
 class UnknownGroupError(LookupError):
     """The simulator has no group of that name."""
@@ -61,6 +70,7 @@ class _Group:
     tracked: dict[str, _TrackedInstance] = field(default_factory=dict)
     next_attempt_at: datetime | None = None
     cause_prefix: str | None = None
+    scale_out_from: tuple[int, int] | None = None  # (actual, desired) when the scale-out under way began
 
 
 class CapacitySimulator:
@@ -71,8 +81,11 @@ class CapacitySimulator:
         self.clock = clock
         self.defaults = defaults or SimulatorDefaults()
         self.lock = threading.RLock()
-        # Set whenever an instance enters or leaves a group or changes lifecycle state.
+        # Set whenever an instance a Node may stand for changes: it goes InService, or enters or leaves a group other
+        # than by a Pending launch (the node sync's wake-up: a burst's hundreds of Pending launches need no sync).
         self.changed = threading.Event()
+        # Set when a scale-out has slices left: the ticker carries on at once rather than at its next tick.
+        self.work = threading.Event()
         self.activities = ActivityLog()
         self._groups: dict[str, _Group] = {}
 
@@ -83,11 +96,16 @@ class CapacitySimulator:
     # ---- keeping up with moto ----
 
     def tick(self) -> None:
-        """Adopt new groups, notice lost instances, finish due transitions and close desired/actual gaps."""
+        """Adopt new groups, notice lost instances, finish due transitions and close desired/actual gaps: every
+        scale-out to its end, a slice per hold of the lock."""
+        self.work.clear()
         with self.lock:
             self._sync_groups()
-            for group in list(self._groups.values()):
-                self._advance(group)
+            busy = [group for group in list(self._groups.values()) if self._advance(group)]
+        while busy:
+            time.sleep(SLICE_PAUSE)
+            with self.lock:
+                busy = [g for g in busy if self._groups.get(g.name) is g and self._reconcile(g)]
 
     def forget_everything(self) -> None:
         """Drop all groups, activities and settings (after moto itself was reset)."""
@@ -164,7 +182,8 @@ class CapacitySimulator:
 
     # ---- time passing ----
 
-    def _advance(self, group: _Group) -> None:
+    def _advance(self, group: _Group) -> bool:
+        """Finish ``group``'s due transitions and reconcile it; True if its scale-out has slices left."""
         now = self.clock.now()
         for instance_id, tracked in list(group.tracked.items()):
             lifecycle = tracked.state.lifecycle_state
@@ -177,7 +196,7 @@ class CapacitySimulator:
                 log.info("Instance %s of %s is InService", instance_id, group.name)
             elif lifecycle == TERMINATING and tracked.leave_at is not None and now >= tracked.leave_at:
                 self._leave(group, instance_id, now)
-        self._reconcile(group)
+        return self._reconcile(group)
 
     def _leave(self, group: _Group, instance_id: str, now: datetime) -> None:
         tracked = group.tracked.pop(instance_id)
@@ -190,17 +209,24 @@ class CapacitySimulator:
     def _counted(self, group: _Group) -> list[_TrackedInstance]:
         return [t for t in group.tracked.values() if t.state.lifecycle_state in COUNTED_STATES]
 
-    def _reconcile(self, group: _Group) -> None:
-        """Launch or terminate until the group's counted instances match its desired capacity."""
+    def _reconcile(self, group: _Group) -> bool:
+        """Launch (a slice) or terminate toward the group's desired capacity; True if launches are left, in which
+        case the ticker is woken to carry on."""
         desired = moto.group_sizes(group.moto_group)[2]
         counted = self._counted(group)
+        more = False
         if desired > len(counted):
-            self._scale_out(group, len(counted), desired)
+            more = self._scale_out(group, len(counted), desired)
         else:
             group.next_attempt_at = None
             if desired < len(counted):
                 self._scale_in(group, counted, desired)
-        group.cause_prefix = None
+        if more:
+            self.work.set()
+        else:
+            group.cause_prefix = None
+            group.scale_out_from = None
+        return more
 
     def _zone_load(self, group: _Group) -> dict[str, int]:
         """Counted instances per zone of the group (its zones only)."""
@@ -212,21 +238,27 @@ class CapacitySimulator:
                 load[zone] += 1
         return load
 
-    def _scale_out(self, group: _Group, actual: int, desired: int) -> None:
+    def _scale_out(self, group: _Group, actual: int, desired: int) -> bool:
+        """Launch up to ``LAUNCH_SLICE`` instances toward ``desired``; True if more are left to launch."""
         now = self.clock.now()
         spot = capacity_type_of(moto.group_tags(group.moto_group)) == SPOT
         if group.settings.capacity_short:
             if group.next_attempt_at is not None and now < group.next_attempt_at:
-                return
+                return False
             self._record_capacity_failure(group, actual, desired, spot, now)
             group.next_attempt_at = now + timedelta(seconds=group.settings.retry_seconds)
-            return
+            return False
         group.next_attempt_at = None
+        if group.scale_out_from is None or group.scale_out_from[1] != desired:
+            group.scale_out_from = (actual, desired)  # every slice's activity names the whole step, as AWS's do
+        began = group.scale_out_from[0]
+        count = min(desired - actual, LAUNCH_SLICE)
         load = self._zone_load(group)  # counted once, then kept up to date: launching n is O(n), not O(n^2)
-        for _ in range(desired - actual):
+        for _ in range(count):
             zone = min(load, key=lambda z: load[z])
-            self._launch(group, zone, actual, desired, spot=spot, now=now)
+            self._launch(group, zone, began, desired, spot=spot, now=now)
             load[zone] += 1
+        return desired - actual > count
 
     def _record_capacity_failure(self, group: _Group, actual: int, desired: int, spot: bool, now: datetime) -> None:
         load = self._zone_load(group)
@@ -274,7 +306,8 @@ class CapacitySimulator:
             in_service_at=now + timedelta(seconds=group.settings.pending_seconds) if pending else None,
             launch_activity=activity,
         )
-        self.changed.set()
+        if not pending:
+            self.changed.set()
         log.info("Launched %s in %s for %s (%s)", instance_id, zone, group.name, PENDING if pending else IN_SERVICE)
 
     def _scale_in(self, group: _Group, counted: list[_TrackedInstance], desired: int) -> None:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import re
+import threading
 
 import pytest
 from botocore.exceptions import ClientError
 
+from sandbox.aws.simulator import LAUNCH_SLICE
 from tests.unit.sandbox.conftest import ON_DEMAND, SPOT, Sandbox
 
 SPOT_SHORTAGE = (
@@ -124,6 +126,62 @@ def test_lifting_the_shortage_launches_the_missing_instances(sandbox: Sandbox) -
     launches = [a for a in sandbox.activities(SPOT) if a["Description"].startswith("Launching a new EC2 instance: ")]
     assert {a["Description"].rsplit(" ", 1)[1] for a in launches[:2]} == set(new)
     assert {a["StatusCode"] for a in launches[:2]} == {"Successful"}
+
+
+def test_a_large_scale_out_launches_a_slice_with_the_call_and_the_rest_on_tick_naming_the_whole_step(
+    sandbox: Sandbox,
+) -> None:
+    sandbox.autoscaling.update_auto_scaling_group(AutoScalingGroupName=SPOT, MaxSize=100)
+    target = 3 + 2 * LAUNCH_SLICE + 5
+
+    sandbox.autoscaling.set_desired_capacity(AutoScalingGroupName=SPOT, DesiredCapacity=target)
+
+    assert len(sandbox.lifecycle_states(SPOT)) == 3 + LAUNCH_SLICE
+    assert sandbox.server.simulator.work.is_set()  # the ticker is told to carry on at once
+    sandbox.server.simulator.tick()
+    assert len(sandbox.lifecycle_states(SPOT)) == target
+    launches = [a for a in sandbox.activities(SPOT) if a["Description"].startswith("Launching a new EC2 instance: ")]
+    assert len(launches) == target  # the 3 start-up launches and this step's, newest first
+    for launch in launches[: target - 3]:
+        assert f"changing the desired capacity from 3 to {target}" in launch["Cause"]
+        assert f"increasing the capacity from 3 to {target}" in launch["Cause"]
+
+
+def test_another_groups_call_gets_in_between_the_slices_of_a_scale_out(
+    sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sandbox.autoscaling.update_auto_scaling_group(AutoScalingGroupName=SPOT, MaxSize=100)
+    sandbox.autoscaling.set_desired_capacity(AutoScalingGroupName=SPOT, DesiredCapacity=3 + 4 * LAUNCH_SLICE)
+    seen_between: list[int] = []
+
+    def pause(seconds: float) -> None:  # the ticker's pause between slices: another caller asks for the group
+        caller = threading.Thread(target=lambda: seen_between.append(len(sandbox.lifecycle_states(SPOT))))
+        caller.start()
+        caller.join(timeout=10)
+        assert not caller.is_alive(), "a DescribeAutoScalingGroups call waited for the whole scale-out"
+
+    monkeypatch.setattr("sandbox.aws.simulator.time.sleep", pause)
+    sandbox.server.simulator.tick()
+
+    # the call launched the first slice; the tick launched the others, letting the caller in after each but the last
+    assert seen_between == [3 + 2 * LAUNCH_SLICE, 3 + 3 * LAUNCH_SLICE]
+    assert len(sandbox.lifecycle_states(SPOT)) == 3 + 4 * LAUNCH_SLICE
+
+
+def test_the_node_sync_is_woken_when_an_instance_goes_in_service_not_by_a_pending_launch(sandbox: Sandbox) -> None:
+    changed = sandbox.server.simulator.changed
+    sandbox.control.set_capacity(SPOT, pending_seconds=5)
+    changed.clear()
+
+    sandbox.autoscaling.set_desired_capacity(AutoScalingGroupName=SPOT, DesiredCapacity=5)
+    assert not changed.is_set()  # two Pending launches: no Node to make yet
+
+    sandbox.advance(5)
+    assert changed.is_set()  # InService: their Nodes are due
+    changed.clear()
+    sandbox.control.set_capacity(SPOT, pending_seconds=0)
+    sandbox.autoscaling.set_desired_capacity(AutoScalingGroupName=SPOT, DesiredCapacity=6)
+    assert changed.is_set()  # launched straight InService
 
 
 def test_terminate_with_decrement_removes_exactly_that_instance_and_lowers_desired(sandbox: Sandbox) -> None:
