@@ -7,12 +7,14 @@ Capacity-changing calls go through ``fence`` first (the Lease check of the elect
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import logging
 import random
+import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import boto3
@@ -145,6 +147,11 @@ class AutoScaling:
         self.max_backoff = max_backoff
         self.sleep = sleep
         self.on_call = on_call
+        # Capacity changes this process began or ended, per group (SetDesiredCapacity) and in all (terminations,
+        # whose group the call does not name): a read of a group is current only while its count stands still.
+        self._changes: dict[str, int] = {}
+        self._terminations = 0
+        self._changes_lock = threading.Lock()
 
     # -- reads ------------------------------------------------------------------------------------
     def describe_groups(self, names: Sequence[str]) -> dict[str, Group]:
@@ -214,28 +221,52 @@ class AutoScaling:
         return activities
 
     # -- capacity changes (fenced) ----------------------------------------------------------------
+    def capacity_changes(self, group: str) -> tuple[int, int]:
+        """A count that moves whenever this process begins or ends a capacity change that may touch ``group``:
+        a description of the group read while it stood still is not outdated by this process's own calls."""
+        with self._changes_lock:
+            return self._changes.get(group, 0), self._terminations
+
     def set_desired_capacity(self, group: str, desired: int) -> None:
         self.fence("SetDesiredCapacity")
-        self._call(
-            "SetDesiredCapacity",
-            group,
-            lambda: self.client.set_desired_capacity(
-                AutoScalingGroupName=group, DesiredCapacity=desired, HonorCooldown=False
-            ),
-            before_retry=lambda: self.fence("SetDesiredCapacity"),
-        )
+        with self._changing(group):
+            self._call(
+                "SetDesiredCapacity",
+                group,
+                lambda: self.client.set_desired_capacity(
+                    AutoScalingGroupName=group, DesiredCapacity=desired, HonorCooldown=False
+                ),
+                before_retry=lambda: self.fence("SetDesiredCapacity"),
+            )
 
     def terminate_instance(self, instance_id: str, decrement: bool = True) -> None:
         """Remove exactly this instance; with ``decrement`` the group's desired capacity drops by one."""
         self.fence("TerminateInstanceInAutoScalingGroup")
-        self._call(
-            "TerminateInstanceInAutoScalingGroup",
-            instance_id,
-            lambda: self.client.terminate_instance_in_auto_scaling_group(
-                InstanceId=instance_id, ShouldDecrementDesiredCapacity=decrement
-            ),
-            before_retry=lambda: self.fence("TerminateInstanceInAutoScalingGroup"),
-        )
+        with self._changing(None):
+            self._call(
+                "TerminateInstanceInAutoScalingGroup",
+                instance_id,
+                lambda: self.client.terminate_instance_in_auto_scaling_group(
+                    InstanceId=instance_id, ShouldDecrementDesiredCapacity=decrement
+                ),
+                before_retry=lambda: self.fence("TerminateInstanceInAutoScalingGroup"),
+            )
+
+    @contextlib.contextmanager
+    def _changing(self, group: str | None) -> Iterator[None]:
+        """Count the change once as it begins and once as it ends (answered or not)."""
+        self._count_change(group)
+        try:
+            yield
+        finally:
+            self._count_change(group)
+
+    def _count_change(self, group: str | None) -> None:
+        with self._changes_lock:
+            if group is None:
+                self._terminations += 1
+            else:
+                self._changes[group] = self._changes.get(group, 0) + 1
 
     # -- plumbing ---------------------------------------------------------------------------------
     def _call(

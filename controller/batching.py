@@ -56,6 +56,10 @@ class BatchQueues:
         queue[item.node] = item
         return True
 
+    def waiting(self) -> list[str]:
+        """The ASGs with a queue, in name order."""
+        return sorted(asg for asg, queue in self._queues.items() if queue)
+
     def queued(self) -> set[str]:
         """Every queued node's name."""
         return {name for queue in self._queues.values() for name in queue}

@@ -46,11 +46,17 @@ class GroupResolver:
         self._in_no_group: dict[str, float] = {}  # instance -> when AWS said it is in no ASG
 
     def pairs(self) -> dict[str, Pair]:
+        self.refresh(ahead=0.0)
+        return self._pairs
+
+    def refresh(self, ahead: float) -> None:
+        """Reload the groups if they are stale or would be within ``ahead`` seconds. The replacement loop calls
+        this when nothing waits for a call, so a burst's first detection does not wait for the groups' listing
+        (hundreds of instances: a fraction of a second that held up every detection behind it). Raises AwsError."""
         now = self.clock()
-        if self._loaded_at is None or now - self._loaded_at >= self.refresh_seconds:
+        if self._loaded_at is None or now - self._loaded_at >= self.refresh_seconds - ahead:
             self._load()
             self._loaded_at = now
-        return self._pairs
 
     def _load(self) -> None:
         pairs: dict[str, Pair] = {}

@@ -6,7 +6,9 @@ record one or more steps along (see ``controller.records.Phase``). Each step tha
 first written to the record (intent), then done, then confirmed; targets are absolute, so a
 successor repeating a step after a crash changes nothing. Recommendations that arrive within
 ``batch_window`` of each other are scaled up with one SetDesiredCapacity per ASG, computed from a
-fresh read by this single thread, so no update is lost.
+read of the group made while its queue waits to close and used only while current (at most
+``READ_AHEAD_MAX_AGE`` old, no capacity change by this process since), so none of this process's own
+changes is lost and another writer's only if it lands within that second.
 """
 
 from __future__ import annotations
@@ -44,6 +46,11 @@ IO_THREADS = 8  # API calls in flight at once: a batch's record writes, reads ma
 SCALERS = 4  # spot groups scaled up at once
 QUIET_WAIT = 10.0  # the longest the batch-recorder defers its writes while recommendations wait for their call
 RECORD_CHUNK = 4 * IO_THREADS  # member records the batch-recorder writes between two looks at the queues
+# A queue's group is read this long before the queue is due, so the read overlaps the wait for quiet; a read is used
+# only if no more than READ_AHEAD_MAX_AGE old and no capacity change by this process touched the group since.
+READ_AHEAD_LEAD = 0.2
+READ_AHEAD_MAX_AGE = 1.0
+GROUPS_REFRESH_AHEAD = 60.0  # the groups' listing is reloaded this long before it goes stale, while nothing waits
 Write = tuple[str, "ReplacementRecord | None", "ReplacementRecord", "NodeView | None"]
 
 
@@ -104,6 +111,19 @@ class _Batch:
         return self.members[0][1]
 
 
+@dataclasses.dataclass(frozen=True)
+class _ReadAhead:
+    """A spot group's description (and newest activity) read while its queue waits to close."""
+
+    started: float  # monotonic
+    changes: tuple[int, int]  # AutoScaling.capacity_changes(group) when it started
+    groups: concurrent.futures.Future[dict[str, Group]]
+    activity_mark: concurrent.futures.Future[str]
+
+    def current(self, now: float, changes: tuple[int, int]) -> bool:
+        return changes == self.changes and now - self.started <= READ_AHEAD_MAX_AGE
+
+
 def _parse_time(text: str) -> dt.datetime:
     return contract.parse_time("record", text)
 
@@ -145,6 +165,7 @@ class ReplacementController:
         self._handoff = threading.Lock()
         self._sent_batches: list[_Batch] = []
         self._retry: dict[str, tuple[list[Queued], float]] = {}  # asg -> (nodes, when)
+        self._read_ahead: dict[str, _ReadAhead] = {}  # spot group -> its read under way (taken by its scale-up)
         self._scaling: set[str] = set()  # spot groups with a scale-up in flight
         self._in_flight: set[str] = set()  # the nodes those scale-ups took from the queues
         self._quiet = threading.Event()  # no recommendation is waiting for its call
@@ -206,6 +227,9 @@ class ReplacementController:
                 items = self._queues.take(asg)
                 self._in_flight.update(item.node for item in items)
                 self._scalers.submit(self._scale_up_in_background, asg, items, now)
+        wake_at = min(wake_at, self._read_groups_ahead(now))
+        if not self._queues.waiting() and not self._scaling:
+            self._refresh_groups()
         if self._queues.next_due() is None and not self._scaling:
             self._quiet.set()  # nothing waiting for a call: the batch-recorder may write
         else:
@@ -344,6 +368,50 @@ class ReplacementController:
         log.info("node %s: %s notice; replacement queued for spot ASG %s", node.name, trigger, pair.spot)
 
     # -- spot scale-up ----------------------------------------------------------------------------
+    def _refresh_groups(self) -> None:
+        """Keep the resolver's listing of the groups fresh while nothing waits (see ``GroupResolver.refresh``)."""
+        try:
+            self.resolver.refresh(ahead=GROUPS_REFRESH_AHEAD)
+        except AwsError as exc:  # the next detection tries again and reports it on its node
+            log.debug("could not list the Auto Scaling groups ahead of need: %s", exc)
+
+    def _read_groups_ahead(self, now: float) -> float:
+        """Start reading the group of every queue due within ``READ_AHEAD_LEAD`` (none in flight, no current read
+        under way): its scale-up then finds the description ready. Returns when the next read is due."""
+        next_read = now + 30.0
+        for asg in self._queues.waiting():
+            due = self._queues.due_at(asg)
+            if due is None or asg in self._scaling:
+                continue
+            if due - READ_AHEAD_LEAD > now:
+                next_read = min(next_read, due - READ_AHEAD_LEAD)
+                continue
+            with self._handoff:
+                under_way = self._read_ahead.get(asg)
+                if under_way is not None and under_way.changes == self.asg.capacity_changes(asg):
+                    continue  # one read per queue (its call reads again if this one is too old by then)
+                self._read_ahead[asg] = _ReadAhead(
+                    started=self.clock.monotonic(),
+                    changes=self.asg.capacity_changes(asg),
+                    groups=self._pool.submit(self.asg.describe_groups, [asg]),
+                    activity_mark=self._pool.submit(self._activity_mark, asg),
+                )
+        return next_read
+
+    def _read_group(self, asg: str) -> tuple[Group | None, Callable[[], str]]:
+        """The group's description and a way to its newest activity's start: the read made ahead if it is
+        current (no older than ``READ_AHEAD_MAX_AGE``, no capacity change by this process since), else a fresh
+        one. Raises AwsError if the group cannot be read."""
+        with self._handoff:
+            ahead = self._read_ahead.pop(asg, None)
+        if ahead is not None and ahead.current(self.clock.monotonic(), self.asg.capacity_changes(asg)):
+            try:
+                return ahead.groups.result().get(asg), ahead.activity_mark.result
+            except AwsError as exc:
+                log.debug("reading spot ASG %s ahead failed (%s); reading it again", asg, exc)
+        newest_activity = self._pool.submit(self._activity_mark, asg)  # read alongside the group
+        return self.asg.describe_groups([asg]).get(asg), newest_activity.result
+
     def _scale_up_in_background(self, asg: str, items: list[Queued], now: float) -> None:
         """(scale-up thread) ``_scale_up``; hands the batch sent (or the nodes to retry) back to the loop."""
         try:
@@ -371,9 +439,8 @@ class ReplacementController:
         present = [(item, nodes[item.node]) for item in items if item.node in nodes]
         if not present:
             return None
-        newest_activity = self._pool.submit(self._activity_mark, asg)  # read alongside the group
         try:
-            group = self.asg.describe_groups([asg]).get(asg)
+            group, newest_activity = self._read_group(asg)
         except AwsError as exc:
             self._report_aws_error(asg, [item.node for item, _ in present], exc)
             with self._handoff:  # re-queued by the loop
@@ -388,7 +455,7 @@ class ReplacementController:
         batch = uuid.uuid4().hex[:12]
         bases = [(node, self._base_record(item, node, batch, now_wall)) for item, node in present]
         spot, beyond_max = bases[:granted], bases[granted:]
-        mark = newest_activity.result() if spot else ""
+        mark = newest_activity() if spot else ""
         deadline = contract.format_time(now_wall + dt.timedelta(seconds=self.settings.capacity_check_timeout))
         intent: tuple[NodeView, ReplacementRecord] | None = None
         while spot and intent is None:

@@ -130,3 +130,29 @@ def test_fence_is_checked_again_before_a_retry() -> None:
     with pytest.raises(RuntimeError, match="lease lost"):
         asg.set_desired_capacity("spot", 4)
     assert len(client.calls) == 1
+
+
+def test_capacity_changes_move_as_a_change_begins_and_ends_even_when_it_fails() -> None:
+    """A description read while the count stood still is not outdated by this process's own calls."""
+    seen_during: list[tuple[int, int]] = []
+
+    class Client(FakeClient):
+        def set_desired_capacity(self, **kwargs: Any) -> dict[str, Any]:
+            seen_during.append(asg.capacity_changes("spot"))
+            return super().set_desired_capacity(**kwargs)
+
+        def terminate_instance_in_auto_scaling_group(self, **kwargs: Any) -> dict[str, Any]:
+            return {}
+
+    asg = AutoScaling(client=Client([_client_error("AccessDenied", "not authorized")]), sleep=lambda s: None)
+    before = asg.capacity_changes("spot")
+
+    with pytest.raises(AwsError):
+        asg.set_desired_capacity("spot", 4)
+
+    assert seen_during[0] != before, "moved as the call began"
+    assert asg.capacity_changes("spot") not in (before, seen_during[0]), "moved again as it ended"
+    assert asg.capacity_changes("on-demand") == before, "another group's count is its own"
+    after_call = asg.capacity_changes("on-demand")
+    asg.terminate_instance("i-0123456789abcdef0")
+    assert asg.capacity_changes("on-demand") != after_call, "a termination names no group: every count moves"

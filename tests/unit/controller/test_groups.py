@@ -98,3 +98,25 @@ def test_an_instance_in_no_group_is_not_asked_about_again_until_the_refresh(aws:
     now[0] += resolver.refresh_seconds
     resolver.resolve(provider_id)
     assert calls["DescribeAutoScalingInstances"] == 2
+
+
+def test_refresh_ahead_reloads_the_groups_only_when_they_are_stale_or_about_to_be(aws: Any) -> None:
+    calls: Counter[str] = Counter()
+    now = [0.0]
+    resolver = _resolver(aws, calls, now)  # refresh_seconds 300
+
+    resolver.refresh(ahead=60.0)
+    assert calls["DescribeAutoScalingGroups"] > 0, "nothing loaded yet: the first refresh loads"
+    loaded = calls["DescribeAutoScalingGroups"]
+    now[0] = 239.0
+    resolver.refresh(ahead=60.0)
+    assert calls["DescribeAutoScalingGroups"] == loaded, "61 s before going stale: kept"
+    resolver.pairs()
+    assert calls["DescribeAutoScalingGroups"] == loaded
+
+    now[0] = 240.0
+    resolver.refresh(ahead=60.0)
+    assert calls["DescribeAutoScalingGroups"] == 2 * loaded, "60 s before going stale: reloaded"
+    now[0] = 500.0
+    resolver.pairs()
+    assert calls["DescribeAutoScalingGroups"] == 2 * loaded, "the reload counts from when it was made"

@@ -37,6 +37,11 @@ class FakeAutoScaling:
         self.hold = threading.Event()
         self.hold.set()
         self.in_call = threading.Event()
+        self.describes: list[str] = []
+        self.changes = 0  # SetDesiredCapacity calls begun or ended, as AutoScaling.capacity_changes counts them
+
+    def capacity_changes(self, group: str) -> tuple[int, int]:
+        return self.changes, 0
 
     def _group(self, name: str) -> Group:
         instances = (
@@ -45,6 +50,7 @@ class FakeAutoScaling:
         return Group(name, self.desired[name], 0, 1000, False, instances, {})
 
     def describe_groups(self, names: Any) -> dict[str, Group]:
+        self.describes.extend(names)
         return {name: self._group(name) for name in names if name in self.desired}
 
     def tagged_groups(self, tag: str) -> dict[str, Group]:
@@ -57,10 +63,12 @@ class FakeAutoScaling:
         return []
 
     def set_desired_capacity(self, group: str, desired: int) -> None:
+        self.changes += 1
         self.in_call.set()
         assert self.hold.wait(10), "the test never released the call"
         self.set_calls.append((group, desired))
         self.desired[group] = desired
+        self.changes += 1
 
 
 class FakeWriter:
@@ -244,6 +252,102 @@ def test_member_records_pause_while_new_recommendations_wait_for_their_call(
 
     assert aws.set_calls == [(SPOT, 33), (SPOT, 34)]
     assert set(_phases(annotations).values()) == {Phase.SPOT_SCALED_UP}
+
+
+def test_an_idle_pass_lists_the_groups_so_a_bursts_first_detection_does_not_wait_for_it(
+    setup: tuple[ReplacementController, FakeAutoScaling, FakeWriter, dict[str, dict[str, str]]], clock: FakeClock
+) -> None:
+    controller, aws, _, annotations = setup
+    try:
+        controller.reconcile()  # nothing annotated: the groups are listed now
+        assert aws.describes == [SPOT]
+
+        _recommend(annotations, aws, 0)
+        controller.reconcile()
+        _wait_for(lambda: len(aws.describes) == 2)
+        clock.advance(SETTINGS.batch_window)
+        controller.reconcile()
+        _wait_for(lambda: aws.set_calls == [(SPOT, 21)])
+    finally:
+        controller._pool.shutdown(wait=True)
+
+    assert aws.describes == [SPOT, SPOT], "the listing, then the read for the call: no listing on detection"
+
+
+def test_a_queues_group_is_read_while_it_waits_to_close_and_that_read_serves_its_call(
+    setup: tuple[ReplacementController, FakeAutoScaling, FakeWriter, dict[str, dict[str, str]]], clock: FakeClock
+) -> None:
+    controller, aws, _, annotations = setup
+    try:
+        _groups_known(controller, aws)
+        _recommend(annotations, aws, 0)
+        controller.reconcile()  # detected: due in one window, within the read-ahead lead
+        _wait_for(lambda: aws.describes == [SPOT])
+        assert aws.set_calls == []
+
+        clock.advance(SETTINGS.batch_window)
+        controller.reconcile()
+        _wait_for(lambda: aws.set_calls == [(SPOT, 21)])
+    finally:
+        controller._pool.shutdown(wait=True)
+
+    assert aws.describes == [SPOT], "the call used the read made ahead: no second DescribeAutoScalingGroups"
+
+
+def test_a_capacity_change_by_this_process_after_the_read_ahead_makes_the_call_read_again(
+    setup: tuple[ReplacementController, FakeAutoScaling, FakeWriter, dict[str, dict[str, str]]], clock: FakeClock
+) -> None:
+    """Another of the controller's loops (the lifecycle's return to spot, say) changes the group while a queue
+    waits: a call computed from the earlier read would undo that change."""
+    controller, aws, _, annotations = setup
+    try:
+        _groups_known(controller, aws)
+        _recommend(annotations, aws, 0)
+        controller.reconcile()
+        _wait_for(lambda: aws.describes == [SPOT])
+        aws.set_desired_capacity(SPOT, 25)  # through the same AutoScaling client, as the lifecycle's calls go
+
+        clock.advance(SETTINGS.batch_window)
+        controller.reconcile()
+        _wait_for(lambda: len(aws.set_calls) == 2)
+    finally:
+        controller._pool.shutdown(wait=True)
+
+    assert aws.set_calls == [(SPOT, 25), (SPOT, 26)], "the scale-up counts on top of the other change"
+    assert aws.describes == [SPOT, SPOT]
+
+
+def test_a_read_ahead_older_than_its_limit_is_made_again_before_the_call(
+    setup: tuple[ReplacementController, FakeAutoScaling, FakeWriter, dict[str, dict[str, str]]], clock: FakeClock
+) -> None:
+    """A steady trickle keeps a queue open up to the maximum delay: the read made when it first looked due is
+    too old by then (someone else may have changed the group), so it is made again just before the call."""
+    controller, aws, _, annotations = setup
+    try:
+        _groups_known(controller, aws)
+        _recommend(annotations, aws, 0)
+        controller.reconcile()
+        _wait_for(lambda: aws.describes == [SPOT])
+        aws.desired[SPOT] = 30  # changed by someone else right after the first read
+        for index in range(1, 10):  # one arrival every 0.2 s keeps the queue from going quiet
+            clock.advance(0.2)
+            _recommend(annotations, aws, index)
+            controller.reconcile()
+        clock.advance(0.2)
+        controller.reconcile()  # two seconds after the first arrival: the queue closes
+        _wait_for(lambda: len(aws.set_calls) == 1)
+    finally:
+        controller._pool.shutdown(wait=True)
+
+    assert aws.set_calls == [(SPOT, 40)], "10 nodes on top of the desired capacity read last"
+    assert aws.describes == [SPOT, SPOT], "read again once, when the first read was too old"
+
+
+def _groups_known(controller: ReplacementController, aws: FakeAutoScaling) -> None:
+    """Let the controller learn the nodes' group (its resolver reads the group once), then forget that read: the
+    tests count the reads made for scale-ups."""
+    controller.resolver.resolve(f"aws:///us-east-1a/{aws.instances[0]}")
+    aws.describes.clear()
 
 
 def _pass_until_scaled_up(
