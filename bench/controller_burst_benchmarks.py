@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import annotation_writers
-from bench.controller_footprint_benchmarks import PROFILE_DIR, profiled
+from bench.controller_footprint_benchmarks import PROFILE_DIR, cpu_seconds, profiled
 from bench.controller_harness import SET_DESIRED, autoscaling, controller, epoch, sim, wait_until
 from bench.figures import Figure, Target
 from bench.registry import Context, benchmark
@@ -112,6 +112,27 @@ def _annotate_all(
     return Arrivals(sent=[sent for sent, _ in times], answered=[answered for _, answered in times])
 
 
+def _cpu_by_command() -> dict[str, float]:
+    """CPU seconds used so far by every process on the machine, summed by command name."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    used: dict[str, float] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:  # gone meanwhile
+            continue
+        command = text[text.index("(") + 1 : text.rindex(")")]
+        fields = text.rsplit(")", 1)[1].split()
+        used[command] = used.get(command, 0.0) + (int(fields[11]) + int(fields[12])) / ticks
+    return used
+
+
+def _cpu_since(before: dict[str, float]) -> dict[str, float]:
+    """CPU seconds per command since ``before`` (the busiest first, those over 0.05 s)."""
+    grown = {command: used - before.get(command, 0.0) for command, used in _cpu_by_command().items()}
+    return {command: round(used, 2) for command, used in sorted(grown.items(), key=lambda kv: -kv[1]) if used > 0.05}
+
+
 @dataclasses.dataclass
 class Round:
     first_to_last_call_s: float
@@ -120,6 +141,9 @@ class Round:
     answered_by_s: dict[str, float]  # seconds from the first PATCH until that share of them was written
     calls_per_asg: dict[str, int]
     desired_by_call: dict[str, list[str]]
+    controller_cpu_s: float  # the controller's CPU time from just before the first PATCH to the last call seen
+    # every process's CPU while the annotations were written (the writers themselves excluded), as in calibration
+    cpu_s_by_process: dict[str, float]
 
 
 def _measure(context: Context, per_pair: int, rounds: int) -> tuple[list[Round], dict[str, Any]]:
@@ -136,10 +160,12 @@ def _measure(context: Context, per_pair: int, rounds: int) -> tuple[list[Round],
     for pair in PAIRS:
         aws.set_capacity(_spot(pair), pending_seconds=3600)
     nodes = [node for pair in PAIRS for node in spot_nodes(core, _spot(pair))[:per_pair]]
+    machine_before = _cpu_by_command()
     alone = _annotate_all(context.sandbox.kubeconfig, nodes, seed=99)
     calibration: dict[str, Any] = {
         "sent_spread_s": round(alone.spread, 2),
         "answered_by_s": {f"{q:.0%}": round(alone.answered_by(q), 2) for q in QUANTILES},
+        "cpu_s_by_process": _cpu_since(machine_before),
     }
     _annotate_all(context.sandbox.kubeconfig, nodes, seed=99, mode=annotation_writers.CLEAR)
     log.info(f"without the controller, {len(nodes)} annotations planned over {POLL_INTERVAL:g} s: {calibration}")
@@ -155,7 +181,9 @@ def _measure(context: Context, per_pair: int, rounds: int) -> tuple[list[Round],
             else contextlib.nullcontext(),
         ):
             aws.reset_calls()
+            cpu_before, machine_before = cpu_seconds(process.pid), _cpu_by_command()
             arrivals = _annotate_all(context.sandbox.kubeconfig, nodes, seed=round_)
+            machine_cpu = _cpu_since(machine_before)  # while the annotations were written
 
             def all_scaled() -> bool:
                 for pair in PAIRS:
@@ -165,6 +193,7 @@ def _measure(context: Context, per_pair: int, rounds: int) -> tuple[list[Round],
                 return True
 
             wait_until("both spot groups raised by every recommendation", all_scaled, timeout=120, interval=0.2)
+            controller_cpu = cpu_seconds(process.pid) - cpu_before
             time.sleep(5.0)  # room for any late, extra call to show up
             calls = {_spot(pair): aws.calls(SET_DESIRED, _spot(pair)) for pair in PAIRS}
         last = max(epoch(c["time"]) for group in calls.values() for c in group)
@@ -176,6 +205,8 @@ def _measure(context: Context, per_pair: int, rounds: int) -> tuple[list[Round],
                 answered_by_s={f"{q:.0%}": round(arrivals.answered_by(q), 2) for q in QUANTILES},
                 calls_per_asg={g: len(cs) for g, cs in calls.items()},
                 desired_by_call={g: [str(c["params"].get("DesiredCapacity")) for c in cs] for g, cs in calls.items()},
+                controller_cpu_s=round(controller_cpu, 2),
+                cpu_s_by_process=machine_cpu,
             )
         )
         clean_nodes(core)
@@ -193,7 +224,7 @@ def _measure(context: Context, per_pair: int, rounds: int) -> tuple[list[Round],
 def burst(context: Context) -> list[Figure]:
     """Figure 2 (burst): SetDesiredCapacity calls per ASG and first annotation to last call."""
     per_pair = 50 if context.quick else 250
-    rounds = 1 if context.quick else 3
+    rounds = 1 if context.quick else 5  # the machine's pace varies from minute to minute: a median of five
     with Sandbox(pairs=len(PAIRS), spot_desired=3, workdir=context.workdir / "sandbox") as big:
         inner = Context(sandbox=big, quick=context.quick, workdir=context.workdir)
         results, calibration = _measure(inner, per_pair, rounds)
@@ -203,7 +234,8 @@ def burst(context: Context) -> list[Figure]:
         f"({PROCESSES} processes x {THREADS} threads, a TLS connection per PATCH); default batching (window 0.1 s, "
         f"quiet period up to 0.3 s, at most 2 s); spot instances kept Pending; a sandbox of its own (API server, "
         f"etcd, kwok, AWS simulator and controller on the same 2 cores); {rounds} rounds; details: when the API "
-        "server had answered 50/90/100% of the PATCHes, per round and without the controller"
+        "server had answered 50/90/100% of the PATCHes and every process's CPU while they were written, per round "
+        "and without the controller"
     )
     calls = [float(max(r.calls_per_asg.values())) for r in results]
     return [

@@ -170,7 +170,7 @@ def footprint(context: Context) -> list[Figure]:
             "requests",
             f'{conditions}; growth of the API server\'s apiserver_request_total{{verb="LIST"}} over the {idle:g} s '
             "idle window minus its growth over as long a window with the controller frozen (SIGSTOP): the other "
-            "clients' LISTs (the sandbox's node sync lists Nodes every 0.3 s) cancel out; only resources the "
+            "clients' LISTs (the sandbox's node sync lists its Nodes every 5 s) cancel out; only resources the "
             "controller's RBAC lets it list are counted (the controller-manager's occasional LIST of Services is not "
             "the controller's)",
             target=Target(0.0, text="no periodic LIST calls"),
