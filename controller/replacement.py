@@ -438,6 +438,8 @@ class ReplacementController:
         nodes = self.nodes()
         present = [(item, nodes[item.node]) for item in items if item.node in nodes]
         if not present:
+            with self._handoff:
+                self._read_ahead.pop(asg, None)  # the next queue of this group reads afresh
             return None
         try:
             group, newest_activity = self._read_group(asg)

@@ -476,7 +476,8 @@ class CapacitySimulator:
             group.settings = dataclasses.replace(group.settings, pending_seconds=0.0)
             try:
                 moto.set_desired(group.moto_group, count)
-                self._reconcile(group)
+                while self._reconcile(group):  # every slice now, while the instances are to start InService
+                    pass
             finally:
                 group.settings = dataclasses.replace(group.settings, pending_seconds=pending_seconds)
             return sorted(group.tracked)

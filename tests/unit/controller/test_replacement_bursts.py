@@ -279,10 +279,7 @@ def test_a_queues_group_is_read_while_it_waits_to_close_and_that_read_serves_its
 ) -> None:
     controller, aws, _, annotations = setup
     try:
-        _groups_known(controller, aws)
-        _recommend(annotations, aws, 0)
-        controller.reconcile()  # detected: due in one window, within the read-ahead lead
-        _wait_for(lambda: aws.describes == [SPOT])
+        _one_recommendation_read_ahead(controller, aws, annotations)
         assert aws.set_calls == []
 
         clock.advance(SETTINGS.batch_window)
@@ -301,10 +298,7 @@ def test_a_capacity_change_by_this_process_after_the_read_ahead_makes_the_call_r
     waits: a call computed from the earlier read would undo that change."""
     controller, aws, _, annotations = setup
     try:
-        _groups_known(controller, aws)
-        _recommend(annotations, aws, 0)
-        controller.reconcile()
-        _wait_for(lambda: aws.describes == [SPOT])
+        _one_recommendation_read_ahead(controller, aws, annotations)
         aws.set_desired_capacity(SPOT, 25)  # through the same AutoScaling client, as the lifecycle's calls go
 
         clock.advance(SETTINGS.batch_window)
@@ -324,10 +318,7 @@ def test_a_read_ahead_older_than_its_limit_is_made_again_before_the_call(
     too old by then (someone else may have changed the group), so it is made again just before the call."""
     controller, aws, _, annotations = setup
     try:
-        _groups_known(controller, aws)
-        _recommend(annotations, aws, 0)
-        controller.reconcile()
-        _wait_for(lambda: aws.describes == [SPOT])
+        _one_recommendation_read_ahead(controller, aws, annotations)
         aws.desired[SPOT] = 30  # changed by someone else right after the first read
         for index in range(1, 10):  # one arrival every 0.2 s keeps the queue from going quiet
             clock.advance(0.2)
@@ -341,6 +332,17 @@ def test_a_read_ahead_older_than_its_limit_is_made_again_before_the_call(
 
     assert aws.set_calls == [(SPOT, 40)], "10 nodes on top of the desired capacity read last"
     assert aws.describes == [SPOT, SPOT], "read again once, when the first read was too old"
+
+
+def _one_recommendation_read_ahead(
+    controller: ReplacementController, aws: FakeAutoScaling, annotations: dict[str, dict[str, str]]
+) -> None:
+    """With the nodes' group known, one recommendation is detected: due in one window, within the read-ahead
+    lead, so its group is read at once (and nothing else is)."""
+    _groups_known(controller, aws)
+    _recommend(annotations, aws, 0)
+    controller.reconcile()
+    _wait_for(lambda: aws.describes == [SPOT])
 
 
 def _groups_known(controller: ReplacementController, aws: FakeAutoScaling) -> None:

@@ -147,6 +147,16 @@ def test_a_large_scale_out_launches_a_slice_with_the_call_and_the_rest_on_tick_n
         assert f"increasing the capacity from 3 to {target}" in launch["Cause"]
 
 
+def test_seeding_a_start_up_group_larger_than_a_slice_puts_every_instance_in_service_at_once(sandbox: Sandbox) -> None:
+    sandbox.autoscaling.update_auto_scaling_group(AutoScalingGroupName=SPOT, MaxSize=100)
+    sandbox.control.set_capacity(SPOT, pending_seconds=5)
+
+    seeded = sandbox.server.simulator.seed_in_service(SPOT, 3 + 2 * LAUNCH_SLICE + 1)
+
+    assert len(seeded) == 3 + 2 * LAUNCH_SLICE + 1
+    assert set(sandbox.lifecycle_states(SPOT).values()) == {"InService"}
+
+
 def test_another_groups_call_gets_in_between_the_slices_of_a_scale_out(
     sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch
 ) -> None:
