@@ -112,24 +112,31 @@ def _annotate_all(
     return Arrivals(sent=[sent for sent, _ in times], answered=[answered for _, answered in times])
 
 
-def _cpu_by_command() -> dict[str, float]:
-    """CPU seconds used so far by every process on the machine, summed by command name."""
+def _cpu_by_process() -> dict[int, tuple[str, float]]:
+    """pid -> (command, CPU seconds used so far) of every process on the machine."""
     ticks = os.sysconf("SC_CLK_TCK")
-    used: dict[str, float] = {}
+    used: dict[int, tuple[str, float]] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             text = stat.read_text()
         except OSError:  # gone meanwhile
             continue
-        command = text[text.index("(") + 1 : text.rindex(")")]
         fields = text.rsplit(")", 1)[1].split()
-        used[command] = used.get(command, 0.0) + (int(fields[11]) + int(fields[12])) / ticks
+        used[int(stat.parent.name)] = (
+            text[text.index("(") + 1 : text.rindex(")")],
+            (int(fields[11]) + int(fields[12])) / ticks,
+        )
     return used
 
 
-def _cpu_since(before: dict[str, float]) -> dict[str, float]:
-    """CPU seconds per command since ``before`` (the busiest first, those over 0.05 s)."""
-    grown = {command: used - before.get(command, 0.0) for command, used in _cpu_by_command().items()}
+def _cpu_since(before: dict[int, tuple[str, float]]) -> dict[str, float]:
+    """CPU seconds each process used since ``before``, summed by command (kernel workers, which rename themselves
+    after their current work, as one); the busiest first, those over 0.05 s. Processes gone since are not counted."""
+    grown: dict[str, float] = {}
+    for pid, (command, used) in _cpu_by_process().items():
+        name = "kworker (kernel)" if command.startswith("kworker/") else command
+        earlier = before.get(pid)
+        grown[name] = grown.get(name, 0.0) + used - (earlier[1] if earlier else 0.0)
     return {command: round(used, 2) for command, used in sorted(grown.items(), key=lambda kv: -kv[1]) if used > 0.05}
 
 
@@ -160,7 +167,7 @@ def _measure(context: Context, per_pair: int, rounds: int) -> tuple[list[Round],
     for pair in PAIRS:
         aws.set_capacity(_spot(pair), pending_seconds=3600)
     nodes = [node for pair in PAIRS for node in spot_nodes(core, _spot(pair))[:per_pair]]
-    machine_before = _cpu_by_command()
+    machine_before = _cpu_by_process()
     alone = _annotate_all(context.sandbox.kubeconfig, nodes, seed=99)
     calibration: dict[str, Any] = {
         "sent_spread_s": round(alone.spread, 2),
@@ -181,7 +188,7 @@ def _measure(context: Context, per_pair: int, rounds: int) -> tuple[list[Round],
             else contextlib.nullcontext(),
         ):
             aws.reset_calls()
-            cpu_before, machine_before = cpu_seconds(process.pid), _cpu_by_command()
+            cpu_before, machine_before = cpu_seconds(process.pid), _cpu_by_process()
             arrivals = _annotate_all(context.sandbox.kubeconfig, nodes, seed=round_)
             machine_cpu = _cpu_since(machine_before)  # while the annotations were written
 
