@@ -386,13 +386,14 @@ class ReplacementController:
             if due - READ_AHEAD_LEAD > now:
                 next_read = min(next_read, due - READ_AHEAD_LEAD)
                 continue
+            changes = self.asg.capacity_changes(asg)
             with self._handoff:
                 under_way = self._read_ahead.get(asg)
-                if under_way is not None and under_way.changes == self.asg.capacity_changes(asg):
+                if under_way is not None and under_way.changes == changes:
                     continue  # one read per queue (its call reads again if this one is too old by then)
                 self._read_ahead[asg] = _ReadAhead(
                     started=self.clock.monotonic(),
-                    changes=self.asg.capacity_changes(asg),
+                    changes=changes,
                     groups=self._pool.submit(self.asg.describe_groups, [asg]),
                     activity_mark=self._pool.submit(self._activity_mark, asg),
                 )

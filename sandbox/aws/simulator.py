@@ -255,14 +255,13 @@ class CapacitySimulator:
         count = min(desired - actual, LAUNCH_SLICE)
         load = self._zone_load(group)  # counted once, then kept up to date: launching n is O(n), not O(n^2)
         for _ in range(count):
-            zone = min(load, key=lambda z: load[z])
+            zone = _emptiest(load)
             self._launch(group, zone, began, desired, spot=spot, now=now)
             load[zone] += 1
         return desired - actual > count
 
     def _record_capacity_failure(self, group: _Group, actual: int, desired: int, spot: bool, now: datetime) -> None:
-        load = self._zone_load(group)
-        zone = min(load, key=lambda z: load[z])
+        zone = _emptiest(self._zone_load(group))
         instance_type = moto.group_instance_type(group.moto_group)
         if spot:
             status = msg.spot_capacity_failure(instance_type)
@@ -550,3 +549,8 @@ class CapacitySimulator:
             settings=dataclasses.replace(group.settings),
             instances=tuple(instances),
         )
+
+
+def _emptiest(load: dict[str, int]) -> str:
+    """The zone with the fewest counted instances (the first such, in the group's order): where AWS launches next."""
+    return min(load, key=lambda zone: load[zone])
