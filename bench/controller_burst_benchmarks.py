@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import itertools
 import json
 import logging
 import math
@@ -39,7 +40,7 @@ log = logging.getLogger("bench.controller")
 PAIRS = (1, 2)
 POLL_INTERVAL = 2.0  # nodewatch's default: the spread of one burst's arrivals
 PROCESSES, THREADS = 4, 16
-QUANTILES = (0.5, 0.9, 1.0)
+QUANTILES = (0.0, 0.5, 0.9, 1.0)
 # Set to profile the controller during each round with py-spy: off by default, as the sampler's own CPU competes
 # with the burst on two cores.
 PROFILE_ENV = "SPOTGUARD_BENCH_PROFILE_BURST"
@@ -68,6 +69,11 @@ class Arrivals:
         """Seconds from the first PATCH sent until ``fraction`` of them were answered (written)."""
         ordered = sorted(self.answered)
         return ordered[max(0, math.ceil(fraction * len(ordered)) - 1)] - self.first
+
+    def largest_gap(self) -> float:
+        """The longest the API server went without answering one of them, between its first and last answer."""
+        ordered = sorted(self.answered)
+        return max((b - a for a, b in itertools.pairwise(ordered)), default=0.0)
 
 
 def _annotate_all(
@@ -146,8 +152,10 @@ class Round:
     last_annotation_to_last_call_s: float
     arrival_spread_s: float
     answered_by_s: dict[str, float]  # seconds from the first PATCH until that share of them was written
+    largest_answer_gap_s: float  # the longest pause between two of the API server's answers
     calls_per_asg: dict[str, int]
     desired_by_call: dict[str, list[str]]
+    call_at_s: dict[str, list[float]]  # each call's receipt, seconds from the first PATCH
     controller_cpu_s: float  # the controller's CPU time from just before the first PATCH to the last call seen
     # every process's CPU while the annotations were written (the writers themselves excluded), as in calibration
     cpu_s_by_process: dict[str, float]
@@ -210,8 +218,10 @@ def _measure(context: Context, per_pair: int, rounds: int) -> tuple[list[Round],
                 last_annotation_to_last_call_s=last - arrivals.first - arrivals.answered_by(1.0),
                 arrival_spread_s=round(arrivals.spread, 2),
                 answered_by_s={f"{q:.0%}": round(arrivals.answered_by(q), 2) for q in QUANTILES},
+                largest_answer_gap_s=round(arrivals.largest_gap(), 3),
                 calls_per_asg={g: len(cs) for g, cs in calls.items()},
                 desired_by_call={g: [str(c["params"].get("DesiredCapacity")) for c in cs] for g, cs in calls.items()},
+                call_at_s={g: [round(epoch(c["time"]) - arrivals.first, 2) for c in cs] for g, cs in calls.items()},
                 controller_cpu_s=round(controller_cpu, 2),
                 cpu_s_by_process=machine_cpu,
             )
@@ -239,10 +249,11 @@ def burst(context: Context) -> list[Figure]:
         f"{2 * per_pair} recommendations ({per_pair} per spot ASG, two pairs discovered by tag), each written at a "
         f"random moment within one nodewatch poll interval ({POLL_INTERVAL:g} s) through nodewatch's Node client "
         f"({PROCESSES} processes x {THREADS} threads, a TLS connection per PATCH); default batching (window 0.1 s, "
-        f"quiet period up to 0.3 s, at most 2 s); spot instances kept Pending; a sandbox of its own (API server, "
-        f"etcd, kwok, AWS simulator and controller on the same 2 cores); {rounds} rounds; details: when the API "
-        "server had answered 50/90/100% of the PATCHes and every process's CPU while they were written, per round "
-        "and without the controller"
+        "quiet period up to 0.3 s, at most 2 s, 4 s for the rest of a burst whose first call closed on quiet); "
+        "spot instances kept Pending; a sandbox of its own (API server, etcd, kwok, AWS simulator and controller "
+        f"on the same 2 cores); {rounds} rounds; details: when the API server had answered the first and "
+        "50/90/100% of the PATCHes, its longest pause between two answers, each call's time, and every process's "
+        "CPU while they were written, per round and without the controller"
     )
     calls = [float(max(r.calls_per_asg.values())) for r in results]
     return [

@@ -78,6 +78,50 @@ def test_a_burst_with_pauses_in_its_arrivals_still_costs_at_most_two_calls() -> 
     assert calls[-1][0] <= 2.3 + 0.3 + 0.01, "the stragglers wait at most three windows after the last"
 
 
+def test_a_burst_whose_first_arrival_came_alone_still_costs_at_most_two_calls() -> None:
+    """As measured in the benchmark's 3- and 4-call rounds: the burst's first Node event came alone, then
+    nothing for 0.15 s (the first call took 1 node), and the API server stretched the rest over 2.5 s. Counted
+    from its own first arrival the second queue closed 2 s later, before the burst ended: a third call."""
+    arrivals = [0.0] + [0.25 + i * 2.3 / 249 for i in range(249)]
+    calls = _calls_for(arrivals, BatchQueues(window=0.1, max_delay=2.0))
+
+    assert [size for _, size in calls] == [1, 249], calls
+    assert calls[0][0] == pytest.approx(0.1), "the first arrival still goes after one window"
+    assert calls[-1][0] == pytest.approx(2.55 + 0.3, abs=0.015), "the rest closes on quiet after the last"
+
+
+def test_a_stream_after_an_early_call_is_cut_at_twice_the_maximum_delay_from_its_start() -> None:
+    queues = BatchQueues(window=0.1, max_delay=2.0)
+    _add(queues, "n0", at=10.0)
+    queues.take("spot-a")  # closed on quiet at 10.1: a burst began at 10.0
+    for step in range(100):  # one every 50 ms from 10.5: never quiet
+        _add(queues, f"n{step + 1:03}", at=10.5 + step * 0.05)
+
+    assert queues.due_at("spot-a") == pytest.approx(14.0), "twice the maximum delay after the burst's first arrival"
+    queues.take("spot-a")
+    _add(queues, "late", at=14.1)
+    assert queues.due_at("spot-a") == pytest.approx(14.2), "a queue after the burst is an ordinary one"
+
+
+def test_lone_recommendations_a_second_apart_each_go_after_one_window() -> None:
+    queues = BatchQueues(window=0.1, max_delay=2.0)
+    for index, at in enumerate((10.0, 11.0, 11.5)):
+        _add(queues, f"n{index}", at=at)
+        assert queues.due_at("spot-a") == pytest.approx(at + 0.1)
+        queues.take("spot-a")
+
+
+def test_a_queue_closed_by_its_maximum_delay_starts_no_burst() -> None:
+    queues = BatchQueues(window=0.1, max_delay=2.0)
+    for step in range(40):  # never quiet: closed by the maximum delay at 12.0
+        _add(queues, f"n{step:02}", at=10.0 + step * 0.05)
+    queues.take("spot-a")
+    for step in range(60):
+        _add(queues, f"m{step:02}", at=12.0 + step * 0.05)
+
+    assert queues.due_at("spot-a") == pytest.approx(14.0), "the next queue's own maximum delay"
+
+
 @pytest.mark.parametrize(("queued", "windows"), [(1, 1.0), (2, 1.5), (4, 2.0), (16, 3.0), (500, 3.0)])
 def test_the_quiet_period_grows_with_the_queue_up_to_three_windows(queued: int, windows: float) -> None:
     assert BatchQueues(window=0.1, max_delay=2.0).quiet_period(queued) == pytest.approx(0.1 * windows)
