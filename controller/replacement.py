@@ -47,7 +47,9 @@ SCALERS = 4  # spot groups scaled up at once
 QUIET_WAIT = 10.0  # the longest the batch-recorder defers its writes while recommendations wait for their call
 RECORD_CHUNK = 4 * IO_THREADS  # member records the batch-recorder writes between two looks at the queues
 # A queue's group is read this long before the queue is due, so the read overlaps the wait for quiet; a read is used
-# only if no more than READ_AHEAD_MAX_AGE old and no capacity change by this process touched the group since.
+# only if no more than READ_AHEAD_MAX_AGE old and no capacity change by this process touched the group since. A queue
+# that stays open longer than that after its read (arrivals keep pushing its close back, up to the maximum delay) is
+# read again when it next looks due, so at most once per READ_AHEAD_MAX_AGE - READ_AHEAD_LEAD per group.
 READ_AHEAD_LEAD = 0.2
 READ_AHEAD_MAX_AGE = 1.0
 GROUPS_REFRESH_AHEAD = 60.0  # the groups' listing is reloaded this long before it goes stale, while nothing waits
@@ -376,8 +378,9 @@ class ReplacementController:
             log.debug("could not list the Auto Scaling groups ahead of need: %s", exc)
 
     def _read_groups_ahead(self, now: float) -> float:
-        """Start reading the group of every queue due within ``READ_AHEAD_LEAD`` (none in flight, no current read
-        under way): its scale-up then finds the description ready. Returns when the next read is due."""
+        """Start reading the group of every queue due within ``READ_AHEAD_LEAD`` (none in flight, no read under way
+        that will still be current when the queue is due): its scale-up then finds the description ready. Returns
+        when the next read is due."""
         next_read = now + 30.0
         for asg in self._queues.waiting():
             due = self._queues.due_at(asg)
@@ -389,8 +392,8 @@ class ReplacementController:
             changes = self.asg.capacity_changes(asg)
             with self._handoff:
                 under_way = self._read_ahead.get(asg)
-                if under_way is not None and under_way.changes == changes:
-                    continue  # one read per queue (its call reads again if this one is too old by then)
+                if under_way is not None and under_way.current(due, changes):
+                    continue  # still current when the queue is due: one read
                 self._read_ahead[asg] = _ReadAhead(
                     started=self.clock.monotonic(),
                     changes=changes,
