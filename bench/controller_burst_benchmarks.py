@@ -128,19 +128,32 @@ def _cpu_by_process() -> dict[int, tuple[str, float]]:
         except OSError:  # gone meanwhile
             continue
         fields = text.rsplit(")", 1)[1].split()
-        used[int(stat.parent.name)] = (
-            text[text.index("(") + 1 : text.rindex(")")],
-            (int(fields[11]) + int(fields[12])) / ticks,
-        )
+        command = text[text.index("(") + 1 : text.rindex(")")]
+        if command.startswith("python"):
+            command = _python_module(stat.parent / "cmdline", command)
+        used[int(stat.parent.name)] = (command, (int(fields[11]) + int(fields[12])) / ticks)
     return used
 
 
-def _cpu_since(before: dict[int, tuple[str, float]]) -> dict[str, float]:
+def _python_module(cmdline: Path, command: str) -> str:
+    """``python -m MODULE`` for a Python process started so (the controller, the AWS simulator, the benchmark
+    itself are all "python" to the kernel), else ``command``."""
+    try:
+        args = cmdline.read_bytes().split(b"\0")
+    except OSError:
+        return command
+    if b"-m" in args[:-1]:
+        return f"python -m {args[args.index(b'-m') + 1].decode(errors='replace')}"
+    return command
+
+
+def _cpu_since(before: dict[int, tuple[str, float]], labels: dict[int, str] | None = None) -> dict[str, float]:
     """CPU seconds each process used since ``before``, summed by command (kernel workers, which rename themselves
-    after their current work, as one); the busiest first, those over 0.05 s. Processes gone since are not counted."""
+    after their current work, as one; ``labels`` names known pids); the busiest first, those over 0.05 s. Processes
+    gone since are not counted."""
     grown: dict[str, float] = {}
     for pid, (command, used) in _cpu_by_process().items():
-        name = "kworker (kernel)" if command.startswith("kworker/") else command
+        name = "kworker (kernel)" if command.startswith("kworker/") else (labels or {}).get(pid, command)
         earlier = before.get(pid)
         grown[name] = grown.get(name, 0.0) + used - (earlier[1] if earlier else 0.0)
     return {command: round(used, 2) for command, used in sorted(grown.items(), key=lambda kv: -kv[1]) if used > 0.05}
@@ -198,7 +211,7 @@ def _measure(context: Context, per_pair: int, rounds: int) -> tuple[list[Round],
             aws.reset_calls()
             cpu_before, machine_before = cpu_seconds(process.pid), _cpu_by_process()
             arrivals = _annotate_all(context.sandbox.kubeconfig, nodes, seed=round_)
-            machine_cpu = _cpu_since(machine_before)  # while the annotations were written
+            machine_cpu = _cpu_since(machine_before, {process.pid: "controller"})  # while the annotations were written
 
             def all_scaled() -> bool:
                 for pair in PAIRS:
