@@ -89,10 +89,15 @@ class BatchQueues:
 
     def _latest_close(self, asg: str, first: float) -> float:
         """The maximum delay's end for a queue of ``asg`` whose first arrival was at ``first``."""
-        burst = self._bursts.get(asg)
-        if burst is not None and burst <= first < burst + self.max_delay:
+        burst = self._burst_of(asg, first)
+        if burst is not None:
             return burst + 2 * self.max_delay  # the rest of a burst whose first call closed early
         return first + self.max_delay
+
+    def _burst_of(self, asg: str, first: float) -> float | None:
+        """The first arrival of the burst that a queue of ``asg`` first arrived at ``first`` belongs to, if any."""
+        burst = self._bursts.get(asg)
+        return burst if burst is not None and burst <= first < burst + self.max_delay else None
 
     def quiet_period(self, queued: int) -> float:
         """How long a queue of ``queued`` recommendations stays open with no arrival (see the module's text)."""
@@ -123,8 +128,7 @@ class BatchQueues:
     def _note_burst(self, asg: str, queue: dict[str, Queued]) -> None:
         """Remember a burst's first arrival when ``asg``'s queue closes before its maximum delay."""
         first = min(item.seen for item in queue.values())
-        burst = self._bursts.get(asg)
-        if burst is not None and burst <= first < burst + self.max_delay:
+        if self._burst_of(asg, first) is not None:
             return  # a later queue of the same burst: the burst keeps its first arrival
         self._bursts.pop(asg, None)
         due = self.due_at(asg)

@@ -7,6 +7,7 @@ deleted once its grace period has passed on the (fake) clock. Eviction answers c
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Mapping
 from typing import Any
 
@@ -32,7 +33,8 @@ def api_error(status: int, message: str = "") -> ApiException:
 
 
 class FakeDrainApi:
-    """Answers ``Kube.request`` calls for one cluster of pods, on ``clock``."""
+    """Answers ``Kube.request`` calls for one cluster of pods, on ``clock``; one at a time, as the drainer sends
+    several evictions at once."""
 
     def __init__(self, clock: FakeClock, pods: list[JSON], nodes: tuple[str, ...] = ("od-1",)) -> None:
         self.clock = clock
@@ -48,6 +50,7 @@ class FakeDrainApi:
         self.patches: list[tuple[str, JSON, str]] = []
         self.page_size = 0  # >0: list pods in pages of this size
         self.list_failures_after_eviction = 0  # how many pod lists fail (503) once an eviction was accepted
+        self._lock = threading.RLock()
         for item in pods:
             self.add(item)
 
@@ -69,6 +72,12 @@ class FakeDrainApi:
         body: Any = None,
         content_type: str = "application/json",
         timeout: float | None = None,
+    ) -> JSON:
+        with self._lock:
+            return self._answer(method, path, query, body, content_type)
+
+    def _answer(
+        self, method: str, path: str, query: Mapping[str, str | int] | None, body: Any, content_type: str
     ) -> JSON:
         self._kubelet()
         parts = path.strip("/").split("/")

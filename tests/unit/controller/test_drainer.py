@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import pytest
 
 from controller.clock import Cancellation, FakeClock
 from controller.drain import (
+    EVICTIONS_IN_FLIGHT,
     Drainer,
     DrainError,
     DrainOptions,
@@ -202,8 +204,11 @@ def test_blocked_plan_touches_nothing_and_names_the_pod_and_the_consent(clock: F
 
 
 def test_cancellation_during_a_pass_stops_further_evictions(clock: FakeClock) -> None:
-    api, drainer, _ = make(clock, [web("a"), web("b")])
-    api.guarded.update({"a", "b"})
+    """A pass sends up to EVICTIONS_IN_FLIGHT evictions at once: those sent before the cancellation are answered,
+    the rest are not sent, and no pod is tried again."""
+    names = [f"p{index:02}" for index in range(3 * EVICTIONS_IN_FLIGHT)]
+    api, drainer, _ = make(clock, [web(name) for name in names])
+    api.guarded.update(names)
     cancel = Cancellation()
 
     def cancel_on_first_refusal(ref: PodRef, result: EvictionResult) -> None:
@@ -215,8 +220,29 @@ def test_cancellation_during_a_pass_stops_further_evictions(clock: FakeClock) ->
 
     assert result.outcome is DrainOutcome.CANCELLED
     assert "lost leadership" in result.message and "cordoned" in result.message
-    assert len(api.evictions) == 1
-    assert sorted(result.remaining) == ["default/a", "default/b"]
+    sent = [body["metadata"]["name"] for body in api.evictions]
+    assert 1 <= len(sent) < len(names) and len(set(sent)) == len(sent), "each pod tried once at most, not all"
+    assert sorted(result.remaining) == [f"default/{name}" for name in names]
+
+
+def test_evictions_are_sent_several_at_once(clock: FakeClock) -> None:
+    """As kubectl drain sends them: one after another on a busy API server, each pod's grace period began only at
+    its own eviction (the 50-pod drain benchmark: up to 10.3 s against its 10 s target)."""
+    api, drainer, _ = make(clock, [web(f"p{index}") for index in range(4)])
+    all_in_flight = threading.Barrier(4, timeout=5.0)
+    answer = api.request
+
+    def request(method: str, path: str, *args: Any, **kwargs: Any) -> JSON:
+        if path.endswith("/eviction"):
+            all_in_flight.wait()  # raises BrokenBarrierError after 5 s unless all 4 are in flight at once
+        return answer(method, path, *args, **kwargs)
+
+    api.request = request  # type: ignore[method-assign]
+
+    result = drainer.drain(NODE, DrainOptions(timeout=60))
+
+    assert result.outcome is DrainOutcome.DRAINED, result.message
+    assert sorted(result.evicted) == [f"default/p{index}" for index in range(4)]
 
 
 class CancellingClock(FakeClock):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from typing import Any
 
 import pytest
 from moto.ec2.exceptions import InvalidInstanceIdError
@@ -41,3 +42,31 @@ def test_an_instance_looked_up_by_id_is_the_one_ec2_describes(sandbox: Sandbox) 
     assert backend.get_instance(instance_id).id == reservation["Instances"][0]["InstanceId"] == instance_id
     with pytest.raises(InvalidInstanceIdError):
         backend.get_instance("i-00000000000000000")
+
+
+def test_a_launch_finds_its_new_instance_without_passing_every_older_one(sandbox: Sandbox) -> None:
+    """Each launch looks up the instance it is making; terminated instances stay in moto, so a scan from the oldest
+    reservation grew with every instance the sandbox ever ran."""
+    backend: Any = ec2_backends[moto_bridge.account_id()]["us-east-1"]
+    sandbox.autoscaling.set_desired_capacity(AutoScalingGroupName=SPOT, DesiredCapacity=6)
+    reservations = list(backend.reservations.values())
+    visited: list[str] = []
+
+    class Counting:
+        def __init__(self, reservation: Any) -> None:
+            self.reservation = reservation
+
+        @property
+        def instances(self) -> Any:
+            visited.append(self.reservation.id)
+            return self.reservation.instances
+
+    newest = reservations[-1].instances[-1].id
+    saved = dict(backend.reservations)
+    try:
+        backend.reservations = {key: Counting(r) for key, r in saved.items()}
+        assert backend.get_instance(newest).id == newest
+    finally:
+        backend.reservations = saved
+
+    assert len(reservations) >= 6 and visited == [reservations[-1].id]
