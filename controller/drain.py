@@ -18,10 +18,10 @@ function over raw pod JSON:
 treats such a pod as any other. PodDisruptionBudgets are what protects pods from a drain.
 
 ``Drainer.drain`` cordons the Node, evicts every pod of the plan (POST .../pods/NAME/eviction, never a
-plain delete), retries those the API server answers 429 (a PodDisruptionBudget forbids it now) with
-exponential backoff and jitter until the timeout (up to 16 evictions in flight at once, as kubectl sends them all
-at once), then waits, within the same timeout, until every evicted
-pod is gone (deleted, or replaced by a pod of the same name with another UID). 404 and 409 count as done.
+plain delete; up to 16 in flight at once, where kubectl sends them all at once), retries those the API
+server answers 429 (a PodDisruptionBudget forbids it now) with exponential backoff and jitter until the
+timeout, then waits, within the same timeout, until every evicted pod is gone (deleted, or replaced by a
+pod of the same name with another UID). 404 and 409 count as done.
 Every wait goes through ``clock.sleep(seconds, cancel)``, so a drain is cancellable and FakeClock-driven.
 """
 
@@ -457,7 +457,7 @@ class _DrainRun:
         def send(pod: PodRef) -> EvictionAttempt | None:
             return None if self._cancelled() else self.drainer.evict(pod, self.options)
 
-        workers = min(EVICTIONS_IN_FLIGHT, len(self.pending))
+        workers = max(1, min(EVICTIONS_IN_FLIGHT, len(self.pending)))
         with concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix=f"evict-{self.node}") as pool:
             attempts = list(pool.map(send, self.pending))
         still: list[PodRef] = []

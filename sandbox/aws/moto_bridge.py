@@ -51,7 +51,8 @@ def _get_instance(backend: Any, instance_id: str) -> Any:
     on each lookup, and each launch looks its instance up (to attach its root volume), so launching n instances into
     a group of n cost O(n^2): 2 s for 250 instances, the whole of a SetDesiredCapacity's answer time. Newest
     reservations first: a launch looks up the instance it is making, in the reservation made last, where a scan from
-    the oldest passed every instance ever run (terminated ones stay), a third of the simulator's CPU in a burst."""
+    the oldest passed every instance ever run (terminated ones stay): up to a third of the simulator's busy time in a
+    burst benchmark round."""
     for reservation in reversed(list(backend.reservations.values())):
         for instance in reservation.instances:
             if instance.id == instance_id:
