@@ -211,7 +211,8 @@ def test_spot_and_on_demand_both_short_leave_only_a_prefer_no_schedule_taint(
     assert not node.spec.unschedulable
     assert "spotguard.io/replacement" not in (node.metadata.finalizers or [])
     assert _desired(aws_sim, SPOT) == 3 and _desired(aws_sim, ON_DEMAND) == 0, "no increase left dangling"
-    assert any("ReplacementFailed" in e for e in _events(core, old.metadata.name))
+    # Events are written by the recorder's own thread, after the record: give it its moment.
+    _until("a ReplacementFailed event", lambda: any("ReplacementFailed" in e for e in _events(core, old.metadata.name)))
 
 
 def test_simultaneous_recommendations_are_batched_into_one_scale_up(
@@ -443,7 +444,7 @@ def test_a_node_that_cannot_be_drained_is_not_left_cordoned_for_ever(
     assert core.read_namespaced_pod("precious", namespace).metadata.deletion_timestamp is None, "no pod lost"
     assert record["replacementInstance"] not in _instances(aws_sim, SPOT)
     assert _desired(aws_sim, SPOT) == 3
-    assert any("DrainAbandoned" in e for e in _events(core, old.metadata.name))
+    _until("a DrainAbandoned event", lambda: any("DrainAbandoned" in e for e in _events(core, old.metadata.name)))
 
 
 def test_capacity_rebalancing_groups_are_refused(
