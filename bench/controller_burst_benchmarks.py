@@ -6,23 +6,22 @@ are measured.
 
 Arrivals as in a cluster: EC2 recommends rebalancing to a whole capacity pool at once, and each node's nodewatch
 sees it at its next poll, so each annotation is written at a random moment within one nodewatch poll interval
-(2 s). The writes go through nodewatch's own Node client (a TLS connection per PATCH, as each agent makes), from
-several processes started and connected before the burst begins; the spread actually achieved is reported with the
-figure, with the same writes' spread when no controller runs (the machine's own pace).
+(2 s). nodewatch's own Node client builds each PATCH and a Go sender makes them, a TLS connection each, as each
+agent makes (``bench.annotation_writers``: in a cluster the agents' CPU is on their own nodes, not on the 2 cores
+shared here); the spread actually achieved is reported with the figure, with the same writes' spread when no
+controller runs (the machine's own pace).
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import datetime as dt
 import itertools
-import json
 import logging
 import math
 import os
 import random
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -39,7 +38,6 @@ log = logging.getLogger("bench.controller")
 
 PAIRS = (1, 2)
 POLL_INTERVAL = 2.0  # nodewatch's default: the spread of one burst's arrivals
-PROCESSES, THREADS = 4, 16
 QUANTILES = (0.0, 0.5, 0.9, 1.0)
 # Set to profile the controller during each round with py-spy: off by default, as the sampler's own CPU competes
 # with the burst on two cores.
@@ -56,6 +54,7 @@ class Arrivals:
 
     sent: list[float]
     answered: list[float]
+    sender_cpu_s: float  # the CPU the sender of the PATCHes used (bench.annotation_writers), start-up included
 
     @property
     def first(self) -> float:
@@ -79,43 +78,22 @@ class Arrivals:
 def _annotate_all(
     kubeconfig: Path, nodes: list[SpotNode], seed: int, mode: str = annotation_writers.NOTICE
 ) -> Arrivals:
-    """Annotate every Node at a random moment within one poll interval.
-
-    The writer processes start, connect and report ready before the start is set, so their start-up is not
-    part of the spread."""
+    """Annotate every Node at a random moment within one poll interval (see ``bench.annotation_writers``)."""
     rng = random.Random(seed)
-    plan = sorted((rng.uniform(0.0, POLL_INTERVAL), node.name, node.instance_id) for node in nodes)
-    command = [sys.executable, "-m", "bench.annotation_writers", str(kubeconfig), str(THREADS), mode]
-    writers = [
-        subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) for _ in range(PROCESSES)
+    notice_time = dt.datetime.now(dt.UTC)  # EC2 recommends rebalancing to the whole pool at once
+    writes = [
+        annotation_writers.Write(offset, node.name, annotation_writers.changes(mode, node.instance_id, notice_time))
+        for offset, node in sorted(((rng.uniform(0.0, POLL_INTERVAL), node) for node in nodes), key=lambda p: p[0])
     ]
-    try:
-        for index, writer in enumerate(writers):
-            assert writer.stdin is not None and writer.stdout is not None
-            writer.stdin.write(json.dumps(plan[index::PROCESSES]) + "\n")
-            writer.stdin.flush()
-        for writer in writers:
-            assert writer.stdout is not None
-            if writer.stdout.readline().strip() != "ready":
-                raise RuntimeError(f"annotation writer {writer.pid} did not start (exit {writer.wait(30)})")
-        start = time.time() + 0.2
-        for writer in writers:
-            assert writer.stdin is not None
-            writer.stdin.write(f"{start}\n")
-            writer.stdin.flush()
-        times = []
-        for writer in writers:
-            assert writer.stdout is not None
-            times.extend(json.loads(writer.stdout.readline()))
-            writer.wait(30)
-    finally:
-        for writer in writers:
-            if writer.poll() is None:
-                writer.kill()
-    failed = sum(1 for sent, _ in times if sent < 0)
+    result = annotation_writers.write_annotations(kubeconfig, writes)
+    failed = sum(1 for sent, _ in result.times if sent < 0)
     if failed:
-        raise RuntimeError(f"{failed} of {len(times)} annotation PATCHes failed")
-    return Arrivals(sent=[sent for sent, _ in times], answered=[answered for _, answered in times])
+        raise RuntimeError(f"{failed} of {len(result.times)} annotation PATCHes failed")
+    return Arrivals(
+        sent=[sent for sent, _ in result.times],
+        answered=[answered for _, answered in result.times],
+        sender_cpu_s=result.sender_cpu_s,
+    )
 
 
 def _cpu_by_process() -> dict[int, tuple[str, float]]:
@@ -170,8 +148,9 @@ class Round:
     desired_by_call: dict[str, list[str]]
     call_at_s: dict[str, list[float]]  # each call's receipt, seconds from the first PATCH
     controller_cpu_s: float  # the controller's CPU time from just before the first PATCH to the last call seen
-    # every process's CPU while the annotations were written (the writers themselves excluded), as in calibration
+    # every process's CPU while the annotations were written (the sender excluded), as in calibration
     cpu_s_by_process: dict[str, float]
+    sender_cpu_s: float  # the PATCH sender's own CPU (not in cpu_s_by_process: it is gone when that is counted)
 
 
 def _measure(context: Context, per_pair: int, rounds: int) -> tuple[list[Round], dict[str, Any]]:
@@ -194,6 +173,7 @@ def _measure(context: Context, per_pair: int, rounds: int) -> tuple[list[Round],
         "sent_spread_s": round(alone.spread, 2),
         "answered_by_s": {f"{q:.0%}": round(alone.answered_by(q), 2) for q in QUANTILES},
         "cpu_s_by_process": _cpu_since(machine_before),
+        "sender_cpu_s": round(alone.sender_cpu_s, 2),
     }
     _annotate_all(context.sandbox.kubeconfig, nodes, seed=99, mode=annotation_writers.CLEAR)
     log.info(f"without the controller, {len(nodes)} annotations planned over {POLL_INTERVAL:g} s: {calibration}")
@@ -237,6 +217,7 @@ def _measure(context: Context, per_pair: int, rounds: int) -> tuple[list[Round],
                 call_at_s={g: [round(epoch(c["time"]) - arrivals.first, 2) for c in cs] for g, cs in calls.items()},
                 controller_cpu_s=round(controller_cpu, 2),
                 cpu_s_by_process=machine_cpu,
+                sender_cpu_s=round(arrivals.sender_cpu_s, 2),
             )
         )
         clean_nodes(core)
@@ -260,8 +241,9 @@ def burst(context: Context) -> list[Figure]:
         results, calibration = _measure(inner, per_pair, rounds)
     conditions = (
         f"{2 * per_pair} recommendations ({per_pair} per spot ASG, two pairs discovered by tag), each written at a "
-        f"random moment within one nodewatch poll interval ({POLL_INTERVAL:g} s) through nodewatch's Node client "
-        f"({PROCESSES} processes x {THREADS} threads, a TLS connection per PATCH); default batching (window 0.1 s, "
+        f"random moment within one nodewatch poll interval ({POLL_INTERVAL:g} s), as nodewatch's Node client builds "
+        f"it (sent by a Go sender, {annotation_writers.WORKERS} at most in flight, a TLS connection per PATCH); "
+        "default batching (window 0.1 s, "
         "quiet period up to 0.3 s, at most 2 s, 4 s for the rest of a burst whose first call closed on quiet); "
         "spot instances kept Pending; a sandbox of its own (API server, etcd, kwok, AWS simulator and controller "
         f"on the same 2 cores); {rounds} rounds; details: when the API server had answered the first and "

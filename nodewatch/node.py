@@ -7,6 +7,7 @@ Both ask for metadata only (PartialObjectMetadata), so a Node with a long image 
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import http.client
 import json
@@ -69,6 +70,25 @@ class KubeAPIError(Exception):
         self.key = f"{kind}:{status}"
 
 
+@dataclasses.dataclass(frozen=True)
+class Request:
+    """One call as nodewatch sends it: ``path`` is absolute on the server; ``headers`` are all that
+    http.client sends (Host and Content-Length aside)."""
+
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes | None
+
+
+def patch_body(changes: Mapping[str, str | None]) -> bytes:
+    """The merge patch that sets (or, for None, deletes) nodewatch annotation keys; ValueError for any other key."""
+    foreign = sorted(set(changes) - set(NODEWATCH_KEYS))
+    if foreign:
+        raise ValueError(f"nodewatch may only patch its own annotation keys; refusing to patch {foreign}")
+    return json.dumps({"metadata": {"annotations": dict(changes)}}, separators=(",", ":")).encode()
+
+
 class NodeClient:
     """GET and merge-PATCH of one Node's annotations, limited to nodewatch's keys."""
 
@@ -82,11 +102,7 @@ class NodeClient:
 
     def patch_annotations(self, name: str, changes: Mapping[str, str | None]) -> dict[str, str]:
         """Merge-patch nodewatch annotations of Node ``name`` (None deletes a key); returns the annotations after."""
-        foreign = sorted(set(changes) - set(NODEWATCH_KEYS))
-        if foreign:
-            raise ValueError(f"nodewatch may only patch its own annotation keys; refusing to patch {foreign}")
-        body = json.dumps({"metadata": {"annotations": dict(changes)}}, separators=(",", ":")).encode()
-        return self._annotations(self._call("PATCH", name, body), name)
+        return self._annotations(self._call("PATCH", name, patch_body(changes)), name)
 
     def _annotations(self, document: Any, name: str) -> dict[str, str]:
         metadata = document.get("metadata") if isinstance(document, dict) else None
@@ -136,10 +152,12 @@ class NodeClient:
             status,
         )
 
-    def _exchange(self, method: str, name: str, body: bytes | None) -> tuple[int, bytes]:
+    def request(self, method: str, name: str, body: bytes | None) -> Request:
+        """The call ``method`` on Node ``name`` as this client sends it (the current token included)."""
         conn = self.connection
         path = f"{conn.base_path}/api/v1/nodes/{urllib.parse.quote(name, safe='')}"
-        headers = {"Accept": ACCEPT, "User-Agent": USER_AGENT}
+        # Accept-Encoding as http.client adds it by itself: the request is complete without it.
+        headers = {"Accept": ACCEPT, "User-Agent": USER_AGENT, "Accept-Encoding": "identity"}
         if body is not None:
             headers["Content-Type"] = MERGE_PATCH
         if conn.token is not None:
@@ -147,6 +165,12 @@ class NodeClient:
                 headers["Authorization"] = f"Bearer {conn.token.value()}"
             except TokenUnavailableError as error:
                 raise KubeAPIError(KubeAPIErrorKind.CREDENTIALS, str(error)) from None
+        return Request(method, path, headers, body)
+
+    def _exchange(self, method: str, name: str, body: bytes | None) -> tuple[int, bytes]:
+        conn = self.connection
+        request = self.request(method, name, body)
+        path = request.path
         connection: http.client.HTTPConnection
         if conn.scheme == "https":
             connection = http.client.HTTPSConnection(
@@ -156,7 +180,7 @@ class NodeClient:
             connection = http.client.HTTPConnection(conn.host, conn.port, timeout=self._timeout)
         where = f"{method} {conn.server}{path[len(conn.base_path) :]}"
         try:
-            connection.request(method, path, body=body, headers=headers)
+            connection.request(method, path, body=body, headers=request.headers)
             response = connection.getresponse()
             return response.status, response.read(MAX_RESPONSE_BYTES)
         except TimeoutError:
