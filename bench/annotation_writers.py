@@ -85,12 +85,17 @@ def sender_binary() -> Path:
 def _ca_file(kubeconfig: Path, directory: Path) -> Path:
     """The CA of the kubeconfig's current cluster as a file (certificate-authority, or -data written out)."""
     document = yaml.safe_load(kubeconfig.read_text())
-    context = next(c["context"] for c in document["contexts"] if c["name"] == document["current-context"])
-    cluster = next(c["cluster"] for c in document["clusters"] if c["name"] == context["cluster"])
+    try:
+        context = next(c["context"] for c in document["contexts"] if c["name"] == document["current-context"])
+        cluster = next(c["cluster"] for c in document["clusters"] if c["name"] == context["cluster"])
+    except (KeyError, TypeError, StopIteration):
+        raise RuntimeError(f"kubeconfig {kubeconfig}: no cluster for its current-context") from None
     if cluster.get("certificate-authority-data"):
         path = directory / "ca.crt"
         path.write_bytes(base64.b64decode(cluster["certificate-authority-data"]))
         return path
+    if not cluster.get("certificate-authority"):
+        raise RuntimeError(f"kubeconfig {kubeconfig}: its cluster names no CA; the PATCH sender verifies the server")
     path = Path(cluster["certificate-authority"]).expanduser()
     return path if path.is_absolute() else kubeconfig.parent / path
 
