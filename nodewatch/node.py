@@ -156,7 +156,7 @@ class NodeClient:
         """The call ``method`` on Node ``name`` as this client sends it (the current token included)."""
         conn = self.connection
         path = f"{conn.base_path}/api/v1/nodes/{urllib.parse.quote(name, safe='')}"
-        # Accept-Encoding as http.client adds it by itself: the request is complete without it.
+        # Accept-Encoding as http.client would add it, so that these are all the headers it sends.
         headers = {"Accept": ACCEPT, "User-Agent": USER_AGENT, "Accept-Encoding": "identity"}
         if body is not None:
             headers["Content-Type"] = MERGE_PATCH

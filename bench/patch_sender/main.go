@@ -1,7 +1,7 @@
 // patch_sender sends a burst's annotation PATCHes as many nodewatch agents would: each on a TLS connection of its own,
 // each at its planned moment. The requests themselves (path, headers, body) are built by nodewatch's own client on
 // the Python side (bench/annotation_writers.py); this program only sends them, so that 500 of them cost the
-// benchmark's 2 cores a fraction of what 500 Python handshakes did: in a cluster each agent runs on its own node.
+// benchmark's 2 cores about half of what they cost from Python: in a cluster each agent runs on its own node.
 //
 // Usage: patch_sender CA_FILE WORKERS < input
 // stdin line 1: JSON {"server": "https://host:port", "requests": [{"offset": s, "method": m, "path": p,
