@@ -13,23 +13,21 @@ The sender is built with ``go build`` into the cache (``sandbox.binaries.cache_r
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import datetime as dt
 import hashlib
 import json
 import os
 import resource
+import ssl
 import subprocess
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import yaml
-
 from nodewatch import annotations as contract
-from nodewatch.kube_connection import from_kubeconfig
+from nodewatch.kube_connection import KubeConnection, from_kubeconfig
 from nodewatch.node import NodeClient, patch_body
 from sandbox.binaries import cache_root
 
@@ -83,22 +81,15 @@ def sender_binary() -> Path:
     return binary
 
 
-def _ca_file(kubeconfig: Path, directory: Path) -> Path:
-    """The CA of the kubeconfig's current cluster as a file (certificate-authority, or -data written out)."""
-    document = yaml.safe_load(kubeconfig.read_text())
-    try:
-        context = next(c["context"] for c in document["contexts"] if c["name"] == document["current-context"])
-        cluster = next(c["cluster"] for c in document["clusters"] if c["name"] == context["cluster"])
-    except (KeyError, TypeError, StopIteration):
-        raise RuntimeError(f"kubeconfig {kubeconfig}: no cluster for its current-context") from None
-    if cluster.get("certificate-authority-data"):
-        path = directory / "ca.crt"
-        path.write_bytes(base64.b64decode(cluster["certificate-authority-data"]))
-        return path
-    if not cluster.get("certificate-authority"):
-        raise RuntimeError(f"kubeconfig {kubeconfig}: its cluster names no CA; the PATCH sender verifies the server")
-    path = Path(cluster["certificate-authority"]).expanduser()
-    return path if path.is_absolute() else kubeconfig.parent / path
+def _ca_file(connection: KubeConnection, directory: Path) -> Path:
+    """The CAs nodewatch's connection verifies the API server with, as a PEM file for the sender (one reading of the
+    kubeconfig: nodewatch's)."""
+    cas = connection.ssl_context.get_ca_certs(binary_form=True) if connection.ssl_context is not None else []
+    if not cas:
+        raise RuntimeError(f"{connection.description}: no CA to verify the server with; the PATCH sender needs one")
+    path = directory / "ca.crt"
+    path.write_text("".join(ssl.DER_cert_to_PEM_cert(ca) for ca in cas))
+    return path
 
 
 @dataclasses.dataclass(frozen=True)
@@ -136,7 +127,7 @@ def write_annotations(kubeconfig: Path, writes: Sequence[Write], workers: int = 
     server = f"{connection.scheme}://{connection.host}:{connection.port}"
     cpu_before = _children_cpu()
     with tempfile.TemporaryDirectory(prefix="patch-sender-") as directory:
-        command = [str(sender_binary()), str(_ca_file(kubeconfig, Path(directory))), str(workers)]
+        command = [str(sender_binary()), str(_ca_file(connection, Path(directory))), str(workers)]
         with subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) as sender:
             assert sender.stdin is not None and sender.stdout is not None
             try:
