@@ -28,6 +28,7 @@ test: $(BIN)/spotguard binaries lint types
 lint: $(BIN)/spotguard
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 types: $(BIN)/spotguard
 	$(BIN)/mypy

@@ -14,8 +14,9 @@ from typing import Any
 from bench.controller_harness import wait_until
 from bench.figures import Figure, Target
 from bench.registry import Context, benchmark
-from controller.drain import Drainer, DrainOptions
-from controller.kube import Kube
+from controller.adapters.kube import Kube
+from controller.checks.drain_plan import DrainOptions
+from controller.effects.drain import Drainer
 from tests.integration.controller_process import spot_nodes
 
 PODS, GRACE = 50, 5

@@ -1,6 +1,6 @@
 """Figure 4, leader failover: SIGKILL or SIGTERM the leading controller; when does the standby hold the Lease?
 
-Real replicas (``python -m controller.cli run``) with the default election timings (lease 15 s, renew deadline
+Real replicas (``python -m controller.app.cli run``) with the default election timings (lease 15 s, renew deadline
 10 s, retry 2 s); the Lease's holders are seen through a watch (tests/integration/controller_process.LeaseWatch).
 Replicas are chained: the standby that took over leads the next sample, and a fresh replica stands by.
 """

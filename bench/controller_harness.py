@@ -1,6 +1,6 @@
 """What the controller's benchmarks share: the simulator, a running controller, timestamps, waiting, restoring.
 
-The controller runs as the real process (``python -m controller.cli run`` through
+The controller runs as the real process (``python -m controller.app.cli run`` through
 tests/integration/controller_process.py's launcher), against the sandbox's kube-apiserver and AWS simulator.
 """
 

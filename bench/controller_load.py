@@ -13,7 +13,7 @@ from typing import Any
 from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
 
-from controller.kube import Kube
+from controller.adapters.kube import Kube
 
 LABEL = "bench.spotguard.io/footprint"
 NAMESPACE = "bench-footprint"

@@ -1,6 +1,6 @@
 """The ``spotguard`` admin commands: events, leader, doctor, pause/resume, simulate, completion.
 
-``register(main)`` adds them to the click group of ``controller.cli``. The command modules import only
+``register(main)`` adds them to the click group of ``controller.app.cli``. The command modules import only
 click and the standard library at load time (the kubernetes client and boto3 load when a command runs),
 so ``spotguard --help`` and shell completion stay fast.
 """

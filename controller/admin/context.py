@@ -28,7 +28,7 @@ from controller.clock import Clock, SystemClock
 if TYPE_CHECKING:  # the kubernetes client and boto3 load only when a command runs (fast --help, completion)
     from kubernetes.client.exceptions import ApiException
 
-    from controller.kube import Kube
+    from controller.adapters.kube import Kube
 
 DEFAULT_NAMESPACE = "kube-system"
 DEFAULT_LEASE_NAME = "spotguard-controller"
@@ -83,7 +83,7 @@ def default_kube(target: Target, impersonate: str | None = None) -> Kube:
     """A ``Kube`` for ``target``; with ``impersonate``, every request acts as that user (kubectl's ``--as``)."""
     from kubernetes import client as k8s
 
-    from controller.kube import Kube
+    from controller.adapters.kube import Kube
 
     configuration = kube_configuration(target.kubeconfig, target.context)
     api = k8s.ApiClient(configuration)

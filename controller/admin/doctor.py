@@ -26,9 +26,10 @@ from controller.admin.context import Problem, Target, output_option, services, t
 from controller.admin.output import emit, progress
 
 if TYPE_CHECKING:
-    from controller.aws import AutoScaling, Group
+    from controller.adapters.aws import AutoScaling
+    from controller.adapters.kube import Kube
     from controller.clock import Clock
-    from controller.kube import Kube
+    from controller.model.asg import Group
 
 PASS = "PASS"  # noqa: S105 (a check status, not a password)
 WARN = "WARN"
@@ -442,7 +443,7 @@ class Doctor:
         return findings
 
     def check_groups(self) -> list[Finding]:
-        from controller.aws import AutoScaling
+        from controller.adapters.aws import AutoScaling
 
         asg = AutoScaling(self.aws("autoscaling"), max_attempts=2)
         pairs: dict[str, tuple[str, str]] = {spot: (od, "configured") for spot, od in self.options.pairs}

@@ -28,7 +28,7 @@ from controller.admin.context import (
 from controller.admin.output import age, emit, key_values, parse_timestamp, progress, rfc3339, table
 
 if TYPE_CHECKING:
-    from controller.kube import Kube
+    from controller.adapters.kube import Kube
 
 GROUP = "aws.amazon.com"
 VERSION = "v1"

@@ -13,8 +13,8 @@ from controller.admin.context import Problem, Target, output_option, reported_er
 from controller.admin.output import age, emit, human_duration, key_values, parse_timestamp, rfc3339
 
 if TYPE_CHECKING:
-    from controller.kube import Kube
-    from controller.pause_switch import PauseStatus
+    from controller.adapters.kube import Kube
+    from controller.adapters.pause_switch import PauseStatus
 
 
 class LeaderState:
@@ -35,7 +35,7 @@ class LeaderInfo:
 
     @classmethod
     def from_lease(cls, lease: Mapping[str, Any]) -> LeaderInfo:
-        from controller.pause_switch import PauseStatus
+        from controller.adapters.pause_switch import PauseStatus
 
         meta = lease.get("metadata") or {}
         spec = lease.get("spec") or {}
@@ -101,7 +101,7 @@ class LeaderInfo:
 def read_lease(kube: Kube, namespace: str, name: str) -> dict[str, Any] | None:
     from kubernetes.client.exceptions import ApiException
 
-    from controller.pause_switch import lease_path
+    from controller.adapters.pause_switch import lease_path
 
     try:
         return kube.request("GET", lease_path(namespace, name))

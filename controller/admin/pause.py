@@ -17,7 +17,7 @@ from controller.admin.output import emit
 
 
 def _switch(target: Target) -> Any:
-    from controller.pause_switch import PauseSwitch
+    from controller.adapters.pause_switch import PauseSwitch
 
     # The switch logs for the controller's log; here the command's own output says it all.
     logging.getLogger(PauseSwitch.__module__).addHandler(logging.NullHandler())
@@ -54,7 +54,7 @@ def pause(target: Target, output: str, reason: str, by: str | None) -> None:
 @output_option
 def resume(target: Target, output: str) -> None:
     """Act on new notices again (notices that arrived while paused are acted on now, if still standing)."""
-    from controller.pause_switch import PauseStatus
+    from controller.adapters.pause_switch import PauseStatus
 
     where = f"{target.lease_namespace}/{target.lease_name}"
     with reported_errors(f"resuming Spot Guard (annotating Lease {where})"):

@@ -27,7 +27,7 @@ from controller.admin.output import emit
 from nodewatch import annotations as contract
 
 if TYPE_CHECKING:
-    from controller.kube import Kube
+    from controller.adapters.kube import Kube
 
 SPOT_LABELS = {"eks.amazonaws.com/capacityType": "SPOT", "node.kubernetes.io/lifecycle": "spot"}
 #: AWS sends the interruption notice two minutes before it acts.
@@ -91,7 +91,7 @@ def _read_node(kube: Kube, name: str) -> dict[str, Any]:
 
 
 def _annotate(target: Target, node_name: str, build: Any, kind: str, output: str) -> None:
-    from controller.kube import MERGE_PATCH
+    from controller.adapters.kube import MERGE_PATCH
 
     svc = services()
     with reported_errors(f"annotating node {node_name}"):

@@ -30,8 +30,8 @@ from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 
+from controller.adapters.kube import MERGE_PATCH, KubeRequests
 from controller.clock import Clock, SystemClock
-from controller.kube import MERGE_PATCH, KubeRequests
 
 log = logging.getLogger(__name__)
 

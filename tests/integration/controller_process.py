@@ -1,6 +1,6 @@
 """Controller replicas as real processes against the sandbox, for election, crash-safety and scenario tests.
 
-Each replica is ``python -m controller.cli run --identity <id>``: the real process, with its own signal
+Each replica is ``python -m controller.app.cli run --identity <id>``: the real process, with its own signal
 handling and ``os._exit`` on lost leadership. Its stdout and stderr go to one log file (under the test's
 ``tmp_path``), which is the only way to see what it decided. Typical use::
 
@@ -58,9 +58,9 @@ from kubernetes import client as k8s
 from kubernetes import watch as k8s_watch
 from kubernetes.client.exceptions import ApiException
 
-from controller.kube import MERGE_PATCH, Kube
-from controller.records import ANNOTATION as RECORD_ANNOTATION
-from controller.records import FINALIZER, TAINT_KEY, Phase
+from controller.adapters.kube import MERGE_PATCH, Kube
+from controller.model.record import ANNOTATION as RECORD_ANNOTATION
+from controller.model.record import FINALIZER, TAINT_KEY, Phase
 from nodewatch import annotations as contract
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -79,13 +79,13 @@ SHORT_ELECTION = {
 #: How long a replica may take to exit after SIGTERM before it is killed and the test fails.
 STOP_TIMEOUT = 30.0
 
-#: ``spotguard`` (controller.cli) behind a guard: SIGKILL when the starting thread dies, or exit if it already has.
+#: ``spotguard`` (controller.app.cli) behind a guard: SIGKILL when the starting thread dies, or exit if it already has.
 _BOOT = """
 import ctypes, os, signal, sys
 ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 if os.getppid() != int(sys.argv.pop(1)):
     sys.exit("the test process that started this controller is gone")
-from controller.cli import main
+from controller.app.cli import main
 main(prog_name="spotguard")
 """
 

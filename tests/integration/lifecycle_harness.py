@@ -20,15 +20,16 @@ from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 
-from controller.aws import AutoScaling
+from controller.adapters.aws import AutoScaling
+from controller.adapters.kube import Informer, Kube
+from controller.adapters.sgfe_store import FallbackEvents
 from controller.clock import Cancellation, SystemClock
 from controller.config import Settings
-from controller.drain import Drainer
-from controller.fallbackevent import GROUP, PLURAL, VERSION, FallbackEvent, FallbackEvents, Spec, Status
-from controller.kube import Informer, Kube
-from controller.lifecycle import LifecycleController
-from controller.lifecycle_record import format_time
-from controller.nodes import NodeWriter
+from controller.effects.drain import Drainer
+from controller.effects.node_writes import NodeWriter
+from controller.lifecycle.controller import LifecycleController
+from controller.model.progress import format_time
+from controller.model.sgfe import GROUP, PLURAL, VERSION, FallbackEvent, Spec, Status
 from sandbox.aws.client import SandboxAWSClient
 from tests.support.waiting import wait_until
 

@@ -24,9 +24,9 @@ import yaml
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
-from controller.kube import MERGE_PATCH, Kube
-from controller.records import ANNOTATION as RECORD_ANNOTATION
-from controller.records import FINALIZER, TAINT_KEY
+from controller.adapters.kube import MERGE_PATCH, Kube
+from controller.model.record import ANNOTATION as RECORD_ANNOTATION
+from controller.model.record import FINALIZER, TAINT_KEY
 from nodewatch.annotations import INSTANCE_ID, NODEWATCH_KEYS, REBALANCE_NOTICE_TIME
 from sandbox.cluster import ClusterInfo, write_kubeconfig
 from sandbox.environment import Sandbox

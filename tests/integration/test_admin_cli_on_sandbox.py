@@ -23,14 +23,15 @@ from click.testing import CliRunner, Result
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
-from controller.cli import main
+from controller.adapters.election import KubeLeaseStore, LeaseElector
+from controller.adapters.kube import Kube
+from controller.adapters.pause_switch import KEYS as PAUSE_KEYS
+from controller.adapters.pause_switch import PauseSwitch
+from controller.adapters.sgfe_store import FallbackEvents
+from controller.app.cli import main
 from controller.clock import SystemClock
-from controller.election import KubeLeaseStore, LeaseElector
-from controller.fallbackevent import FallbackEvents, Phase, Spec, Status
-from controller.kube import Kube
+from controller.model.sgfe import Phase, Spec, Status
 from controller.observability.events import EventRecorder, sgfe_ref
-from controller.pause_switch import KEYS as PAUSE_KEYS
-from controller.pause_switch import PauseSwitch
 from nodewatch import annotations as contract
 from sandbox.environment import Sandbox
 

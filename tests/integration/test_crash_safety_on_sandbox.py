@@ -13,7 +13,7 @@ import pytest
 from kubernetes import client as k8s
 
 from controller.failpoints import REPLACEMENT_POINTS
-from controller.records import ANNOTATION as RECORD_ANNOTATION
+from controller.model.record import ANNOTATION as RECORD_ANNOTATION
 from sandbox.aws.client import SandboxAWSClient
 from sandbox.environment import Sandbox
 from tests.integration.controller_process import (

@@ -8,7 +8,7 @@ import sys
 
 def test_demo_runs_the_fallback_end_to_end_and_prints_the_timeline() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "controller.cli", "demo"], capture_output=True, text=True, timeout=300, check=False
+        [sys.executable, "-m", "controller.app.cli", "demo"], capture_output=True, text=True, timeout=300, check=False
     )
     out = result.stdout
     assert result.returncode == 0, out + result.stderr

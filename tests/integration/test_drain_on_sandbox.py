@@ -10,9 +10,10 @@ import pytest
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
-from controller.drain import Drainer, DrainOptions, DrainOutcome, plan_drain
-from controller.kube import Kube
-from controller.safety import check_pdbs, check_pods_fit, pods_on_node
+from controller.adapters.kube import Kube
+from controller.checks.drain_plan import DrainOptions, plan_drain
+from controller.checks.safety import check_pdbs, check_pods_fit, pods_on_node
+from controller.effects.drain import Drainer, DrainOutcome
 from tests.support.waiting import wait_until
 
 JSON = dict[str, Any]

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 from kubernetes import client as k8s
 
-from controller.kube import Kube
+from controller.adapters.kube import Kube
 from controller.observability.events import EventRecorder, node_ref, sgfe_ref
 from sandbox.environment import Sandbox
 

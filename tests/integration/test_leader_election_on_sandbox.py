@@ -38,7 +38,7 @@ SET_DESIRED = "SetDesiredCapacity"
 TERMINATE = "TerminateInstanceInAutoScalingGroup"
 CAPACITY_CALLS = (SET_DESIRED, TERMINATE)
 
-#: Log lines of the controller (controller/app.py, controller/election/elector.py, controller/replacement.py).
+#: Log lines of the controller (app/run.py, adapters/election/elector.py, replacement/).
 LEADING = "leading as"  # the leader's work started (a later annotation is seen whether or not the cache synced)
 STANDING_BY = "stands by"
 BECAME_LEADER = "became the leader"

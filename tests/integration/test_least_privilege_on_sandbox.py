@@ -135,7 +135,7 @@ def test_controller_and_nodewatch_as_their_service_accounts_fall_back_to_on_dema
 
     controller = processes.start(
         "controller",
-        [sys.executable, "-m", "controller.cli", "run", "--kubeconfig", str(controller_kubeconfig)],
+        [sys.executable, "-m", "controller.app.cli", "run", "--kubeconfig", str(controller_kubeconfig)],
         _process_env(
             sandbox,
             SPOT_ASG_NAME=SPOT_ASG,

@@ -13,9 +13,10 @@ from typing import Any
 import pytest
 from kubernetes import client as k8s
 
-from controller.fallbackevent import FallbackEvents, Phase
-from controller.kube import Kube
-from controller.lifecycle import LIFECYCLE_POINTS, WITHDRAW_POINT
+from controller.adapters.kube import Kube
+from controller.adapters.sgfe_store import FallbackEvents
+from controller.lifecycle.controller import LIFECYCLE_POINTS, WITHDRAW_POINT
+from controller.model.sgfe import Phase
 from sandbox.aws.client import SandboxAWSClient
 from sandbox.environment import Sandbox
 from tests.integration.controller_process import SHORT_ELECTION, ControllerLauncher, LeaseWatch, controller_env
@@ -31,7 +32,6 @@ from tests.support.waiting import wait_until
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SGFE_NAMESPACE = "kube-system"  # where `spotguard run` keeps its SGFEs (SPOT_GUARD_NAMESPACE's default)
-WIRED = "LifecycleController" in (REPO_ROOT / "controller" / "app.py").read_text()
 #: The seed's durations compressed to seconds, for the processes.
 COMPRESSED = {
     "SPOT_GUARD_STABILITY_WINDOW": "3",
@@ -44,10 +44,7 @@ COMPRESSED = {
     "SPOT_GUARD_MONITORING_BACKOFF_MAX": "2",
 }
 
-pytestmark = [
-    pytest.mark.skipif(not WIRED, reason="controller/app.py does not run the LifecycleController yet"),
-    pytest.mark.timeout(180),
-]
+pytestmark = pytest.mark.timeout(180)
 
 
 @pytest.fixture

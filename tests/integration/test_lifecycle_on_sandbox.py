@@ -12,11 +12,12 @@ import pytest
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
-from controller.election import NotLeaderError
-from controller.fallbackevent import ConflictError, FallbackEvent, FallbackEvents, Phase, Status
-from controller.kube import Kube
-from controller.node_protection import PROTECTED_FOR
-from controller.nodes import CA_SCALE_DOWN_DISABLED
+from controller.adapters.kube import Kube
+from controller.adapters.sgfe_store import ConflictError, FallbackEvents
+from controller.effects.node_writes import CA_SCALE_DOWN_DISABLED
+from controller.effects.protection import PROTECTED_FOR
+from controller.fence import NotLeaderError
+from controller.model.sgfe import FallbackEvent, Phase, Status
 from sandbox.aws.client import SandboxAWSClient
 from tests.integration.lifecycle_harness import (
     ON_DEMAND,

@@ -36,7 +36,7 @@ def launcher(
 
 def _cli(launcher: ControllerLauncher, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "controller.cli", *args, "--lease-name", launcher.lease_name],
+        [sys.executable, "-m", "controller.app.cli", *args, "--lease-name", launcher.lease_name],
         env=launcher.env,
         capture_output=True,
         text=True,

@@ -15,9 +15,9 @@ import pytest
 from kubernetes import client as k8s
 
 from controller import config
-from controller.app import leader_components, run_leader
+from controller.adapters.kube import Kube
+from controller.app.run import leader_components, run_leader
 from controller.clock import Cancellation, SystemClock
-from controller.kube import Kube
 from sandbox.aws.client import SandboxAWSClient
 from sandbox.environment import Sandbox
 

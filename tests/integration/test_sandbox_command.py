@@ -16,7 +16,7 @@ import pytest
 
 from sandbox import binaries
 
-SPOTGUARD = [sys.executable, "-c", "from controller.cli import main; main()"]
+SPOTGUARD = [sys.executable, "-c", "from controller.app.cli import main; main()"]
 
 
 def _processes_mentioning(text: str) -> list[str]:

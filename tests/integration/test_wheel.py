@@ -122,9 +122,9 @@ def test_the_wheel_holds_the_three_packages_and_both_console_scripts(wheel: Path
         "nodewatch",
         "sandbox",
     }
-    assert "nodewatch/annotations.py" in names and "controller/cli.py" in names
+    assert "nodewatch/annotations.py" in names and "controller/app/cli.py" in names
     assert not [n for n in names if "__pycache__" in n or n.startswith("tests/")]
-    assert "spotguard = controller.cli:main" in scripts
+    assert "spotguard = controller.app.cli:main" in scripts
     assert "spotguard-nodewatch = nodewatch.__main__:main" in scripts
 
 

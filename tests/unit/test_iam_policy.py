@@ -1,5 +1,5 @@
 """manifests/iam-policy.json against moto's IAM enforcement: every Auto Scaling call the controller makes
-(controller/aws.py) is allowed for groups tagged spotguard.io/managed=true, capacity changes of any other group
+(controller/adapters/aws.py) is allowed for groups tagged spotguard.io/managed=true, capacity changes of any other group
 are denied, and nothing else is granted.
 
 moto checks actions against the policy but cannot evaluate the ``autoscaling:ResourceTag/<key>`` condition (it
@@ -24,11 +24,11 @@ from moto.autoscaling.models import autoscaling_backends
 from moto.core import enable_iam_authentication
 from moto.iam.access_control import IAMPolicyStatement, IAMRequest
 
-from controller.aws import AutoScaling, AwsError
+from controller.adapters.aws import AutoScaling, AwsError
 
 REPO = Path(__file__).resolve().parents[2]
 POLICY_FILE = REPO / "manifests" / "iam-policy.json"
-AWS_MODULE = REPO / "controller" / "aws.py"
+AWS_MODULE = REPO / "controller" / "adapters" / "aws.py"
 REGION = "us-east-1"
 IMAGE = "ami-0123456789abcdef0"  # moto launches any image id; its default AMIs may be switched off
 MANAGED_TAG = "spotguard.io/managed"
@@ -43,9 +43,9 @@ def policy() -> dict[str, Any]:
 
 
 def operations_called_by_the_controller() -> set[str]:
-    """Every operation name controller/aws.py passes to AutoScaling._call (the one path to AWS)."""
+    """Every operation name controller/adapters/aws.py passes to AutoScaling._call (the one path to AWS)."""
     names = set(re.findall(r'self\._call\(\s*"(\w+)"', AWS_MODULE.read_text()))
-    assert names, "found no AutoScaling._call in controller/aws.py: update this test with the module"
+    assert names, "found no AutoScaling._call in controller/adapters/aws.py: update this test with the module"
     return {f"autoscaling:{name}" for name in names}
 
 

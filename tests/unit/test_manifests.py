@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from controller import config
-from controller.election.config import ElectionConfig
+from controller.adapters.election.config import ElectionConfig
 from nodewatch import config as nodewatch_config
 from nodewatch.annotations import NODEWATCH_KEYS
 from tests.support import manifests as m

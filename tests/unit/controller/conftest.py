@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
+from controller.adapters.election import InMemoryLeaseStore
 from controller.clock import FakeClock
-from controller.election import InMemoryLeaseStore
 from tests.unit.controller.election_helpers import START
 
 

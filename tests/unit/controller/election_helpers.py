@@ -5,8 +5,8 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable
 
+from controller.adapters.election import ElectionConfig, InMemoryLeaseStore, LeaseElector, LeaseRecord
 from controller.clock import FakeClock
-from controller.election import ElectionConfig, InMemoryLeaseStore, LeaseElector, LeaseRecord
 
 START = dt.datetime(2025, 1, 15, 10, 0, 0, tzinfo=dt.UTC)
 CONFIG = ElectionConfig()  # client-go's defaults: 15 s lease, 10 s renew deadline, 2 s retry, 2 s fence margin

@@ -16,10 +16,10 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from controller.aws import AutoScaling
+from controller.adapters.aws import AutoScaling
 from controller.clock import FakeClock
-from controller.fallbackevent import GROUP, PLURAL, VERSION
-from controller.kube import NodeView
+from controller.model.node import NodeView
+from controller.model.sgfe import GROUP, PLURAL, VERSION
 from tests.support.fake_kube_api import merge_patch
 from tests.unit.controller import k8s_objects
 from tests.unit.controller.fake_drain_api import FakeDrainApi, api_error

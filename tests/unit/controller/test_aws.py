@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from controller.aws import Activity, AutoScaling, AwsError, instance_id_from_provider_id
+from controller.adapters.aws import AutoScaling, AwsError
+from controller.model.asg import Activity, instance_id_from_provider_id
 
 REAL_SPOT_SHORTAGE = (
     "Could not launch Spot Instances. InsufficientInstanceCapacity - There is no Spot capacity available "

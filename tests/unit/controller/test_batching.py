@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from controller.batching import BatchQueues, Queued
-from controller.groups import Pair
+from controller.capacity.groups import Pair
+from controller.replacement.batching import BatchQueues, Queued
 
 PAIR = Pair("spot-a", "od-a")
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 
-from controller import capacity
-from controller.aws import Activity, Group, Instance
+from controller.checks import capacity_check as capacity
+from controller.model.asg import Activity, Group, Instance
 
 T0 = dt.datetime(2026, 11, 21, 10, 0, 0, tzinfo=dt.UTC)
 SHORT = "Could not launch Spot Instances. InsufficientInstanceCapacity - There is no Spot capacity available."

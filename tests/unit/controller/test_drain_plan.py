@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from controller.drain import SAFE_TO_EVICT_ANNOTATION, DrainOptions, PodRef, plan_drain
+from controller.checks.drain_plan import SAFE_TO_EVICT_ANNOTATION, DrainOptions, PodRef, plan_drain
 from tests.unit.controller.k8s_objects import pod
 
 EMPTY_DIR = [{"name": "scratch", "emptyDir": {}}]

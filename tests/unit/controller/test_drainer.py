@@ -7,18 +7,17 @@ from typing import Any
 
 import pytest
 
+from controller.adapters.kube import MERGE_PATCH
+from controller.checks.drain_plan import DrainOptions, PodRef
 from controller.clock import Cancellation, FakeClock
-from controller.drain import (
+from controller.effects.drain import (
     EVICTIONS_IN_FLIGHT,
     Drainer,
     DrainError,
-    DrainOptions,
     DrainOutcome,
     EvictionResult,
-    PodRef,
     equal_jitter,
 )
-from controller.kube import MERGE_PATCH
 from tests.unit.controller.fake_drain_api import FakeDrainApi
 from tests.unit.controller.k8s_objects import JSON, pod
 

@@ -8,16 +8,16 @@ from collections.abc import Callable
 
 import pytest
 
-from controller.clock import Cancellation, FakeClock
-from controller.election import (
+from controller.adapters.election import (
     ApiTimeoutError,
     ElectionConfig,
     InMemoryLeaseStore,
     LeaseElector,
     LeaseRecord,
-    NotLeaderError,
     StoredLease,
 )
+from controller.clock import Cancellation, FakeClock
+from controller.fence import NotLeaderError
 from tests.unit.controller.election_helpers import CONFIG, held_by, holder_of, make_elector
 
 

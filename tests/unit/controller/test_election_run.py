@@ -10,8 +10,9 @@ import threading
 
 import pytest
 
+from controller.adapters.election import InMemoryLeaseStore
 from controller.clock import Cancellation, FakeClock
-from controller.election import InMemoryLeaseStore, NotLeaderError
+from controller.fence import NotLeaderError
 from tests.unit.controller.election_helpers import CONFIG, START, ExitRecorder, held_by, holder_of, make_elector
 
 #: Bound on waiting for the work thread (it ends within microseconds); only there so a bug cannot hang the run.

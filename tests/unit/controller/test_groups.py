@@ -10,9 +10,9 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from controller.aws import AutoScaling
+from controller.adapters.aws import AutoScaling
+from controller.capacity.groups import GroupResolver, Pair, Refusal
 from controller.config import Settings
-from controller.groups import GroupResolver, Pair, Refusal
 
 REGION = "us-east-1"
 

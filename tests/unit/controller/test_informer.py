@@ -8,7 +8,8 @@ from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 
-from controller.kube import Informer, NodeView, WatchCache
+from controller.adapters.kube import Informer, WatchCache
+from controller.model.node import NodeView
 
 
 def _node(name: str, rv: str, annotations: dict[str, str] | None = None) -> dict[str, Any]:

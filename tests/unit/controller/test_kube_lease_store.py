@@ -18,8 +18,7 @@ import urllib3
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
-from controller.clock import FakeClock
-from controller.election import (
+from controller.adapters.election import (
     ApiTimeoutError,
     ConflictError,
     KubeLeaseStore,
@@ -27,7 +26,8 @@ from controller.election import (
     LeaseElector,
     LeaseStoreError,
 )
-from controller.election.kube_store import request_timeout_arg
+from controller.adapters.election.kube_store import request_timeout_arg
+from controller.clock import FakeClock
 from tests.unit.controller.election_helpers import START, ExitRecorder, held_by
 
 NAMESPACE, NAME = "spotguard", "spotguard-controller"

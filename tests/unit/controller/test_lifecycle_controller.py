@@ -9,17 +9,18 @@ from typing import Any, cast
 
 import pytest
 
+from controller.adapters.kube import Kube
+from controller.adapters.sgfe_store import FallbackEvents
 from controller.clock import Cancellation, FakeClock
 from controller.config import Settings
-from controller.drain import Drainer
-from controller.election import NotLeaderError
-from controller.fallbackevent import FallbackEvent, FallbackEvents, Phase, Spec, Status
-from controller.kube import Kube
-from controller.lifecycle import LifecycleController
-from controller.lifecycle_record import ANNOTATION, LifecycleRecord, format_time
-from controller.node_protection import CA_PREEXISTING, PROTECTED_FOR, SCALE_DOWN_TAINT
-from controller.nodes import CA_SCALE_DOWN_DISABLED, NodeWriter
-from controller.scale_down import ScaleDown
+from controller.effects.drain import Drainer
+from controller.effects.node_writes import CA_SCALE_DOWN_DISABLED, NodeWriter
+from controller.effects.protection import CA_PREEXISTING, PROTECTED_FOR, SCALE_DOWN_TAINT
+from controller.fence import NotLeaderError
+from controller.lifecycle.controller import LifecycleController
+from controller.lifecycle.scale_down import ScaleDown
+from controller.model.progress import ANNOTATION, LifecycleRecord, format_time
+from controller.model.sgfe import FallbackEvent, Phase, Spec, Status
 from tests.unit.controller import k8s_objects
 from tests.unit.controller.fake_lifecycle_cluster import FakeAutoScalingClient, FakeCluster, autoscaling
 

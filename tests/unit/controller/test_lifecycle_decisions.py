@@ -8,11 +8,10 @@ import math
 
 import pytest
 
-from controller.aws import Activity, Group, Instance
+from controller.checks.safety import CheckResult
 from controller.clock import FakeClock
 from controller.config import Settings
-from controller.fallbackevent import FallbackEvent, Phase, Spec, Status
-from controller.lifecycle_decisions import (
+from controller.lifecycle.decisions import (
     AbortScaleDown,
     Action,
     BeginScaleDown,
@@ -28,8 +27,9 @@ from controller.lifecycle_decisions import (
     backoff,
     decide,
 )
-from controller.lifecycle_record import ANNOTATION, LifecycleRecord, format_time
-from controller.safety import CheckResult
+from controller.model.asg import Activity, Group, Instance
+from controller.model.progress import ANNOTATION, LifecycleRecord, format_time
+from controller.model.sgfe import FallbackEvent, Phase, Spec, Status
 from tests.unit.controller.election_helpers import START
 
 SETTINGS = Settings(

@@ -7,10 +7,10 @@ import json
 
 import pytest
 
-from controller.aws import Activity, Group, Instance
-from controller.kube import NodeView
-from controller.lifecycle_record import ANNOTATION, LifecycleRecord, MalformedRecordError, format_time
-from controller.spot_health import assess, ready_instances
+from controller.checks.spot_health import assess, ready_instances
+from controller.model.asg import Activity, Group, Instance
+from controller.model.node import NodeView
+from controller.model.progress import ANNOTATION, LifecycleRecord, MalformedRecordError, format_time
 
 
 def test_the_record_round_trips_and_leaves_out_empty_fields() -> None:

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from controller import placement
+from controller.checks import placement
 from tests.unit.controller.k8s_objects import JSON, node, pod
 
 GI = 2**30

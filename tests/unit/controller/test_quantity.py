@@ -6,7 +6,7 @@ from decimal import Decimal
 
 import pytest
 
-from controller.quantity import format_units, parse_quantity, to_units
+from controller.model.quantity import format_units, parse_quantity, to_units
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from controller.records import Member, Phase, ReplacementRecord
+from controller.model.record import Member, Phase, ReplacementRecord
 from nodewatch import annotations as contract
 
 NOW = dt.datetime(2026, 11, 22, 2, 0, tzinfo=dt.UTC)

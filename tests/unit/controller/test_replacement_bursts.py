@@ -10,16 +10,16 @@ from typing import Any
 
 import pytest
 
-from controller import replacement
-from controller.aws import Group, Instance
-from controller.batching import BURST_QUIET_WINDOWS
+from controller.capacity.groups import GroupResolver
 from controller.clock import FakeClock
 from controller.config import Settings
-from controller.groups import GroupResolver
-from controller.kube import NodeView
-from controller.nodes import RecordChangedError
-from controller.records import ANNOTATION, Phase, ReplacementRecord
-from controller.replacement import ReplacementController
+from controller.effects.node_writes import RecordChangedError
+from controller.model.asg import Group, Instance
+from controller.model.node import NodeView
+from controller.model.record import ANNOTATION, Phase, ReplacementRecord
+from controller.replacement import controller as replacement
+from controller.replacement.batching import BURST_QUIET_WINDOWS
+from controller.replacement.controller import ReplacementController
 from nodewatch import annotations as contract
 
 SPOT, ON_DEMAND = "spot-a", "od-a"

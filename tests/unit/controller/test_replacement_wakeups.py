@@ -9,8 +9,8 @@ import pytest
 
 from controller.clock import FakeClock
 from controller.config import Settings
-from controller.kube import NodeView
-from controller.replacement import ReplacementController
+from controller.model.node import NodeView
+from controller.replacement.controller import ReplacementController
 
 QUIET = NodeView(
     name="n1",

@@ -5,9 +5,9 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from controller.fallbackevent import FallbackEvent, Spec, Status
+from controller.model.sgfe import FallbackEvent, Spec, Status
 from controller.observability.metrics import Metrics
-from controller.reporting import KubeLifecycleRecorder
+from controller.observability.reporters import KubeLifecycleRecorder
 
 
 class NoEvents:

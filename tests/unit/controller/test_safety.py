@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from controller.drain import DrainOptions
-from controller.safety import (
+from controller.checks.drain_plan import DrainOptions
+from controller.checks.safety import (
     DISRUPTION_BUDGETS,
     PODS_FIT,
     UTILISATION,
@@ -344,7 +344,7 @@ def test_run_safety_checks_runs_all_three_and_logs_each_result(caplog: pytest.Lo
     pods = web_pods(3, cpu="1", memory="1Gi")
     budgets = [pdb("web", match_labels={"app": "web"}, allowed=1)]
 
-    with caplog.at_level(logging.INFO, logger="controller.safety"):
+    with caplog.at_level(logging.INFO, logger="controller.checks.safety"):
         results = run_safety_checks(OD, nodes, pods, budgets)
 
     assert [(r.name, r.passed) for r in results] == [(PODS_FIT, True), (DISRUPTION_BUDGETS, False), (UTILISATION, True)]

@@ -6,10 +6,10 @@ from collections.abc import Callable
 import pytest
 from click.testing import CliRunner, Result
 
+from controller.adapters.kube import Kube
 from controller.admin.context import Services, Target
-from controller.cli import main
+from controller.app.cli import main
 from controller.clock import FakeClock
-from controller.kube import Kube
 from tests.unit.controller.admin.fake_aws import FakeAws
 from tests.unit.controller.admin.fake_kube import FakeKube
 

@@ -11,6 +11,7 @@ import pytest
 import yaml
 from botocore.exceptions import NoCredentialsError
 
+from controller.adapters.pause_switch import PAUSED, lease_path
 from controller.admin.context import Target
 from controller.admin.doctor import (
     AWS_ACTIONS,
@@ -24,7 +25,6 @@ from controller.admin.doctor import (
     required_permissions,
 )
 from controller.observability.metrics import AWS_OPERATIONS
-from controller.pause_switch import PAUSED, lease_path
 from tests.unit.controller.admin.conftest import Run
 from tests.unit.controller.admin.fake_aws import FakeAws, FakeIam, client_error, group
 from tests.unit.controller.admin.fake_kube import FakeKube, api_error

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from controller.admin.events_cmd import PHASES, UNFINISHED, events_path
-from controller.fallbackevent import Phase
+from controller.model.sgfe import Phase
 from tests.unit.controller.admin.conftest import Run
 from tests.unit.controller.admin.fake_kube import FakeKube, api_error
 

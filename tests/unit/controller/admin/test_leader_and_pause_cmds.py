@@ -7,8 +7,8 @@ from typing import Any
 
 import yaml
 
+from controller.adapters.pause_switch import PAUSED, PAUSED_AT, PAUSED_BY, PAUSED_REASON, lease_path
 from controller.admin.context import Target
-from controller.pause_switch import PAUSED, PAUSED_AT, PAUSED_BY, PAUSED_REASON, lease_path
 from tests.unit.controller.admin.conftest import Run
 from tests.unit.controller.admin.fake_kube import FakeKube, api_error
 

@@ -8,10 +8,9 @@ from typing import cast
 
 import pytest
 
-from controller.clock import Cancellation, FakeClock
-from controller.election import KubeLeaseStore, LeaseElector
-from controller.kube import Kube
-from controller.pause_switch import (
+from controller.adapters.election import KubeLeaseStore, LeaseElector
+from controller.adapters.kube import Kube
+from controller.adapters.pause_switch import (
     PAUSED,
     PAUSED_AT,
     PAUSED_BY,
@@ -20,6 +19,7 @@ from controller.pause_switch import (
     PauseSwitch,
     lease_path,
 )
+from controller.clock import Cancellation, FakeClock
 from tests.unit.controller.admin.conftest import NOW
 from tests.unit.controller.admin.fake_kube import FakeKube, api_error
 from tests.unit.controller.election_helpers import ExitRecorder
@@ -80,7 +80,7 @@ def test_a_failing_read_keeps_the_last_known_value_and_logs_once(
     assert sw.paused() is True
 
     kube.failures[("GET", PATH)] = api_error(503, "ServiceUnavailable")
-    with caplog.at_level(logging.DEBUG, logger="controller.pause_switch"):
+    with caplog.at_level(logging.DEBUG, logger="controller.adapters.pause_switch"):
         for _ in range(3):
             clock.advance(1.0)
             assert sw.paused() is True
@@ -93,7 +93,7 @@ def test_a_failing_read_keeps_the_last_known_value_and_logs_once(
     del kube.failures[("GET", PATH)]
     kube.put(PATH, lease())
     clock.advance(1.0)
-    with caplog.at_level(logging.INFO, logger="controller.pause_switch"):
+    with caplog.at_level(logging.INFO, logger="controller.adapters.pause_switch"):
         assert sw.paused() is False
     assert any("readable again" in r.getMessage() for r in caplog.records)
 

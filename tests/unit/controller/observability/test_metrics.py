@@ -10,7 +10,7 @@ import pytest
 import yaml
 from botocore.exceptions import ClientError
 
-from controller.aws import AutoScaling, AwsError
+from controller.adapters.aws import AutoScaling, AwsError
 from controller.clock import FakeClock
 from controller.observability.metrics import (
     SGFE_PHASES,

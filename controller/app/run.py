@@ -1,0 +1,238 @@
+"""Wiring of the controller process: Lease election, the Node informer, and the controllers that
+run only while this replica leads.
+
+    spotguard run
+      -> LeaseElector.run(work)                     (standby until it holds the Lease)
+           work: Informer (list+watch Nodes) -> ReplacementController.reconcile (one thread)
+                 Retirer pool (drain + terminate exactly the old instance)
+                 WatchCache (list+watch SGFEs) -> LifecycleController.reconcile (one thread)
+      -> SIGTERM: cancel the work, release the Lease, exit 0
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import signal
+import threading
+from collections.abc import Callable
+from types import FrameType
+
+from controller.adapters.aws import AutoScaling
+from controller.adapters.election import ElectionConfig, KubeLeaseStore, LeaseElector
+from controller.adapters.kube import Informer, Kube, WatchCache, api_client
+from controller.adapters.pause_switch import PauseSwitch
+from controller.adapters.sgfe_store import FallbackEvents
+from controller.capacity.groups import GroupResolver
+from controller.capacity.removal import Retirer
+from controller.checks.drain_plan import DrainOptions
+from controller.clock import Cancellation, Clock, SystemClock
+from controller.config import Settings
+from controller.effects.drain import Drainer
+from controller.effects.node_writes import NodeWriter
+from controller.fence import FenceCheck
+from controller.lifecycle.controller import LifecycleController
+from controller.model.node import NodeView
+from controller.model.sgfe import FallbackEvent
+from controller.observability.events import EventRecorder
+from controller.observability.http_server import serve
+from controller.observability.metrics import Metrics
+from controller.observability.reporters import KubeLifecycleRecorder, KubeRecorder
+from controller.observability.tracing import setup_tracing
+from controller.replacement.controller import Recorder, ReplacementController
+
+log = logging.getLogger(__name__)
+
+EVENT_QUEUE = 1000  # Kubernetes Events waiting to be written (client-go's broadcaster keeps as many)
+EVENT_RATE = 20.0  # Kubernetes Events written per second at most
+
+
+def run_controller(
+    settings: Settings,
+    kubeconfig: str | None = None,
+    context: str | None = None,
+    identity: str | None = None,
+    recorder: Recorder | None = None,
+) -> int:
+    """Run until SIGTERM/SIGINT (exit 0) or lost leadership (the elector exits the process with 1)."""
+    clock = SystemClock()
+    api = api_client(kubeconfig, context)
+    kube = Kube(api)
+    stop = Cancellation()
+    metrics = Metrics(clock)
+    tracing = setup_tracing()
+    if settings.spot_asg_name:
+        metrics.prepare_group_pair(settings.spot_asg_name, settings.on_demand_asg_name)
+    server = serve(settings.metrics_port, metrics.exposition, host=settings.metrics_host)
+    wake_leader: list[Callable[[], None]] = []  # the current term's controller, woken when paused changes
+
+    def on_pause_change(paused: bool) -> None:
+        metrics.set_paused(paused)
+        for wake in list(wake_leader):
+            wake()
+
+    switch = PauseSwitch(kube, settings.lease_namespace, settings.lease_name, clock, on_change=on_pause_change)
+    threading.Thread(target=switch.run, args=(stop,), name="pause-switch", daemon=True).start()
+    log.info("serving /metrics, /healthz and /readyz on %s", server.url)
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.cancel(f"received {signal.Signals(signum).name}")
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+
+    store = KubeLeaseStore.from_configuration(api.configuration, settings.lease_namespace, settings.lease_name)
+    elector = LeaseElector(
+        store,
+        identity=identity,
+        config=ElectionConfig(
+            lease_duration=settings.lease_duration,
+            renew_deadline=settings.renew_deadline,
+            retry_period=settings.retry_period,
+            fence_margin=settings.fence_margin,
+        ),
+        clock=clock,
+        on_new_leader=lambda holder: log.info("the leader is now %s", holder or "nobody (released)"),
+        on_started_leading=lambda: metrics.set_leader(True),
+        on_stopped_leading=lambda: metrics.set_leader(False),
+    )
+
+    def work(cancel: Cancellation) -> None:
+        parts = leader_components(
+            settings,
+            kube,
+            clock,
+            elector.fence,
+            cancel,
+            recorder=recorder,
+            metrics=metrics,
+            paused=switch.paused,
+            identity=elector.identity,
+        )
+        log.info("leading as %s", elector.identity)
+        wake_leader[:] = [parts.replacement.notify]
+        try:
+            run_leader(parts, cancel)
+        finally:
+            wake_leader.clear()
+
+    log.info(
+        "starting as %s; campaigning for Lease %s/%s", elector.identity, settings.lease_namespace, settings.lease_name
+    )
+    try:
+        elector.run(work, stop)
+    finally:
+        server.stop()
+        tracing.shutdown()
+    log.info("stopped: %s", stop.reason or "work ended")
+    return 0
+
+
+@dataclasses.dataclass
+class LeaderComponents:
+    """What runs while this replica leads (built fresh on every term)."""
+
+    informer: Informer
+    sgfe_cache: WatchCache[FallbackEvent]
+    replacement: ReplacementController
+    lifecycle: LifecycleController
+    retirer: Retirer
+    asg: AutoScaling
+    events: EventRecorder
+
+
+def leader_components(
+    settings: Settings,
+    kube: Kube,
+    clock: Clock,
+    fence: FenceCheck,
+    cancel: Cancellation,
+    *,
+    recorder: Recorder | None = None,
+    metrics: Metrics | None = None,
+    paused: Callable[[], bool] = lambda: False,
+    identity: str = "spotguard-controller",
+) -> LeaderComponents:
+    metrics = metrics or Metrics(clock)
+    events = EventRecorder(kube, clock=clock, queue_size=EVENT_QUEUE, max_rate=EVENT_RATE)
+    if recorder is None:
+        recorder = KubeRecorder(events, metrics)
+    asg = AutoScaling(fence=fence, on_call=metrics.aws_call)
+    retirer = Retirer(
+        Drainer(kube, clock, on_event=metrics.eviction),
+        asg,
+        DrainOptions(timeout=settings.drain_timeout, delete_emptydir_data=settings.delete_emptydir_data),
+        cancel,
+        on_drain=metrics.drain_finished,
+    )
+    wake_replacement: list[Callable[[str, NodeView], None]] = []
+    wake_lifecycle: list[Callable[[], None]] = []
+
+    def on_node(event_type: str, node: NodeView) -> None:
+        for callback in wake_replacement:
+            callback(event_type, node)
+
+    def on_sgfe(event_type: str, event: FallbackEvent) -> None:
+        for callback in wake_lifecycle:
+            callback()
+
+    informer = Informer(kube, on_node)
+    sgfe_cache = WatchCache(
+        kube,
+        FallbackEvents.collection_path(settings.namespace),
+        FallbackEvent.from_json,
+        on_sgfe,
+        what="SpotGuardFallbackEvent",
+    )
+    sgfes = FallbackEvents(kube, settings.namespace, cache=sgfe_cache)
+    replacement = ReplacementController(
+        settings=settings,
+        asg=asg,
+        resolver=GroupResolver(settings, asg, clock.monotonic),
+        writer=NodeWriter(kube),
+        sgfes=sgfes,
+        retirer=retirer,
+        nodes=informer.snapshot,
+        clock=clock,
+        recorder=recorder,
+        paused=paused,
+    )
+    lifecycle_recorder = KubeLifecycleRecorder(events, metrics)
+    lifecycle = LifecycleController(
+        settings=settings,
+        sgfes=sgfes,
+        asg=asg,
+        kube=kube,
+        writer=NodeWriter(kube),
+        drainer=Drainer(kube, clock, on_event=metrics.eviction),
+        nodes=informer.snapshot,
+        clock=clock,
+        identity=identity,
+        recorder=lifecycle_recorder,
+        on_events=lifecycle_recorder.observe,
+    )
+    # The lifecycle wakes on SGFE changes and its own poll interval, not on every Node change: its decisions
+    # are about minutes, and a pass over thousands of Nodes at each heartbeat was most of the idle CPU.
+    wake_replacement.append(replacement.notify)
+    wake_lifecycle.append(lifecycle.notify)
+    return LeaderComponents(informer, sgfe_cache, replacement, lifecycle, retirer, asg, events)
+
+
+def run_leader(parts: LeaderComponents, cancel: Cancellation) -> None:
+    """List+watch Nodes and run the controllers until ``cancel`` fires."""
+    watch_stop = threading.Event()
+    cancel.add_callback(watch_stop.set)
+    for name, cache in (("node-informer", parts.informer), ("sgfe-informer", parts.sgfe_cache)):
+        threading.Thread(target=cache.run, args=(watch_stop,), name=name, daemon=True).start()
+    parts.informer.synced.wait(30)
+    parts.sgfe_cache.synced.wait(30)
+    log.info("watching %d nodes and %d SpotGuardFallbackEvents", len(parts.informer.items), len(parts.sgfe_cache.items))
+    lifecycle = threading.Thread(target=parts.lifecycle.run, args=(cancel,), name="sgfe-lifecycle", daemon=True)
+    lifecycle.start()
+    try:
+        parts.replacement.run(cancel)
+    finally:
+        watch_stop.set()
+        parts.retirer.shutdown()
+        lifecycle.join(timeout=10)
+        parts.events.close()

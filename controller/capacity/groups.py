@@ -1,0 +1,126 @@
+"""Which spot ASG a node belongs to, and which on-demand ASG stands in for it.
+
+Pairs come from ``SPOT_ASG_NAME``/``ON_DEMAND_ASG_NAME`` (one pair) and from a tag on each spot
+ASG naming its on-demand partner (many pairs). A node outside every pair, or in a group with
+Capacity Rebalancing on (AWS would launch a second replacement), is refused with a reason.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable, Iterable
+
+from controller.adapters.aws import AutoScaling
+from controller.config import Settings
+from controller.model.asg import instance_id_from_provider_id
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class Pair:
+    spot: str
+    on_demand: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Refusal:
+    reason: str  # short, for metrics: no-provider-id, not-in-a-group, unconfigured-group, capacity-rebalance
+    message: str
+
+
+class GroupResolver:
+    """Resolves instance -> spot ASG -> pair, caching what AWS said (instances never change group)."""
+
+    def __init__(
+        self, settings: Settings, asg: AutoScaling, clock: Callable[[], float], refresh_seconds: float = 300.0
+    ) -> None:
+        self.settings = settings
+        self.asg = asg
+        self.clock = clock
+        self.refresh_seconds = refresh_seconds
+        self._pairs: dict[str, Pair] = {}
+        self._capacity_rebalance: dict[str, bool] = {}
+        self._loaded_at: float | None = None
+        self._group_of: dict[str, str] = {}
+        self._in_no_group: dict[str, float] = {}  # instance -> when AWS said it is in no ASG
+
+    def pairs(self) -> dict[str, Pair]:
+        self.refresh(ahead=0.0)
+        return self._pairs
+
+    def refresh(self, ahead: float) -> None:
+        """Reload the groups if they are stale or would be within ``ahead`` seconds. The replacement loop calls
+        this when nothing waits for a call, so a burst's first detection does not wait for the groups' listing
+        (hundreds of instances: a fraction of a second that held up every detection behind it). Raises AwsError."""
+        now = self.clock()
+        if self._loaded_at is None or now - self._loaded_at >= self.refresh_seconds - ahead:
+            self._load()
+            self._loaded_at = now
+
+    def _load(self) -> None:
+        pairs: dict[str, Pair] = {}
+        if self.settings.spot_asg_name:
+            pairs[self.settings.spot_asg_name] = Pair(self.settings.spot_asg_name, self.settings.on_demand_asg_name)
+        tagged = self.asg.tagged_groups(self.settings.partner_tag)
+        for group in tagged.values():
+            partner = group.tags.get(self.settings.partner_tag, "")
+            if partner and group.name not in pairs:
+                pairs[group.name] = Pair(group.name, partner)
+        untagged = sorted(set(pairs) - set(tagged))
+        described = {name: group for name, group in tagged.items() if name in pairs}
+        described.update(self.asg.describe_groups(untagged) if untagged else {})
+        self._capacity_rebalance = {name: g.capacity_rebalance for name, g in described.items()}
+        for name, group in described.items():  # the spot groups' instances need no lookup of their own
+            self._group_of.update(dict.fromkeys(group.instance_ids(), name))
+        missing = sorted(set(pairs) - set(described))
+        for name in missing:
+            log.warning("spot ASG %s is configured but AWS does not know it; check SPOT_ASG_NAME", name)
+        self._pairs = pairs
+
+    def prefetch(self, instance_ids: Iterable[str]) -> None:
+        """Look up the groups of many instances in as few calls as possible: the configured spot groups'
+        instances come with the groups; others in one DescribeAutoScalingInstances per 50. An instance
+        in no group is asked about again only after ``refresh_seconds``."""
+        self.pairs()
+        now = self.clock()
+        unknown = sorted(
+            {
+                i
+                for i in instance_ids
+                if i not in self._group_of
+                and now - self._in_no_group.get(i, -self.refresh_seconds) >= self.refresh_seconds
+            }
+        )
+        if not unknown:
+            return
+        found = self.asg.group_of_instances(unknown)
+        self._group_of.update(found)
+        for instance in unknown:
+            if instance not in found:
+                self._in_no_group[instance] = now
+
+    def resolve(self, provider_id: str) -> tuple[str, Pair] | Refusal:
+        """(instance id, pair) for a node's providerID, or why Spot Guard will not act on it."""
+        instance_id = instance_id_from_provider_id(provider_id)
+        if instance_id is None:
+            return Refusal("no-provider-id", f"spec.providerID {provider_id!r} names no EC2 instance")
+        self.prefetch([instance_id])
+        group = self._group_of.get(instance_id)
+        if group is None:
+            return Refusal("not-in-a-group", f"instance {instance_id} is in no Auto Scaling Group")
+        pair = self.pairs().get(group)
+        if pair is None:
+            return Refusal(
+                "unconfigured-group",
+                f"instance {instance_id} is in ASG {group}, which is not a configured spot group: set "
+                f"SPOT_ASG_NAME/ON_DEMAND_ASG_NAME or tag it {self.settings.partner_tag}=<on-demand ASG>",
+            )
+        if self._capacity_rebalance.get(group):
+            return Refusal(
+                "capacity-rebalance",
+                f"ASG {group} has Capacity Rebalancing on, so AWS already launches a replacement; turn it off "
+                "or remove the group from Spot Guard (running both would launch two replacements)",
+            )
+        return instance_id, pair

@@ -1,0 +1,517 @@
+"""The SGFE lifecycle controller: from on-demand back to spot, safely.
+
+The replacement controller creates a SpotGuardFallbackEvent (SGFE) when it falls back to on-demand: the spot
+ASG then sits at its original size - 1 and the on-demand ASG at + 1. This controller takes each SGFE from
+there (``controller.lifecycle_decisions`` has the phase rules): it waits, watches the spot ASG until it is
+stable, scales it back up by one (the bounded capacity check), runs the safety checks, then drains the
+on-demand node and terminates exactly its instance with decrement (``controller.scale_down``): net drift 0.
+
+One pass (``reconcile``) lists the SGFEs, reads AWS once per ASG, takes the Node view from the informer's
+cache, and moves each event one step; every write goes through ``FallbackEvents`` with the resourceVersion
+read, and every AWS change is recorded on the SGFE before it is made (``controller.lifecycle_record``), so a
+successor neither repeats nor skips a step. Scale-downs run in their own threads. A ``NotLeaderError`` from
+the fenced AWS calls stops the controller: the new leader carries on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+from kubernetes.client.exceptions import ApiException
+
+from controller import failpoints
+from controller.adapters.aws import AutoScaling, AwsError
+from controller.adapters.kube import KubeRequests
+from controller.adapters.sgfe_store import ConflictError, FallbackEvents
+from controller.checks.drain_plan import DrainOptions
+from controller.checks.safety import CheckResult, run_safety_checks
+from controller.checks.spot_health import SpotHealth, assess, ready_instances
+from controller.clock import Cancellation, Clock
+from controller.config import Settings
+from controller.effects.drain import Drainer, DrainError
+from controller.effects.node_writes import NodeGoneError, NodeWriter
+from controller.effects.protection import event_key, protect, protected_for, release, tainted_by_spot_guard
+from controller.fence import NotLeaderError
+from controller.lifecycle.decisions import (
+    AbortScaleDown,
+    Action,
+    BeginScaleDown,
+    CheckSafety,
+    ConfirmReturn,
+    Delete,
+    Facts,
+    RequestReturn,
+    RunScaleDown,
+    Transition,
+    Wait,
+    Withdraw,
+    decide,
+)
+from controller.lifecycle.scale_down import AbortKind, ScaleDown, ScaleDownContext
+from controller.model.asg import PENDING_STATES, Activity, Group
+from controller.model.node import NodeView
+from controller.model.progress import ANNOTATION, LifecycleRecord, MalformedRecordError, parse_time
+from controller.model.sgfe import FallbackEvent, Phase
+from controller.observability.lifecycle_reporter import LifecycleRecorder, LogLifecycleRecorder, SafeRecorder
+from controller.workers import run_passes
+
+log = logging.getLogger(__name__)
+
+#: Phases that need the spot ASG's state.
+WATCHING = (Phase.MONITORING, Phase.READY_FOR_SCALE_DOWN, Phase.SCALING_DOWN)
+#: After an unexpected error in a pass or a scale-down, wait this long before trying again.
+ERROR_RETRY = 5.0
+#: Crash points (controller.failpoints) in the order an event reaches them; the crash-safety tests kill the
+#: controller at each and check that its successor finishes the event with no AWS step done twice.
+LIFECYCLE_POINTS = (
+    "lifecycle:monitoring",  # Monitoring written
+    "lifecycle:return-requested",  # return intent written, SetDesiredCapacity(spot) not sent
+    "lifecycle:return-scaled",  # SetDesiredCapacity(spot) done, not yet confirmed on the record
+    "lifecycle:ready",  # ReadyForScaleDown written
+    "lifecycle:scaling-down",  # ScalingDown written (the race won), scale-down not claimed
+    "lifecycle:drain-claimed",  # owner and drain start recorded, nothing cordoned yet
+    "lifecycle:drained",  # node drained, terminate intent not written
+    "lifecycle:terminate-requested",  # terminate intent written, TerminateInstanceInAutoScalingGroup not sent
+    "lifecycle:terminated",  # instance terminated, Completed not written
+)
+#: Reached only when a return to spot stays short.
+WITHDRAW_POINT = "lifecycle:withdrawing"  # withdraw intent written, the increase not given back yet
+_PHASE_POINTS = {Phase.MONITORING: "lifecycle:monitoring", Phase.READY_FOR_SCALE_DOWN: "lifecycle:ready"}
+
+
+class LifecycleController:
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        sgfes: FallbackEvents,
+        asg: AutoScaling,
+        kube: KubeRequests,
+        writer: NodeWriter,
+        drainer: Drainer,
+        nodes: Callable[[], dict[str, NodeView]],
+        clock: Clock,
+        identity: str,
+        recorder: LifecycleRecorder | None = None,
+        on_events: Callable[[list[FallbackEvent]], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.sgfes = sgfes
+        self.asg = asg
+        self.kube = kube
+        self.writer = writer
+        self.drainer = drainer
+        self.nodes = nodes
+        self.clock = clock
+        self.identity = identity
+        self.on_events = on_events  # e.g. the SGFE gauges: every pass hands over what it listed
+        self.recorder: LifecycleRecorder = SafeRecorder(recorder or LogLifecycleRecorder())
+        self._wake = threading.Event()
+        self._jobs: dict[str, ScaleDown] = {}  # uid -> running (or finished) scale-down
+        self._job_retry_at: dict[str, float] = {}  # uid -> monotonic time before which a failed job is not rerun
+        self._next_safety: dict[str, float] = {}  # uid -> monotonic time of the next safety check
+        self._foreign: dict[str, tuple[str, float]] = {}  # uid -> (resourceVersion, first seen) of another's scale-down
+        self._protected: dict[str, str] = {}  # node -> resourceVersion it had when we protected it
+        self._warned: dict[str, str] = {}  # uid -> last warning reported (report once)
+        self.context = ScaleDownContext(
+            settings=settings,
+            sgfes=sgfes,
+            asg=asg,
+            drainer=drainer,
+            writer=writer,
+            clock=clock,
+            recorder=self.recorder,
+            identity=identity,
+            spot_health=self.spot_health,
+            wake=self._wake.set,
+        )
+
+    # -- driving ---------------------------------------------------------------------------------------------
+    def notify(self, event_type: str = "", node: NodeView | None = None) -> None:
+        """Informer callback: something changed; look again soon."""
+        self._wake.set()
+
+    def run(self, cancel: Cancellation) -> None:
+        """Reconcile until ``cancel`` fires or this process may no longer act (NotLeaderError)."""
+        try:
+            run_passes("the SGFE lifecycle work", self.reconcile, self._wake, cancel, retry=ERROR_RETRY)
+        finally:
+            self.stop()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop running scale-downs where they are (a successor resumes them)."""
+        for job in list(self._jobs.values()):
+            job.abort(AbortKind.SHUTDOWN, "the lifecycle controller is stopping")
+        for job in list(self._jobs.values()):
+            job.join(timeout)
+
+    # -- one pass --------------------------------------------------------------------------------------------
+    def reconcile(self) -> float:
+        """Move every SGFE along; return seconds until the next pass is due."""
+        self._raise_if_deposed()
+        events = self.sgfes.list()
+        if self.on_events is not None:
+            try:
+                self.on_events(events)
+            except Exception:
+                log.exception("reporting the SpotGuardFallbackEvents listed failed; ignoring it")
+        self._reap_jobs(events)
+        nodes = self.nodes()
+        self._maintain_nodes(events, nodes)
+        watching = [e for e in events if e.status.phase in WATCHING]
+        try:
+            groups, activities = self._read_spot(watching)
+        except AwsError as exc:
+            log.warning(
+                "could not read the spot ASGs of %d SGFE(s): %s; retrying in %gs", len(watching), exc, ERROR_RETRY
+            )
+            return ERROR_RETRY
+        ready = ready_instances(nodes)
+        wake = self.settings.lifecycle_poll_interval
+        for event in sorted(events, key=lambda e: e.name):
+            facts = Facts(
+                now=self.clock.now(),
+                spot=groups.get(event.spec.spot_asg_name),
+                activities=tuple(activities.get(event.spec.spot_asg_name, ())),
+                ready_instances=ready,
+            )
+            if event.status.phase in WATCHING and event.spec.spot_asg_name not in groups:
+                self._warn_once(
+                    event,
+                    "UnknownSpotASG",
+                    f"spot ASG {event.spec.spot_asg_name} does not exist (DescribeAutoScalingGroups does not return "
+                    "it); fix spec.spotASGName or delete the event",
+                )
+            wake = min(wake, self._reconcile_event(event, facts))
+        self._raise_if_deposed()
+        return max(0.0, wake)
+
+    def _reconcile_event(self, event: FallbackEvent, facts: Facts) -> float:
+        try:
+            record = LifecycleRecord.of(event.annotations)
+        except MalformedRecordError as exc:
+            self._warn_once(event, "MalformedLifecycleRecord", str(exc))
+            return self.settings.lifecycle_poll_interval
+        try:
+            action = decide(event, record, facts, self.settings)
+            if isinstance(action, CheckSafety):
+                due = self._next_safety.get(event.uid, 0.0) - self.clock.monotonic()
+                if due > 0:
+                    return due
+                results = self._safety_checks(event)
+                action = decide(event, record, dataclasses.replace(facts, safety=tuple(results)), self.settings)
+            return self._apply(event, record, action, facts)
+        except NotLeaderError:
+            raise
+        except ConflictError as exc:
+            log.info("%s; re-reading it on the next pass", exc)
+            return 0.0
+        except (AwsError, ApiException, DrainError, NodeGoneError, MalformedRecordError) as exc:
+            self._warn_once(event, "LifecycleStepFailed", f"{_describe_error(exc)}; retrying in {ERROR_RETRY:g}s")
+            return ERROR_RETRY
+
+    # -- applying decisions ----------------------------------------------------------------------------------
+    def _apply(self, event: FallbackEvent, record: LifecycleRecord, action: Action, facts: Facts) -> float:
+        if isinstance(action, Wait):
+            return action.seconds
+        if isinstance(action, Transition):
+            self._transition(event, action)
+            return action.wake_in
+        if isinstance(action, RequestReturn):
+            return self._request_return(event, action, facts)
+        if isinstance(action, ConfirmReturn):
+            return self._confirm_return(event, action.record, facts)
+        if isinstance(action, Withdraw):
+            return self._withdraw(event, action, facts)
+        if isinstance(action, BeginScaleDown):
+            return self._begin_scale_down(event, action)
+        if isinstance(action, RunScaleDown):
+            return self._run_scale_down(event, record)
+        if isinstance(action, AbortScaleDown):
+            return self._abort_scale_down(event, record, action)
+        if isinstance(action, Delete):
+            self.sgfes.delete(event)
+            log.info("deleted SpotGuardFallbackEvent %s/%s: %s", event.namespace, event.name, action.why)
+            return self.settings.lifecycle_poll_interval
+        return self.settings.lifecycle_poll_interval  # CheckSafety twice cannot happen
+
+    def _transition(self, event: FallbackEvent, action: Transition) -> FallbackEvent:
+        if action.record is not None:
+            event = self._annotate(event, action.record)
+        written = self.sgfes.update_status(event, action.status)
+        if written.status.phase != event.status.phase:
+            self.recorder.phase_changed(written, event.status.phase, written.status.phase)
+            if written.status.phase in _PHASE_POINTS and event.status.phase != Phase.SCALING_DOWN:
+                failpoints.hit(_PHASE_POINTS[written.status.phase])
+        if action.reason:
+            self.recorder.sgfe_event(written, action.kind, action.reason, action.note)
+        else:
+            log.info("SpotGuardFallbackEvent %s/%s: %s", event.namespace, event.name, action.status.message)
+        return written
+
+    def _annotate(self, event: FallbackEvent, record: LifecycleRecord) -> FallbackEvent:
+        return self.sgfes.annotate(event, {ANNOTATION: record.to_json()})
+
+    def _request_return(self, event: FallbackEvent, action: RequestReturn, facts: Facts) -> float:
+        event = self._annotate(event, action.record)  # intent before effect
+        failpoints.hit("lifecycle:return-requested")
+        asg = event.spec.spot_asg_name
+        current = facts.spot.desired if facts.spot else -1
+        if current < action.target:
+            self.asg.set_desired_capacity(asg, action.target)
+        failpoints.hit("lifecycle:return-scaled")
+        event = self._annotate(event, action.record.replace(return_confirmed=True))
+        self._transition(
+            event,
+            Transition(action.status, "SpotReturnRequested", f"spot ASG {asg} desired {current} -> {action.target}"),
+        )
+        return self.settings.capacity_poll_interval
+
+    def _confirm_return(self, event: FallbackEvent, record: LifecycleRecord, facts: Facts) -> float:
+        assert record.return_target is not None
+        if facts.spot is None or facts.spot.desired < record.return_target:
+            self.asg.set_desired_capacity(event.spec.spot_asg_name, record.return_target)
+        self._annotate(event, record.replace(return_confirmed=True))
+        return 0.0
+
+    def _withdraw(self, event: FallbackEvent, action: Withdraw, facts: Facts) -> float:
+        if LifecycleRecord.of(event.annotations) != action.record:
+            event = self._annotate(event, action.record)  # intent before effect
+            failpoints.hit(WITHDRAW_POINT)
+        target = action.record.withdraw_target
+        assert target is not None
+        group = facts.spot
+        asg = event.spec.spot_asg_name
+        if group is not None and group.desired > target:
+            late = [
+                i.instance_id
+                for i in group.instances
+                if i.lifecycle_state in PENDING_STATES and i.instance_id not in action.record.return_known
+            ]
+            excess = group.desired - target
+            for instance in late[:excess]:  # exactly the launches that came too late, never a serving node
+                self.asg.terminate_instance(instance, decrement=True)
+                excess -= 1
+            if excess > 0:
+                self.asg.set_desired_capacity(asg, target)
+            log.info("spot ASG %s: gave the unfulfilled return back (desired %d -> %d)", asg, group.desired, target)
+        event = self._annotate(event, action.record.cleared_return())
+        self._transition(event, Transition(action.status, "SpotStillShort", action.note, "Warning"))
+        wait = (
+            _seconds_until(action.record.next_return_at, facts)
+            if action.record.next_return_at
+            else self.settings.lifecycle_poll_interval
+        )
+        return min(self.settings.lifecycle_poll_interval, max(0.0, wait))
+
+    # -- safety checks ---------------------------------------------------------------------------------------
+    def _safety_checks(self, event: FallbackEvent) -> list[CheckResult]:
+        node = event.spec.on_demand_node_name
+        nodes = self._list("/api/v1/nodes")
+        pods = self._list("/api/v1/pods")
+        pdbs = self._list("/apis/policy/v1/poddisruptionbudgets")
+        results = run_safety_checks(
+            node,
+            nodes,
+            pods,
+            pdbs,
+            buffer=self.settings.utilisation_buffer,
+            options=DrainOptions(delete_emptydir_data=self.settings.delete_emptydir_data),
+        )
+        self._next_safety[event.uid] = self.clock.monotonic() + self.settings.safety_retry_interval
+        for result in results:
+            reason = "SafetyCheckPassed" if result.passed else "SafetyCheckFailed"
+            kind = "Normal" if result.passed else "Warning"
+            self.recorder.sgfe_event(event, kind, reason, f"{result.name}: {result.message}")
+        return results
+
+    def _list(self, path: str) -> list[dict[str, Any]]:
+        query: dict[str, str | int] = {"limit": 500}
+        items: list[dict[str, Any]] = []
+        while True:
+            page = self.kube.request("GET", path, query=query, timeout=60)
+            items.extend(page.get("items") or [])
+            cont = (page.get("metadata") or {}).get("continue")
+            if not cont:
+                return items
+            query["continue"] = cont
+
+    # -- scale-down ------------------------------------------------------------------------------------------
+    def _begin_scale_down(self, event: FallbackEvent, action: BeginScaleDown) -> float:
+        try:
+            written = self.sgfes.update_status(event, action.status)
+        except ConflictError as exc:
+            current = self.sgfes.find(event.name)
+            state = (
+                "deleted"
+                if current is None
+                else f"{current.status.phase}, scaleDownInitiated={str(current.status.scale_down_initiated).lower()}"
+            )
+            log.warning("%s; re-read it: %s. Stepping back: another controller handles the scale-down", exc, state)
+            self.recorder.sgfe_event(
+                event,
+                "Normal",
+                "ScaleDownSteppedBack",
+                f"{self.identity} lost the race to start the scale-down (resourceVersion {event.resource_version} "
+                f"changed; the event is now {state}); not acting on it",
+            )
+            if current is not None:
+                self._foreign[event.uid] = (current.resource_version, self.clock.monotonic())
+            return self.settings.lifecycle_poll_interval
+        self.recorder.phase_changed(written, event.status.phase, written.status.phase)
+        self.recorder.sgfe_event(written, "Normal", "ScaleDownInitiated", action.status.message)
+        failpoints.hit("lifecycle:scaling-down")
+        self._start_job(written)
+        return self.settings.lifecycle_poll_interval
+
+    def _start_job(self, event: FallbackEvent) -> None:
+        job = ScaleDown(self.context, event)
+        self._jobs[event.uid] = job
+        self._foreign.pop(event.uid, None)
+        job.start()
+
+    def _run_scale_down(self, event: FallbackEvent, record: LifecycleRecord) -> float:
+        job = self._jobs.get(event.uid)
+        if job is not None and job.alive():
+            return self.settings.lifecycle_poll_interval
+        if self.clock.monotonic() < self._job_retry_at.get(event.uid, 0.0):
+            return self._job_retry_at[event.uid] - self.clock.monotonic()
+        if not self._may_run(event, record):
+            return self.settings.lifecycle_poll_interval
+        if record.owner and record.owner != self.identity:
+            log.warning(
+                "SpotGuardFallbackEvent %s/%s: scale-down owner %s made no progress for %gs; taking it over",
+                event.namespace,
+                event.name,
+                record.owner,
+                self.settings.scale_down_takeover,
+            )
+        self._start_job(event)
+        return self.settings.lifecycle_poll_interval
+
+    def _abort_scale_down(self, event: FallbackEvent, record: LifecycleRecord, action: AbortScaleDown) -> float:
+        job = self._jobs.get(event.uid)
+        if job is not None and job.alive():
+            job.abort(AbortKind.RELAPSE, action.reason)
+            return self.settings.lifecycle_poll_interval
+        if not self._may_run(event, record):
+            return self.settings.lifecycle_poll_interval
+        ScaleDown(self.context, event).relapse(action.reason)
+        return 0.0
+
+    def _may_run(self, event: FallbackEvent, record: LifecycleRecord) -> bool:
+        """Run a scale-down someone else owns only once it made no progress (no write) for the takeover time.
+
+        A successor after a crash takes over after that pause; a live owner (the race's winner, or a leader
+        being deposed) keeps it. Two controllers never both reach AWS: its calls are fenced by the Lease.
+        """
+        if record.owner in ("", self.identity):
+            return True
+        now = self.clock.monotonic()
+        seen = self._foreign.get(event.uid)
+        if seen is None or seen[0] != event.resource_version:
+            self._foreign[event.uid] = (event.resource_version, now)
+            return self.settings.scale_down_takeover <= 0
+        return now - seen[1] >= self.settings.scale_down_takeover
+
+    def _reap_jobs(self, events: Sequence[FallbackEvent]) -> None:
+        """Abort the scale-downs of deleted events; note failed ones; surface a lost leadership."""
+        live = {e.uid for e in events}
+        for uid, job in list(self._jobs.items()):
+            if job.alive():
+                if uid not in live:
+                    job.abort(AbortKind.DELETED, "the event was deleted by hand")
+                continue
+            del self._jobs[uid]
+            if job.not_leader is not None:
+                raise job.not_leader
+            if job.failed:
+                self._job_retry_at[uid] = self.clock.monotonic() + ERROR_RETRY
+        for table in (self._job_retry_at, self._next_safety, self._foreign, self._warned):
+            for uid in [u for u in table if u not in live]:
+                del table[uid]
+
+    def _raise_if_deposed(self) -> None:
+        for job in self._jobs.values():
+            if job.not_leader is not None:
+                raise job.not_leader
+
+    # -- nodes -----------------------------------------------------------------------------------------------
+    def _maintain_nodes(self, events: Sequence[FallbackEvent], nodes: dict[str, NodeView]) -> None:
+        """Protect the nodes of active events from the autoscaler; release nodes whose event is gone or Failed."""
+        by_key = {event_key(e.namespace, e.name): e for e in events}
+        for event in events:
+            if event.status.phase not in (Phase.PENDING, Phase.MONITORING, Phase.READY_FOR_SCALE_DOWN):
+                continue  # a scale-down protects its node itself (a stale list must not undo its release)
+            node = nodes.get(event.spec.on_demand_node_name)
+            key = event_key(event.namespace, event.name)
+            if node is None or protected_for(node) == key or self._protected.get(node.name) == node.resource_version:
+                continue
+            try:
+                protect(self.writer, node.name, key)
+                self._protected[node.name] = node.resource_version
+            except NodeGoneError:
+                continue
+            except ApiException as exc:
+                log.warning("could not protect node %s for %s: %s; trying again next pass", node.name, key, exc.reason)
+        busy = {job.node for job in self._jobs.values() if job.alive()}
+        for view in nodes.values():
+            owner_key = protected_for(view)
+            if owner_key is None or view.name in busy:
+                continue  # a running scale-down releases its node itself
+            if owner_key.split("/", 1)[0] != self.sgfes.namespace:
+                continue  # another namespace's controller looks after it
+            owner = by_key.get(owner_key)
+            if owner is None or owner.status.phase == Phase.FAILED:
+                log.info("node %s is protected for %s, which is %s: releasing it", view.name, owner_key, _state(owner))
+                self._release(view.name, keep_protection=False)
+            elif tainted_by_spot_guard(view) and owner.status.phase in (Phase.PENDING, Phase.MONITORING):
+                log.info("node %s still carries the scale-down taint of %s: removing it", view.name, owner_key)
+                self._release(view.name, keep_protection=True)
+
+    def _release(self, node: str, *, keep_protection: bool) -> None:
+        try:
+            release(self.writer, self.drainer, node, keep_protection=keep_protection)
+        except (ApiException, DrainError) as exc:
+            log.warning("could not release node %s: %s; trying again next pass", node, exc)
+
+    # -- facts -----------------------------------------------------------------------------------------------
+    def _read_spot(self, events: Iterable[FallbackEvent]) -> tuple[dict[str, Group], dict[str, list[Activity]]]:
+        names = sorted({e.spec.spot_asg_name for e in events})
+        if not names:
+            return {}, {}
+        groups = self.asg.describe_groups(names)
+        activities = {name: self.asg.activities(name) if name in groups else [] for name in names}
+        return groups, activities
+
+    def spot_health(self, event: FallbackEvent) -> SpotHealth:
+        """A fresh verdict on the event's spot ASG (used by a scale-down just before terminating)."""
+        name = event.spec.spot_asg_name
+        group = self.asg.describe_groups([name]).get(name)
+        activities = self.asg.activities(name) if group is not None else []
+        return assess(group, activities, ready_instances(self.nodes()), name)
+
+    def _warn_once(self, event: FallbackEvent, reason: str, message: str) -> None:
+        if self._warned.get(event.uid) == message:
+            return
+        self._warned[event.uid] = message
+        log.warning("SpotGuardFallbackEvent %s/%s: %s", event.namespace, event.name, message)
+        self.recorder.sgfe_event(event, "Warning", reason, message)
+
+
+def _seconds_until(text: str, facts: Facts) -> float:
+    return (parse_time("next return attempt", text) - facts.now).total_seconds()
+
+
+def _state(event: FallbackEvent | None) -> str:
+    return "deleted" if event is None else event.status.phase
+
+
+def _describe_error(exc: Exception) -> str:
+    if isinstance(exc, ApiException):
+        return f"Kubernetes API answered HTTP {exc.status} {exc.reason}"
+    return str(exc)

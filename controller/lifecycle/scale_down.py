@@ -1,0 +1,375 @@
+"""The scale-down of one SGFE's on-demand node (phase ScalingDown), in its own thread, crash-safe.
+
+Steps (the seed's Phase 7), each recorded on the SGFE before the next one that changes AWS:
+
+1. claim: ``owner`` and ``drain_started_at`` in the lifecycle record (optimistic: a loser steps back);
+2. taint ``spotguard.io/scale-down`` and cordon the node, keep the autoscaler protection on it;
+3. drain it with kubectl-drain semantics (``controller.drain``), bounded by ``drain_timeout`` counted from
+   ``drain_started_at`` (so a successor does not start the clock over), and wait until its pods are gone;
+   a node re-created or uncordoned meanwhile is cordoned and drained again;
+4. check the spot ASG once more, then record ``terminate_requested_at`` (intent);
+5. TerminateInstanceInAutoScalingGroup for exactly the SGFE's instance with ShouldDecrementDesiredCapacity
+   (never SetDesiredCapacity(desired - 1), which lets AWS pick the instance);
+6. ``finished_at``, then status Completed.
+
+A drain that does not finish in time (a PodDisruptionBudget that never allows the eviction) or is refused
+ends in Failed with the reason; the node is uncordoned and untainted and the instance kept. The controller
+aborts a running scale-down when the spot ASG relapses (rolled back to Monitoring), when the SGFE is deleted
+(node released, nothing written) or at shutdown (left as is: a successor resumes it).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import enum
+import logging
+import threading
+from collections.abc import Callable
+
+from controller import failpoints
+from controller.adapters.aws import AutoScaling, AwsError
+from controller.adapters.sgfe_store import ConflictError, FallbackEvents
+from controller.checks.drain_plan import DrainOptions, PodRef, plan_drain
+from controller.checks.spot_health import SpotHealth
+from controller.clock import Cancellation, Clock
+from controller.config import Settings, format_duration
+from controller.effects.drain import Drainer, DrainError, DrainOutcome, DrainResult
+from controller.effects.node_writes import NodeGoneError, NodeWriter
+from controller.effects.protection import SCALE_DOWN_TAINT, cordon_and_taint, event_key, protect, release
+from controller.fence import NotLeaderError
+from controller.lifecycle.decisions import relapse_status
+from controller.model.asg import instance_id_from_provider_id
+from controller.model.progress import ANNOTATION, LifecycleRecord, format_time, parse_time
+from controller.model.sgfe import FallbackEvent, Phase, Status
+from controller.observability.lifecycle_reporter import LifecycleRecorder
+
+log = logging.getLogger(__name__)
+
+#: AWS's answers when the instance already left its group (terminated by EC2 or by hand).
+ALREADY_GONE = ("Instance Id not found", "No managed instance found", "not part of Auto Scaling group")
+#: A successor resuming a drain whose time is up still gets this long (at most drain_timeout) to confirm it.
+MIN_DRAIN_ATTEMPT = 10.0
+#: Drain rounds when the node keeps changing under the drain (re-created, uncordoned by hand).
+MAX_DRAIN_ROUNDS = 3
+
+
+class AbortKind(enum.StrEnum):
+    RELAPSE = "spot ASG relapsed"
+    DELETED = "SpotGuardFallbackEvent deleted"
+    SHUTDOWN = "controller shutting down"
+
+
+class EventGoneError(RuntimeError):
+    """The SGFE was deleted (or replaced by another of the same name) while its scale-down ran."""
+
+
+class SteppedBackError(RuntimeError):
+    """Another controller owns the scale-down now; this one stops without touching anything."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ScaleDownContext:
+    """What a scale-down needs; ``spot_health`` re-assesses the event's spot ASG (fresh reads)."""
+
+    settings: Settings
+    sgfes: FallbackEvents
+    asg: AutoScaling
+    drainer: Drainer
+    writer: NodeWriter
+    clock: Clock
+    recorder: LifecycleRecorder
+    identity: str
+    spot_health: Callable[[FallbackEvent], SpotHealth]
+    wake: Callable[[], None] = lambda: None
+
+
+class ScaleDown:
+    """One event's scale-down. ``start()`` runs it in a thread; ``abort()`` stops it from another thread."""
+
+    def __init__(self, ctx: ScaleDownContext, event: FallbackEvent) -> None:
+        self.ctx = ctx
+        self.name = event.name
+        self.uid = event.uid
+        self.key = event_key(event.namespace, event.name)
+        self.node = event.spec.on_demand_node_name
+        self.cancel = Cancellation()
+        self.not_leader: NotLeaderError | None = None
+        self.failed = False  # ended by an unexpected error: the controller retries after a pause
+        self._abort: tuple[AbortKind, str] | None = None
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self.run, name=f"scale-down-{event.name}", daemon=True)
+
+    # -- control -------------------------------------------------------------------------------------------
+    def start(self) -> None:
+        self._thread.start()
+
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def join(self, timeout: float) -> None:
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    def abort(self, kind: AbortKind, detail: str) -> None:
+        with self._lock:
+            if self._abort is None:
+                self._abort = (kind, detail)
+        self.cancel.cancel(f"{kind}: {detail}")
+
+    @property
+    def aborted(self) -> tuple[AbortKind, str] | None:
+        with self._lock:
+            return self._abort
+
+    # -- the run -------------------------------------------------------------------------------------------
+    def run(self) -> None:
+        try:
+            self._execute()
+        except NotLeaderError as exc:
+            self.not_leader = exc
+            log.error("scale-down of SpotGuardFallbackEvent %s stopped: %s", self.key, exc)
+        except (ConflictError, SteppedBackError) as exc:
+            log.warning("scale-down of SpotGuardFallbackEvent %s: %s; stepping back", self.key, exc)
+        except EventGoneError:
+            self._released_for_deleted_event()
+        except Exception:
+            self.failed = True
+            log.exception(
+                "scale-down of SpotGuardFallbackEvent %s (node %s) failed; it resumes on a later pass",
+                self.key,
+                self.node,
+            )
+        finally:
+            self.ctx.wake()
+
+    def _execute(self) -> None:
+        event = self._claim()
+        record = LifecycleRecord.of(event.annotations)
+        if not record.terminate_requested_at:
+            result = self._drain(event, record)
+            if self._handled_abort():
+                return
+            if result is not None and not result.drained:
+                self.fail(result.message)
+                return
+            failpoints.hit("lifecycle:drained")
+            health = self.ctx.spot_health(event)
+            if not health.healthy:
+                self.relapse(health.reason)
+                return
+            event = self._fresh(owned=True)
+            record = LifecycleRecord.of(event.annotations).replace(
+                terminate_requested_at=format_time(self.ctx.clock.now()), terminate_by=self.ctx.identity
+            )
+            event = self.ctx.sgfes.annotate(event, {ANNOTATION: record.to_json()})
+            failpoints.hit("lifecycle:terminate-requested")
+        note = self._terminate(event)
+        failpoints.hit("lifecycle:terminated")
+        self._complete(note)
+
+    def _claim(self) -> FallbackEvent:
+        event = self._fresh()
+        if event.status.phase != Phase.SCALING_DOWN:
+            raise SteppedBackError(f"it is {event.status.phase} now, not ScalingDown")
+        record = LifecycleRecord.of(event.annotations)
+        if record.owner == self.ctx.identity and record.drain_started_at:
+            return event
+        previous = record.owner
+        record = record.replace(
+            owner=self.ctx.identity, drain_started_at=record.drain_started_at or format_time(self.ctx.clock.now())
+        )
+        event = self.ctx.sgfes.annotate(event, {ANNOTATION: record.to_json()})
+        failpoints.hit("lifecycle:drain-claimed")
+        taken = f" (taking over from {previous})" if previous else ""
+        instance = event.spec.on_demand_instance_id or "(from the node's providerID)"
+        self.ctx.recorder.sgfe_event(
+            event,
+            "Normal",
+            "ScaleDownStarted",
+            f"{self.ctx.identity} scales down on-demand node {self.node}{taken}: taint, cordon, drain within "
+            f"{format_duration(self.ctx.settings.drain_timeout)}, then terminate instance {instance} with decrement",
+        )
+        return event
+
+    def _fresh(self, owned: bool = False) -> FallbackEvent:
+        event = self.ctx.sgfes.find(self.name)
+        if event is None or (self.uid and event.uid != self.uid):
+            raise EventGoneError(self.key)
+        if owned and LifecycleRecord.of(event.annotations).owner != self.ctx.identity:
+            raise SteppedBackError(f"{LifecycleRecord.of(event.annotations).owner or 'nobody'} owns it now")
+        return event
+
+    # -- drain ---------------------------------------------------------------------------------------------
+    def _drain(self, event: FallbackEvent, record: LifecycleRecord) -> DrainResult | None:
+        """Taint, cordon and drain until the node is empty, within the drain timeout counted from
+        ``drain_started_at``. None when the node is gone with nothing left bound to it (nothing to drain).
+
+        A node deleted by hand while pods are still bound to it is waited for (a kubelet re-registers it) until
+        those pods are gone or the timeout; a node that comes back uncordoned is cordoned and drained again.
+        """
+        settings = self.ctx.settings
+        started = parse_time("drain started at", record.drain_started_at)
+        deadline = started + dt.timedelta(seconds=settings.drain_timeout)
+        result: DrainResult | None = None
+        rounds = 0
+        while not self.cancel.cancelled:
+            left = (deadline - self.ctx.clock.now()).total_seconds()
+            options = DrainOptions(
+                timeout=max(left, min(MIN_DRAIN_ATTEMPT, settings.drain_timeout)),
+                delete_emptydir_data=settings.delete_emptydir_data,
+            )
+            try:
+                cordon_and_taint(self.ctx.writer, self.node, event.name)
+                protect(self.ctx.writer, self.node, self.key)
+                result = self.ctx.drainer.drain(self.node, options, self.cancel)
+            except (NodeGoneError, DrainError) as exc:
+                if isinstance(exc, DrainError) and exc.status != 404:
+                    raise
+                bound = [str(PodRef.of(p)) for p in plan_drain(self.ctx.drainer.pods_on(self.node), options).to_evict]
+                if not bound:
+                    log.info("on-demand node %s of %s no longer exists and no pod is bound to it", self.node, self.key)
+                    return None
+                if left <= 0:
+                    message = (
+                        f"node {self.node} was deleted while {len(bound)} pod(s) were still bound to it "
+                        f"({', '.join(bound[:5])}) and neither it came back nor they went within the "
+                        f"{format_duration(settings.drain_timeout)} drain timeout; check the node's kubelet"
+                    )
+                    return DrainResult(self.node, DrainOutcome.TIMED_OUT, message, remaining=tuple(bound))
+                log.warning(
+                    "node %s is gone but %d pod(s) are still bound to it; waiting for it to re-register",
+                    self.node,
+                    len(bound),
+                )
+                self.ctx.clock.sleep(options.poll_interval, self.cancel)
+                continue
+            if not result.drained or self._settled(options):
+                return result
+            rounds += 1
+            if rounds >= MAX_DRAIN_ROUNDS:
+                message = f"node {self.node} kept changing during its drain (re-created or uncordoned {rounds} times)"
+                return DrainResult(self.node, DrainOutcome.TIMED_OUT, message)
+            log.warning(
+                "node %s changed during its drain (re-created, uncordoned or new pods); cordoning and draining again",
+                self.node,
+            )
+        return result
+
+    def _settled(self, options: DrainOptions) -> bool:
+        """Still cordoned and tainted by us with nothing left to evict, or gone with nothing bound to it (and not
+        back a moment later: a kubelet re-registers a Node deleted by hand, uncordoned, and pods may land on it)."""
+        for attempt in range(2):
+            try:
+                node = self.ctx.writer.read(self.node)
+                break
+            except NodeGoneError:
+                if plan_drain(self.ctx.drainer.pods_on(self.node), options).to_evict:
+                    return False
+                if attempt or self.ctx.clock.sleep(options.poll_interval, self.cancel):
+                    return True
+        spec = node.get("spec") or {}
+        tainted = any(t.get("key") == SCALE_DOWN_TAINT for t in spec.get("taints") or [])
+        if not (spec.get("unschedulable") and tainted):
+            return False
+        plan = plan_drain(self.ctx.drainer.pods_on(self.node), options)
+        return not plan.to_evict and not plan.blocked
+
+    # -- endings -------------------------------------------------------------------------------------------
+    def _handled_abort(self) -> bool:
+        abort = self.aborted
+        if abort is None:
+            return False
+        kind, detail = abort
+        if kind is AbortKind.RELAPSE:
+            self.relapse(detail)
+        elif kind is AbortKind.DELETED:
+            self._released_for_deleted_event()
+        else:
+            log.info("scale-down of %s paused (%s); a successor resumes it", self.key, detail)
+        return True
+
+    def relapse(self, reason: str) -> None:
+        """Roll back: uncordon, untaint, forget the scale-down, status back to Monitoring."""
+        event = self._fresh()
+        if event.status.phase != Phase.SCALING_DOWN:
+            log.info("SpotGuardFallbackEvent %s is %s already: nothing to roll back", self.key, event.status.phase)
+            return
+        release(self.ctx.writer, self.ctx.drainer, self.node, keep_protection=True)
+        record = LifecycleRecord.of(event.annotations).cleared_scale_down()
+        event = self.ctx.sgfes.annotate(event, {ANNOTATION: record.to_json()})
+        written = self.ctx.sgfes.update_status(event, relapse_status(event, reason))
+        self.ctx.recorder.phase_changed(written, Phase.SCALING_DOWN, Phase.MONITORING)
+        self.ctx.recorder.sgfe_event(written, "Warning", "SpotRelapsed", written.status.message)
+
+    def fail(self, reason: str) -> None:
+        """Failed, with the reason; the node uncordoned and untainted, the instance kept."""
+        release(self.ctx.writer, self.ctx.drainer, self.node, keep_protection=False)
+        event = self._fresh(owned=True)
+        record = LifecycleRecord.of(event.annotations).replace(finished_at=format_time(self.ctx.clock.now()))
+        event = self.ctx.sgfes.annotate(event, {ANNOTATION: record.to_json()})
+        instance = event.spec.on_demand_instance_id or "(unnamed)"
+        message = (
+            f"Scale-down of on-demand node {self.node} failed: {reason}. The node is uncordoned and untainted and "
+            f"instance {instance} kept; fix the cause, then delete this event (a Failed event is not retried)"
+        )
+        written = self.ctx.sgfes.update_status(
+            event, dataclasses.replace(event.status, phase=Phase.FAILED, message=message)
+        )
+        self.ctx.recorder.phase_changed(written, Phase.SCALING_DOWN, Phase.FAILED)
+        self.ctx.recorder.sgfe_event(written, "Warning", "ScaleDownFailed", message)
+
+    def _released_for_deleted_event(self) -> None:
+        log.warning(
+            "SpotGuardFallbackEvent %s was deleted during its scale-down: stopping, releasing node %s "
+            "(uncordoned, untainted, instance kept)",
+            self.key,
+            self.node,
+        )
+        release(self.ctx.writer, self.ctx.drainer, self.node, keep_protection=False)
+
+    def _terminate(self, event: FallbackEvent) -> str:
+        """Terminate exactly the SGFE's instance with decrement, unless it already left; a sentence saying which."""
+        asg_name = event.spec.on_demand_asg_name
+        instance = event.spec.on_demand_instance_id or self._instance_of_node()
+        if not instance:
+            raise SteppedBackError(
+                f"SpotGuardFallbackEvent {self.key} names no onDemandInstanceID and node {self.node} is gone, so "
+                "which instance to terminate is unknown; terminate it by hand and delete the event"
+            )
+        group = self.ctx.asg.describe_groups([asg_name]).get(asg_name)
+        member = None if group is None else next((i for i in group.instances if i.instance_id == instance), None)
+        if group is None or member is None or member.lifecycle_state.startswith("Terminat"):
+            state = "gone" if member is None else member.lifecycle_state
+            log.info("on-demand instance %s of %s is already %s: nothing to terminate", instance, asg_name, state)
+            return f"instance {instance} had already left on-demand ASG {asg_name} ({state})"
+        try:
+            self.ctx.asg.terminate_instance(instance, decrement=True)
+        except AwsError as exc:
+            if exc.code == "ValidationError" and any(text in exc.aws_message for text in ALREADY_GONE):
+                return f"instance {instance} had already left on-demand ASG {asg_name}"
+            raise
+        note = (
+            f"terminated instance {instance} with ShouldDecrementDesiredCapacity (on-demand ASG {asg_name} "
+            f"desired {group.desired} -> {group.desired - 1})"
+        )
+        log.info("SpotGuardFallbackEvent %s: %s", self.key, note)
+        self.ctx.recorder.sgfe_event(event, "Normal", "OnDemandInstanceTerminated", note)
+        return note
+
+    def _instance_of_node(self) -> str:
+        try:
+            node = self.ctx.writer.read(self.node)
+        except NodeGoneError:
+            return ""
+        return instance_id_from_provider_id((node.get("spec") or {}).get("providerID", "")) or ""
+
+    def _complete(self, note: str) -> None:
+        event = self._fresh(owned=True)
+        record = LifecycleRecord.of(event.annotations).replace(finished_at=format_time(self.ctx.clock.now()))
+        event = self.ctx.sgfes.annotate(event, {ANNOTATION: record.to_json()})
+        message = f"On-demand node {self.node} drained and {note}; scale-down complete"
+        status: Status = dataclasses.replace(event.status, phase=Phase.COMPLETED, message=message)
+        written = self.ctx.sgfes.update_status(event, status)
+        self.ctx.recorder.phase_changed(written, Phase.SCALING_DOWN, Phase.COMPLETED)
+        self.ctx.recorder.sgfe_event(written, "Normal", "ScaleDownCompleted", message)

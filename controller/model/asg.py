@@ -1,0 +1,82 @@
+"""Plain values of EC2 Auto Scaling: groups, their instances, scaling activities; lifecycle-state names."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+
+#: Scaling-activity codes that mean "no capacity right now: fail over fast" (never the bare word).
+CAPACITY_CODES = frozenset(
+    {
+        "InsufficientInstanceCapacity",
+        "InsufficientCapacity",
+        "UnfulfillableCapacity",
+        "MaxSpotInstanceCountExceeded",
+        "SpotMaxPriceTooLow",
+    }
+)
+
+# EC2's own text for InsufficientInstanceCapacity when the ASG's message does not carry the code
+# (on-demand launches): a whole sentence, never a bare word like "capacity".
+CAPACITY_SENTENCES = {"We currently do not have sufficient": "InsufficientInstanceCapacity"}
+
+IN_SERVICE = "InService"
+PENDING_STATES = frozenset({"Pending", "Pending:Wait", "Pending:Proceed"})
+
+
+@dataclasses.dataclass(frozen=True)
+class Instance:
+    instance_id: str
+    lifecycle_state: str
+    availability_zone: str
+    instance_type: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Group:
+    name: str
+    desired: int
+    min_size: int
+    max_size: int
+    capacity_rebalance: bool
+    instances: tuple[Instance, ...]
+    tags: dict[str, str]
+
+    @property
+    def in_service(self) -> list[Instance]:
+        return [i for i in self.instances if i.lifecycle_state == IN_SERVICE]
+
+    def instance_ids(self) -> set[str]:
+        return {i.instance_id for i in self.instances}
+
+
+@dataclasses.dataclass(frozen=True)
+class Activity:
+    activity_id: str
+    status_code: str
+    status_message: str
+    description: str
+    cause: str
+    start_time: dt.datetime
+
+    def capacity_code(self) -> str | None:
+        """The capacity error code this Failed activity reports, if any (matched as a whole word)."""
+        if self.status_code != "Failed":
+            return None
+        text = " ".join((self.status_message, self.description))
+        words = {w.strip(".,:;()'\"") for w in text.split()}
+        for code in sorted(CAPACITY_CODES):
+            if code in words:
+                return code
+        for sentence, code in CAPACITY_SENTENCES.items():
+            if sentence in text:
+                return code
+        return None
+
+
+def instance_id_from_provider_id(provider_id: str) -> str | None:
+    """``aws:///us-east-1a/i-0123`` -> ``i-0123``; None for anything that is not an EC2 provider id."""
+    if not provider_id.startswith("aws://"):
+        return None
+    last = provider_id.rstrip("/").rsplit("/", 1)[-1]
+    return last if last.startswith("i-") else None

@@ -1,0 +1,124 @@
+"""Reports the replacement controller's decisions as Kubernetes Events, metrics and log lines."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+
+from controller.model.sgfe import FallbackEvent
+from controller.observability import tracing
+from controller.observability.events import EventRecorder, node_ref, sgfe_ref
+from controller.observability.metrics import FallbackEventAge, Metrics
+from nodewatch import annotations as contract
+
+log = logging.getLogger("controller.replacement")
+lifecycle_log = logging.getLogger("controller.lifecycle")
+
+# The controller's refusal reasons, in the metric's vocabulary.
+_REFUSALS = {
+    "malformed-annotation": "malformed_annotation",
+    "malformed-record": "malformed_annotation",
+    "stale-annotation": "malformed_annotation",
+    "no-provider-id": "no_instance_id",
+    "not-in-a-group": "not_in_configured_group",
+    "unconfigured-group": "not_in_configured_group",
+    "unknown-asg": "not_in_configured_group",
+    "capacity-rebalance": "capacity_rebalance_enabled",
+    "paused": "paused",
+}
+
+
+class KubeRecorder:
+    """The production ``Recorder``: every decision becomes an Event on its Node, a metric and a log line."""
+
+    def __init__(self, events: EventRecorder, metrics: Metrics) -> None:
+        self.events = events
+        self.metrics = metrics
+
+    def node_event(self, node: str, kind: str, reason: str, message: str) -> None:
+        level = logging.WARNING if kind == "Warning" else logging.INFO
+        log.log(level, "node %s: %s: %s", node, reason, message, extra={"node": node, "reason": reason})
+        self.events.record(node_ref(node), kind, reason, message)
+
+    def refused(self, reason: str) -> None:
+        self.metrics.refused(_REFUSALS.get(reason, reason.replace("-", "_")))
+
+    def scale_up(self, asg: str, capacity_type: str, result: str) -> None:
+        if result == "attempt":
+            self.metrics.scale_up_started(asg, capacity_type)
+        else:
+            self.metrics.scale_up_finished(asg, capacity_type, result)
+
+    def fallback(self, spot_asg: str, on_demand_asg: str, reason: str) -> None:
+        self.metrics.fell_back(spot_asg, on_demand_asg, reason)
+
+    def replacement_ready(self, capacity_type: str, seconds: float) -> None:
+        self.metrics.replacement_ready(capacity_type, seconds)
+
+    def replacement_failed(self, reason: str) -> None:
+        self.metrics.replacement_failed(reason)
+
+
+class KubeLifecycleRecorder:
+    """The production ``LifecycleRecorder``: Events on the SGFE, metrics, a log line and a span per phase change
+    (in the fallback's trace, whose context the SGFE carries)."""
+
+    def __init__(self, events: EventRecorder, metrics: Metrics) -> None:
+        self.events = events
+        self.metrics = metrics
+        self._phase_since: dict[tuple[str, str], dt.datetime] = {}  # (name, phase) -> first seen in it
+
+    def observe(self, events: list[FallbackEvent]) -> None:
+        """Keep the SGFE gauges (by phase, age of the oldest unfinished, time in phase) current."""
+        now = dt.datetime.now(dt.UTC)
+        ages = []
+        seen = set()
+        for event in events:
+            key = (event.name, event.status.phase)
+            seen.add(key)
+            try:
+                fallback_at = contract.parse_time("timestamp", event.spec.timestamp)
+            except contract.MalformedAnnotationError:
+                fallback_at = now
+            since = self._phase_since.setdefault(key, now if event.status.phase != "Pending" else fallback_at)
+            ages.append(FallbackEventAge(event.name, event.status.phase, fallback_at, since))
+        for key in list(self._phase_since):
+            if key not in seen:
+                del self._phase_since[key]
+        self.metrics.set_fallback_events(ages)
+
+    def sgfe_event(self, event: FallbackEvent, kind: str, reason: str, message: str) -> None:
+        level = logging.WARNING if kind == "Warning" else logging.INFO
+        lifecycle_log.log(
+            level, "SpotGuardFallbackEvent %s: %s: %s", event.name, reason, message, extra={"sgfe": event.name}
+        )
+        self.events.record(sgfe_ref(event.name, event.namespace, event.uid), kind, reason, message)
+        with tracing.span(
+            reason,
+            tracing.carrier_from_annotations(event.annotations),
+            sgfe=event.name,
+            node=event.spec.on_demand_node_name,
+            instance=event.spec.on_demand_instance_id,
+            asg=event.spec.on_demand_asg_name,
+        ) as step:
+            step.outcome(kind.lower())
+
+    def phase_changed(self, event: FallbackEvent, old: str, new: str) -> None:
+        self._phase_since[(event.name, new)] = dt.datetime.now(dt.UTC)
+        lifecycle_log.info(
+            "SpotGuardFallbackEvent %s: phase %s -> %s", event.name, old, new, extra={"sgfe": event.name}
+        )
+        with tracing.span(
+            "phase-change",
+            tracing.carrier_from_annotations(event.annotations),
+            sgfe=event.name,
+            node=event.spec.on_demand_node_name,
+            instance=event.spec.on_demand_instance_id,
+            asg=event.spec.spot_asg_name,
+            from_phase=old,
+            to_phase=new,
+        ) as step:
+            step.outcome(new)
+        if new == "Completed" and event.spec.timestamp:
+            started = contract.parse_time("timestamp", event.spec.timestamp)
+            self.metrics.fallback_completed((dt.datetime.now(dt.UTC) - started).total_seconds())
