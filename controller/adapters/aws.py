@@ -20,7 +20,7 @@ from botocore.config import Config as BotoConfig
 from botocore.exceptions import BotoCoreError, ClientError
 
 from controller.fence import FenceCheck, no_fence
-from controller.model.asg import Activity, Group, Instance
+from controller.model.asg import Activity, Group, Instance, Membership
 
 log = logging.getLogger(__name__)
 
@@ -113,8 +113,12 @@ class AutoScaling:
 
     def group_of_instances(self, instance_ids: Iterable[str]) -> dict[str, str]:
         """instance id -> ASG name, for the instances AWS knows in an ASG."""
+        return {instance: member.group for instance, member in self.memberships(instance_ids).items()}
+
+    def memberships(self, instance_ids: Iterable[str]) -> dict[str, Membership]:
+        """instance id -> its group and lifecycle state there, for the instances AWS knows in an ASG."""
         ids = sorted(set(instance_ids))
-        mapping: dict[str, str] = {}
+        mapping: dict[str, Membership] = {}
         for start in range(0, len(ids), 50):
             chunk = ids[start : start + 50]
             response = self._call(
@@ -123,7 +127,7 @@ class AutoScaling:
                 lambda chunk=chunk: self.client.describe_auto_scaling_instances(InstanceIds=chunk),  # type: ignore[misc]
             )
             for item in response["AutoScalingInstances"]:
-                mapping[item["InstanceId"]] = item["AutoScalingGroupName"]
+                mapping[item["InstanceId"]] = Membership(item["AutoScalingGroupName"], item.get("LifecycleState", ""))
         return mapping
 
     def activities(self, group: str, max_records: int = 20) -> list[Activity]:

@@ -4,8 +4,9 @@ run only while this replica leads.
     spotguard run
       -> LeaseElector.run(work)                     (standby until it holds the Lease)
            work: Informer (list+watch Nodes) -> ReplacementController.reconcile (one thread)
-                 Retirer pool (drain + terminate exactly the old instance)
                  WatchCache (list+watch SGFEs) -> LifecycleController.reconcile (one thread)
+                 CapacityOwner: every change of every group's capacity, from both controllers
+                 ThreadWorkers: every other thread of the term (scale-ups, drains, record writes)
       -> SIGTERM: cancel the work, release the Lease, exit 0
 """
 
@@ -24,11 +25,11 @@ from controller.adapters.kube import Informer, Kube, WatchCache, api_client
 from controller.adapters.pause_switch import PauseSwitch
 from controller.adapters.sgfe_store import FallbackEvents
 from controller.capacity.groups import GroupResolver
-from controller.capacity.removal import Retirer
+from controller.capacity.owner import CapacityOwner
 from controller.checks.drain_plan import DrainOptions
 from controller.clock import Cancellation, Clock, SystemClock
 from controller.config import Settings
-from controller.effects.drain import Drainer
+from controller.effects.drain import Drainer, NodeDrains
 from controller.effects.node_writes import NodeWriter
 from controller.fence import FenceCheck
 from controller.lifecycle.controller import LifecycleController
@@ -37,9 +38,12 @@ from controller.model.sgfe import FallbackEvent
 from controller.observability.events import EventRecorder
 from controller.observability.http_server import serve
 from controller.observability.metrics import Metrics
-from controller.observability.reporters import KubeLifecycleRecorder, KubeRecorder
+from controller.observability.reporters import KubeLifecycleReporter, KubeReplacementReporter, ReplacementReporter
 from controller.observability.tracing import setup_tracing
-from controller.replacement.controller import Recorder, ReplacementController
+from controller.replacement.context import Context
+from controller.replacement.controller import ReplacementController
+from controller.replacement.record_book import RecordBook
+from controller.workers import ThreadWorkers
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +56,7 @@ def run_controller(
     kubeconfig: str | None = None,
     context: str | None = None,
     identity: str | None = None,
-    recorder: Recorder | None = None,
+    reporter: ReplacementReporter | None = None,
 ) -> int:
     """Run until SIGTERM/SIGINT (exit 0) or lost leadership (the elector exits the process with 1)."""
     clock = SystemClock()
@@ -104,7 +108,7 @@ def run_controller(
             clock,
             elector.fence,
             cancel,
-            recorder=recorder,
+            reporter=reporter,
             metrics=metrics,
             paused=switch.paused,
             identity=elector.identity,
@@ -134,9 +138,10 @@ class LeaderComponents:
 
     informer: Informer
     sgfe_cache: WatchCache[FallbackEvent]
+    owner: CapacityOwner
     replacement: ReplacementController
     lifecycle: LifecycleController
-    retirer: Retirer
+    workers: ThreadWorkers
     asg: AutoScaling
     events: EventRecorder
 
@@ -148,19 +153,23 @@ def leader_components(
     fence: FenceCheck,
     cancel: Cancellation,
     *,
-    recorder: Recorder | None = None,
+    reporter: ReplacementReporter | None = None,
     metrics: Metrics | None = None,
     paused: Callable[[], bool] = lambda: False,
     identity: str = "spotguard-controller",
 ) -> LeaderComponents:
     metrics = metrics or Metrics(clock)
     events = EventRecorder(kube, clock=clock, queue_size=EVENT_QUEUE, max_rate=EVENT_RATE)
-    if recorder is None:
-        recorder = KubeRecorder(events, metrics)
+    if reporter is None:
+        reporter = KubeReplacementReporter(events, metrics)
     asg = AutoScaling(fence=fence, on_call=metrics.aws_call)
-    retirer = Retirer(
+
+    def deposed(exc: Exception) -> None:
+        cancel.cancel(f"may no longer change capacity: {exc}")
+
+    workers = ThreadWorkers(on_not_leader=deposed)
+    drains = NodeDrains(
         Drainer(kube, clock, on_event=metrics.eviction),
-        asg,
         DrainOptions(timeout=settings.drain_timeout, delete_emptydir_data=settings.delete_emptydir_data),
         cancel,
         on_drain=metrics.drain_finished,
@@ -185,37 +194,55 @@ def leader_components(
         what="SpotGuardFallbackEvent",
     )
     sgfes = FallbackEvents(kube, settings.namespace, cache=sgfe_cache)
-    replacement = ReplacementController(
+    resolver = GroupResolver(settings, asg, clock.monotonic)
+    writer = NodeWriter(kube)
+    book = RecordBook(writer, informer.snapshot)
+    owner = CapacityOwner(
+        asg,
+        clock,
+        reporter=reporter,
+        managed=lambda: {name for pair in resolver.pairs().values() for name in (pair.spot, pair.on_demand)},
+        drain=drains.drain,
+        read_ahead=workers.read_ahead,
+    )
+    ctx = Context(
         settings=settings,
-        asg=asg,
-        resolver=GroupResolver(settings, asg, clock.monotonic),
-        writer=NodeWriter(kube),
-        sgfes=sgfes,
-        retirer=retirer,
-        nodes=informer.snapshot,
         clock=clock,
-        recorder=recorder,
+        owner=owner,
+        book=book,
+        writer=writer,
+        drains=drains,
+        sgfes=sgfes,
+        resolver=resolver,
+        workers=workers,
+        reporter=reporter,
+        nodes=informer.snapshot,
+        wake=lambda: None,
         paused=paused,
     )
-    lifecycle_recorder = KubeLifecycleRecorder(events, metrics)
+    owner.node_of = ctx.node_of_instance
+    replacement = ReplacementController(ctx)
+    lifecycle_reporter = KubeLifecycleReporter(events, metrics)
     lifecycle = LifecycleController(
         settings=settings,
         sgfes=sgfes,
-        asg=asg,
+        owner=owner,
         kube=kube,
-        writer=NodeWriter(kube),
+        writer=writer,
         drainer=Drainer(kube, clock, on_event=metrics.eviction),
         nodes=informer.snapshot,
         clock=clock,
         identity=identity,
-        recorder=lifecycle_recorder,
-        on_events=lifecycle_recorder.observe,
+        recorder=lifecycle_reporter,
+        on_events=lifecycle_reporter.observe,
     )
+    # No increase until both controllers finished the intents a predecessor left (capacity.owner).
+    owner.hold_until(replacement.RECOVERY, lifecycle.RECOVERY)
     # The lifecycle wakes on SGFE changes and its own poll interval, not on every Node change: its decisions
     # are about minutes, and a pass over thousands of Nodes at each heartbeat was most of the idle CPU.
     wake_replacement.append(replacement.notify)
     wake_lifecycle.append(lifecycle.notify)
-    return LeaderComponents(informer, sgfe_cache, replacement, lifecycle, retirer, asg, events)
+    return LeaderComponents(informer, sgfe_cache, owner, replacement, lifecycle, workers, asg, events)
 
 
 def run_leader(parts: LeaderComponents, cancel: Cancellation) -> None:
@@ -233,6 +260,6 @@ def run_leader(parts: LeaderComponents, cancel: Cancellation) -> None:
         parts.replacement.run(cancel)
     finally:
         watch_stop.set()
-        parts.retirer.shutdown()
+        parts.workers.shutdown(wait=False)
         lifecycle.join(timeout=10)
         parts.events.close()

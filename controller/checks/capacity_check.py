@@ -1,18 +1,20 @@
-"""The capacity check, as a pure decision: has a batch's new capacity arrived, must it fall back now,
+"""The capacity check, as a pure decision: has a claim's new capacity arrived, must it fall back now,
 or should it wait (and until when)?
 
-Success means new instances InService *and* their Nodes Ready, never that a count went up. A batch
-falls back early when a scaling activity of the group that started after the scale-up failed with
-a capacity code, or when the group cannot grow (MaxSize); otherwise at its deadline, exactly.
+Success means new instances InService *and* their Nodes Ready, never that a count went up; which new
+instances are the claim's is ``controller.checks.arrivals``. A claim falls back early when a scaling
+activity of the group that started after the scale-up failed with a capacity code, or when someone else
+lowered the group's desired capacity below what its live instances and open claims need (``short``);
+otherwise at its deadline, exactly.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from collections.abc import Collection, Sequence
+from collections.abc import Sequence
 
-from controller.model.asg import IN_SERVICE, Activity, Group
+from controller.model.asg import Activity, Group
 
 # Activities are stamped by AWS's clock and the scale-up by ours: allow this much skew.
 ACTIVITY_CLOCK_SKEW = dt.timedelta(seconds=5)
@@ -43,15 +45,6 @@ class Wait:
 Decision = Ready | Fallback | Wait
 
 
-def new_ready_instances(group: Group, known: Collection[str], ready_instance_ids: Collection[str]) -> list[str]:
-    """Instances that were not in the group before the scale-up, InService, with a Ready Node."""
-    return sorted(
-        i.instance_id
-        for i in group.instances
-        if i.instance_id not in known and i.lifecycle_state == IN_SERVICE and i.instance_id in ready_instance_ids
-    )
-
-
 def capacity_failure(
     activities: Sequence[Activity], requested_at: dt.datetime, seen_before: dt.datetime | None = None
 ) -> Activity | None:
@@ -73,46 +66,46 @@ def capacity_failure(
 def evaluate(
     *,
     wanted: int,
-    group: Group,
-    known: Collection[str],
-    ready_instance_ids: Collection[str],
+    group_name: str,
+    ready: Sequence[str],
+    short: int,
     activities: Sequence[Activity],
     requested_at: dt.datetime,
     seen_before: dt.datetime | None = None,
     deadline_monotonic: float,
     now_monotonic: float,
     poll_interval: float,
-    target: int,
 ) -> Decision:
-    """Decide for one batch of ``wanted`` nodes whose scale-up set desired capacity to ``target``."""
-    arrived = new_ready_instances(group, known, ready_instance_ids)
+    """Decide for one claim of ``wanted`` instances: ``ready`` are its arrived instances that are InService with
+    a Ready Node, ``short`` how many of its launches the group's desired capacity no longer covers."""
+    arrived = tuple(ready)
     if len(arrived) >= wanted:
-        return Ready(tuple(arrived[:wanted]))
+        return Ready(arrived[:wanted])
     shortfall = wanted - len(arrived)
     failure = capacity_failure(activities, requested_at, seen_before)
     if failure is not None:
         code = failure.capacity_code() or ""
         detail = failure.status_message or failure.description
         return Fallback(
-            reason=f"scaling activity of {group.name} failed with {code}: {detail}",
+            reason=f"scaling activity of {group_name} failed with {code}: {detail}",
             code=code,
-            instances=tuple(arrived),
+            instances=arrived,
             shortfall=shortfall,
         )
-    if group.desired < target:
-        # Someone (or AWS) lowered desired below our target: the increase will not be fulfilled.
+    if short > 0:
         return Fallback(
-            reason=f"{group.name} desired capacity is {group.desired}, below the {target} Spot Guard set",
+            reason=f"desired capacity of {group_name} was lowered by someone other than Spot Guard: {short} of the "
+            "launches Spot Guard asked for are no longer covered",
             code="DesiredCapacityLowered",
-            instances=tuple(arrived),
+            instances=arrived,
             shortfall=shortfall,
         )
     if now_monotonic >= deadline_monotonic:
         return Fallback(
-            reason=f"{shortfall} of {wanted} new instance(s) of {group.name} not InService with a Ready Node "
+            reason=f"{shortfall} of {wanted} new instance(s) of {group_name} not InService with a Ready Node "
             "by the capacity-check deadline",
             code="CapacityCheckTimeout",
-            instances=tuple(arrived),
+            instances=arrived,
             shortfall=shortfall,
         )
     return Wait(min(deadline_monotonic, now_monotonic + poll_interval))

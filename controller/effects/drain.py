@@ -445,3 +445,43 @@ def _body(exc: ApiException) -> str:
     except (ValueError, AttributeError):
         message = None
     return str(message or text)[:300]
+
+
+class NodeDrains:
+    """Drain and uncordon whole nodes for the controllers: one drain's options, the leader's cancellation,
+    and a node that is already gone counted as drained."""
+
+    def __init__(
+        self,
+        drainer: Drainer,
+        options: DrainOptions,
+        cancel: Cancellation,
+        on_drain: Callable[[str], None] | None = None,
+    ) -> None:
+        self.drainer = drainer
+        self.options = options
+        self.cancel = cancel
+        self.on_drain = on_drain  # told each drain's outcome (metrics)
+
+    def drain(self, node: str) -> bool:
+        """Cordon and drain ``node``; True when every evictable pod is gone (or the node is)."""
+        try:
+            result = self.drainer.drain(node, self.options, self.cancel)
+        except DrainError as exc:
+            if exc.status == 404:
+                log.info("node %s is already gone; nothing to drain", node)
+                return True
+            raise
+        if self.on_drain is not None:
+            self.on_drain(str(result.outcome))
+        if not result.drained:
+            log.warning("drain of node %s ended %s: %s", node, result.outcome, result.message)
+        return bool(result.drained)
+
+    def uncordon(self, node: str) -> None:
+        """Make ``node`` schedulable again (a node that is gone needs nothing)."""
+        try:
+            self.drainer.uncordon(node)
+        except DrainError as exc:
+            if exc.status != 404:
+                raise

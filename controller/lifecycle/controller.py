@@ -24,9 +24,11 @@ from typing import Any
 from kubernetes.client.exceptions import ApiException
 
 from controller import failpoints
-from controller.adapters.aws import AutoScaling, AwsError
+from controller.adapters.aws import AwsError
 from controller.adapters.kube import KubeRequests
 from controller.adapters.sgfe_store import ConflictError, FallbackEvents
+from controller.capacity.owner import CapacityOwner, Change, Plan
+from controller.checks.arrivals import GroupClaims
 from controller.checks.drain_plan import DrainOptions
 from controller.checks.safety import CheckResult, run_safety_checks
 from controller.checks.spot_health import SpotHealth, assess, ready_instances
@@ -52,11 +54,12 @@ from controller.lifecycle.decisions import (
     decide,
 )
 from controller.lifecycle.scale_down import AbortKind, ScaleDown, ScaleDownContext
-from controller.model.asg import PENDING_STATES, Activity, Group
+from controller.model.asg import Activity
+from controller.model.claim import Claim, Claims
 from controller.model.node import NodeView
-from controller.model.progress import ANNOTATION, LifecycleRecord, MalformedRecordError, parse_time
+from controller.model.progress import ANNOTATION, LifecycleProgress, MalformedRecordError, parse_time
 from controller.model.sgfe import FallbackEvent, Phase
-from controller.observability.lifecycle_reporter import LifecycleRecorder, LogLifecycleRecorder, SafeRecorder
+from controller.observability.reporters import LifecycleReporter, LogLifecycleReporter, SafeLifecycleReporter
 from controller.workers import run_passes
 
 log = logging.getLogger(__name__)
@@ -80,28 +83,39 @@ LIFECYCLE_POINTS = (
 )
 #: Reached only when a return to spot stays short.
 WITHDRAW_POINT = "lifecycle:withdrawing"  # withdraw intent written, the increase not given back yet
+
+
+def claim_key(event: str) -> str:
+    """The claim of an SGFE's return to spot."""
+    return f"sgfe/{event}"
+
+
 _PHASE_POINTS = {Phase.MONITORING: "lifecycle:monitoring", Phase.READY_FOR_SCALE_DOWN: "lifecycle:ready"}
 
 
 class LifecycleController:
+    #: The name it tells the capacity owner once its predecessor's intents are finished.
+    RECOVERY = "lifecycle"
+
     def __init__(
         self,
         *,
         settings: Settings,
         sgfes: FallbackEvents,
-        asg: AutoScaling,
+        owner: CapacityOwner,
         kube: KubeRequests,
         writer: NodeWriter,
         drainer: Drainer,
         nodes: Callable[[], dict[str, NodeView]],
         clock: Clock,
         identity: str,
-        recorder: LifecycleRecorder | None = None,
+        recorder: LifecycleReporter | None = None,
         on_events: Callable[[list[FallbackEvent]], None] | None = None,
     ) -> None:
         self.settings = settings
         self.sgfes = sgfes
-        self.asg = asg
+        self.owner = owner
+        self.asg = owner.asg  # reads only: every change goes through the owner
         self.kube = kube
         self.writer = writer
         self.drainer = drainer
@@ -109,7 +123,7 @@ class LifecycleController:
         self.clock = clock
         self.identity = identity
         self.on_events = on_events  # e.g. the SGFE gauges: every pass hands over what it listed
-        self.recorder: LifecycleRecorder = SafeRecorder(recorder or LogLifecycleRecorder())
+        self.recorder: LifecycleReporter = SafeLifecycleReporter(recorder or LogLifecycleReporter())
         self._wake = threading.Event()
         self._jobs: dict[str, ScaleDown] = {}  # uid -> running (or finished) scale-down
         self._job_retry_at: dict[str, float] = {}  # uid -> monotonic time before which a failed job is not rerun
@@ -117,10 +131,12 @@ class LifecycleController:
         self._foreign: dict[str, tuple[str, float]] = {}  # uid -> (resourceVersion, first seen) of another's scale-down
         self._protected: dict[str, str] = {}  # node -> resourceVersion it had when we protected it
         self._warned: dict[str, str] = {}  # uid -> last warning reported (report once)
+        self._recovered = False  # the returns found unconfirmed at the first pass are finished
+        owner.claims_from(self.claims)
         self.context = ScaleDownContext(
             settings=settings,
             sgfes=sgfes,
-            asg=asg,
+            owner=owner,
             drainer=drainer,
             writer=writer,
             clock=clock,
@@ -160,6 +176,8 @@ class LifecycleController:
             except Exception:
                 log.exception("reporting the SpotGuardFallbackEvents listed failed; ignoring it")
         self._reap_jobs(events)
+        if not self._recovered:
+            self._recover(events)
         nodes = self.nodes()
         self._maintain_nodes(events, nodes)
         watching = [e for e in events if e.status.phase in WATCHING]
@@ -173,11 +191,14 @@ class LifecycleController:
         ready = ready_instances(nodes)
         wake = self.settings.lifecycle_poll_interval
         for event in sorted(events, key=lambda e: e.name):
+            state = groups.get(event.spec.spot_asg_name)
             facts = Facts(
                 now=self.clock.now(),
-                spot=groups.get(event.spec.spot_asg_name),
+                spot=state.group if state is not None else None,
                 activities=tuple(activities.get(event.spec.spot_asg_name, ())),
                 ready_instances=ready,
+                return_ready=state.ready(claim_key(event.name), ready) if state is not None else (),
+                return_short=state.short.get(claim_key(event.name), 0) if state is not None else 0,
             )
             if event.status.phase in WATCHING and event.spec.spot_asg_name not in groups:
                 self._warn_once(
@@ -190,9 +211,25 @@ class LifecycleController:
         self._raise_if_deposed()
         return max(0.0, wake)
 
+    def _recover(self, events: Sequence[FallbackEvent]) -> None:
+        """Finish every return to spot a predecessor recorded but did not confirm, before any new change."""
+        for event in events:
+            try:
+                progress = LifecycleProgress.of(event.annotations)
+            except MalformedRecordError:
+                continue
+            if progress.return_in_flight and not progress.return_confirmed and event.status.phase == Phase.MONITORING:
+                try:
+                    self._confirm_return(event, progress, Facts(now=self.clock.now()))
+                except (AwsError, ApiException, ConflictError) as exc:
+                    log.warning("finishing the return to spot of %s failed: %s; the pass retries it", event.name, exc)
+                    return
+        self._recovered = True
+        self.owner.recovered(self.RECOVERY)
+
     def _reconcile_event(self, event: FallbackEvent, facts: Facts) -> float:
         try:
-            record = LifecycleRecord.of(event.annotations)
+            record = LifecycleProgress.of(event.annotations)
         except MalformedRecordError as exc:
             self._warn_once(event, "MalformedLifecycleRecord", str(exc))
             return self.settings.lifecycle_poll_interval
@@ -215,7 +252,7 @@ class LifecycleController:
             return ERROR_RETRY
 
     # -- applying decisions ----------------------------------------------------------------------------------
-    def _apply(self, event: FallbackEvent, record: LifecycleRecord, action: Action, facts: Facts) -> float:
+    def _apply(self, event: FallbackEvent, record: LifecycleProgress, action: Action, facts: Facts) -> float:
         if isinstance(action, Wait):
             return action.seconds
         if isinstance(action, Transition):
@@ -253,52 +290,65 @@ class LifecycleController:
             log.info("SpotGuardFallbackEvent %s/%s: %s", event.namespace, event.name, action.status.message)
         return written
 
-    def _annotate(self, event: FallbackEvent, record: LifecycleRecord) -> FallbackEvent:
+    def _annotate(self, event: FallbackEvent, record: LifecycleProgress) -> FallbackEvent:
         return self.sgfes.annotate(event, {ANNOTATION: record.to_json()})
 
     def _request_return(self, event: FallbackEvent, action: RequestReturn, facts: Facts) -> float:
-        event = self._annotate(event, action.record)  # intent before effect
-        failpoints.hit("lifecycle:return-requested")
         asg = event.spec.spot_asg_name
-        current = facts.spot.desired if facts.spot else -1
-        if current < action.target:
-            self.asg.set_desired_capacity(asg, action.target)
+        written: list[FallbackEvent] = []
+
+        def intent(plan: Plan) -> int:  # intent before effect: the return's change, written on the event
+            if not plan.granted:
+                return 0
+            change = plan.change(1)
+            record = action.record.replace(
+                return_target=change.target,
+                return_before=change.before,
+                return_change=change.token,
+                return_known=tuple(sorted(plan.group.instance_ids())),
+            )
+            written.append(self._annotate(event, record))
+            failpoints.hit("lifecycle:return-requested")
+            return 1
+
+        read, change = self.owner.raise_by(asg, 1, intent)
+        if change is None or not written:
+            group = read.group
+            reason = (
+                f"spot ASG {asg} does not exist"
+                if group is None
+                else f"spot ASG {asg} is at its MaxSize {group.max_size}, so it cannot grow back"
+            )
+            log.warning("SpotGuardFallbackEvent %s/%s: no return to spot: %s", event.namespace, event.name, reason)
+            return self.settings.lifecycle_poll_interval
         failpoints.hit("lifecycle:return-scaled")
-        event = self._annotate(event, action.record.replace(return_confirmed=True))
+        event = written[0]
+        record = LifecycleProgress.of(event.annotations)
+        event = self._annotate(event, record.replace(return_confirmed=True))
         self._transition(
             event,
-            Transition(action.status, "SpotReturnRequested", f"spot ASG {asg} desired {current} -> {action.target}"),
+            Transition(
+                action.status, "SpotReturnRequested", f"spot ASG {asg} desired {change.before} -> {change.target}"
+            ),
         )
         return self.settings.capacity_poll_interval
 
-    def _confirm_return(self, event: FallbackEvent, record: LifecycleRecord, facts: Facts) -> float:
+    def _confirm_return(self, event: FallbackEvent, record: LifecycleProgress, facts: Facts) -> float:
         assert record.return_target is not None
-        if facts.spot is None or facts.spot.desired < record.return_target:
-            self.asg.set_desired_capacity(event.spec.spot_asg_name, record.return_target)
+        self.owner.finish(
+            Change(event.spec.spot_asg_name, record.return_before, record.return_target, record.return_change)
+        )
         self._annotate(event, record.replace(return_confirmed=True))
         return 0.0
 
     def _withdraw(self, event: FallbackEvent, action: Withdraw, facts: Facts) -> float:
-        if LifecycleRecord.of(event.annotations) != action.record:
+        if LifecycleProgress.of(event.annotations) != action.record:
             event = self._annotate(event, action.record)  # intent before effect
             failpoints.hit(WITHDRAW_POINT)
-        target = action.record.withdraw_target
-        assert target is not None
-        group = facts.spot
         asg = event.spec.spot_asg_name
-        if group is not None and group.desired > target:
-            late = [
-                i.instance_id
-                for i in group.instances
-                if i.lifecycle_state in PENDING_STATES and i.instance_id not in action.record.return_known
-            ]
-            excess = group.desired - target
-            for instance in late[:excess]:  # exactly the launches that came too late, never a serving node
-                self.asg.terminate_instance(instance, decrement=True)
-                excess -= 1
-            if excess > 0:
-                self.asg.set_desired_capacity(asg, target)
-            log.info("spot ASG %s: gave the unfulfilled return back (desired %d -> %d)", asg, group.desired, target)
+        gave = self.owner.give_back(asg, claim_key(event.name))
+        if not gave.done:
+            return self.settings.capacity_poll_interval  # an instance of the return still to drain: again later
         event = self._annotate(event, action.record.cleared_return())
         self._transition(event, Transition(action.status, "SpotStillShort", action.note, "Warning"))
         wait = (
@@ -307,6 +357,33 @@ class LifecycleController:
             else self.settings.lifecycle_poll_interval
         )
         return min(self.settings.lifecycle_poll_interval, max(0.0, wait))
+
+    # -- claims ----------------------------------------------------------------------------------------------
+    def claims(self) -> Claims:
+        """The returns to spot in flight (one instance each) and the instances the events stand on."""
+        open_: list[Claim] = []
+        bound: set[str] = set()
+        for event in self.sgfes.list():
+            if event.spec.on_demand_instance_id:
+                bound.add(event.spec.on_demand_instance_id)
+            try:
+                progress = LifecycleProgress.of(event.annotations)
+            except MalformedRecordError:
+                continue
+            if progress.returned_instance:
+                bound.add(progress.returned_instance)
+            elif progress.return_target is not None:
+                open_.append(
+                    Claim(
+                        claim_key(event.name),
+                        event.spec.spot_asg_name,
+                        1,
+                        frozenset(progress.return_known),
+                        progress.return_requested_at,
+                        withdrawing=progress.withdraw_target is not None,
+                    )
+                )
+        return Claims(tuple(open_), frozenset(bound))
 
     # -- safety checks ---------------------------------------------------------------------------------------
     def _safety_checks(self, event: FallbackEvent) -> list[CheckResult]:
@@ -374,7 +451,7 @@ class LifecycleController:
         self._foreign.pop(event.uid, None)
         job.start()
 
-    def _run_scale_down(self, event: FallbackEvent, record: LifecycleRecord) -> float:
+    def _run_scale_down(self, event: FallbackEvent, record: LifecycleProgress) -> float:
         job = self._jobs.get(event.uid)
         if job is not None and job.alive():
             return self.settings.lifecycle_poll_interval
@@ -393,7 +470,7 @@ class LifecycleController:
         self._start_job(event)
         return self.settings.lifecycle_poll_interval
 
-    def _abort_scale_down(self, event: FallbackEvent, record: LifecycleRecord, action: AbortScaleDown) -> float:
+    def _abort_scale_down(self, event: FallbackEvent, record: LifecycleProgress, action: AbortScaleDown) -> float:
         job = self._jobs.get(event.uid)
         if job is not None and job.alive():
             job.abort(AbortKind.RELAPSE, action.reason)
@@ -403,7 +480,7 @@ class LifecycleController:
         ScaleDown(self.context, event).relapse(action.reason)
         return 0.0
 
-    def _may_run(self, event: FallbackEvent, record: LifecycleRecord) -> bool:
+    def _may_run(self, event: FallbackEvent, record: LifecycleProgress) -> bool:
         """Run a scale-down someone else owns only once it made no progress (no write) for the takeover time.
 
         A successor after a crash takes over after that pause; a live owner (the race's winner, or a leader
@@ -480,11 +557,11 @@ class LifecycleController:
             log.warning("could not release node %s: %s; trying again next pass", node, exc)
 
     # -- facts -----------------------------------------------------------------------------------------------
-    def _read_spot(self, events: Iterable[FallbackEvent]) -> tuple[dict[str, Group], dict[str, list[Activity]]]:
+    def _read_spot(self, events: Iterable[FallbackEvent]) -> tuple[dict[str, GroupClaims], dict[str, list[Activity]]]:
         names = sorted({e.spec.spot_asg_name for e in events})
         if not names:
             return {}, {}
-        groups = self.asg.describe_groups(names)
+        groups = self.owner.describe(names)
         activities = {name: self.asg.activities(name) if name in groups else [] for name in names}
         return groups, activities
 

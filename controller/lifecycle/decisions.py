@@ -28,7 +28,7 @@ from controller.checks.safety import CheckResult
 from controller.checks.spot_health import SpotHealth, assess
 from controller.config import ConfigError, Settings, format_duration, parse_duration
 from controller.model.asg import Activity, Group
-from controller.model.progress import LifecycleRecord, MalformedRecordError, format_time, parse_time
+from controller.model.progress import LifecycleProgress, MalformedRecordError, format_time, parse_time
 from controller.model.sgfe import FallbackEvent, Phase, Status
 
 NORMAL = "Normal"
@@ -44,6 +44,8 @@ class Facts:
     activities: tuple[Activity, ...] = ()
     ready_instances: frozenset[str] = frozenset()
     safety: tuple[CheckResult, ...] | None = None
+    return_ready: tuple[str, ...] = ()  # the return's new spot instances, InService with a Ready Node
+    return_short: int = 0  # 1 when someone else lowered the spot ASG below what the return needs
 
 
 # -- actions -----------------------------------------------------------------------------------------------
@@ -65,32 +67,36 @@ class Transition:
     reason: str = ""
     note: str = ""
     kind: str = NORMAL
-    record: LifecycleRecord | None = None
+    record: LifecycleProgress | None = None
     wake_in: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True)
 class RequestReturn:
-    """Return to spot: write ``record`` (the intent), SetDesiredCapacity(spot, ``target``), confirm, ``status``."""
+    """Return to spot: the capacity owner asks the spot ASG for one more instance, writing ``record`` (the intent,
+    with the change's desired capacities and token) first; then confirm it and write ``status``. ``target`` is the
+    desired capacity this snapshot expects (the owner computes the real one from its own read)."""
 
-    record: LifecycleRecord
+    record: LifecycleProgress
     target: int
     status: Status
 
 
 @dataclasses.dataclass(frozen=True)
 class ConfirmReturn:
-    """The intent is recorded but not confirmed (a crash in between): make desired >= target, then confirm."""
+    """The intent is recorded but not confirmed (a crash in between): the capacity owner makes the increase if
+    its call was not made (it tells from the token), then confirm."""
 
-    record: LifecycleRecord
+    record: LifecycleProgress
 
 
 @dataclasses.dataclass(frozen=True)
 class Withdraw:
-    """Give an unfulfilled return back: write ``record`` (intent: ``withdraw_target``), lower the spot ASG to it
-    (late launches first, by exact instance), then clear the return and write ``status``."""
+    """Give an unfulfilled return back: write ``record`` (intent: ``withdraw_target``), then the capacity owner
+    terminates exactly the return's instance if one launched (drained) and lowers desired capacity only for a
+    launch that never happened; then clear the return and write ``status``."""
 
-    record: LifecycleRecord
+    record: LifecycleProgress
     status: Status
     note: str
 
@@ -119,7 +125,7 @@ class AbortScaleDown:
 
     reason: str
     status: Status
-    record: LifecycleRecord
+    record: LifecycleProgress
 
 
 @dataclasses.dataclass(frozen=True)
@@ -144,8 +150,11 @@ Action = (
 # -- the decision ------------------------------------------------------------------------------------------
 
 
-def decide(event: FallbackEvent, record: LifecycleRecord, facts: Facts, settings: Settings) -> Action:
+def decide(event: FallbackEvent, record: LifecycleProgress, facts: Facts, settings: Settings) -> Action:
     phase = event.status.phase
+    if record.given_back and phase not in (Phase.COMPLETED, Phase.FAILED):
+        message = f"On-demand replacement given back ({record.given_back}); nothing to return to spot for it"
+        return Transition(_status(event, phase=Phase.COMPLETED, message=message), "GivenBack", message)
     try:
         if phase == Phase.PENDING:
             return _pending(event, record, facts, settings)
@@ -189,7 +198,7 @@ def _status(event: FallbackEvent, **changes: object) -> Status:
     return dataclasses.replace(event.status, **changes)  # type: ignore[arg-type]
 
 
-def _fail(event: FallbackEvent, record: LifecycleRecord, facts: Facts, reason: str) -> Transition:
+def _fail(event: FallbackEvent, record: LifecycleProgress, facts: Facts, reason: str) -> Transition:
     return Transition(
         _status(event, phase=Phase.FAILED, message=reason),
         reason="FallbackEventFailed",
@@ -202,7 +211,7 @@ def _fail(event: FallbackEvent, record: LifecycleRecord, facts: Facts, reason: s
 # -- Pending -----------------------------------------------------------------------------------------------
 
 
-def _pending(event: FallbackEvent, record: LifecycleRecord, facts: Facts, settings: Settings) -> Action:
+def _pending(event: FallbackEvent, record: LifecycleProgress, facts: Facts, settings: Settings) -> Action:
     started = parse_time("spec.timestamp", event.spec.timestamp)
     wait = minimum_wait(event, settings)
     due = started + dt.timedelta(seconds=wait)
@@ -217,7 +226,7 @@ def _pending(event: FallbackEvent, record: LifecycleRecord, facts: Facts, settin
 # -- Monitoring --------------------------------------------------------------------------------------------
 
 
-def _monitoring(event: FallbackEvent, record: LifecycleRecord, facts: Facts, settings: Settings) -> Action:
+def _monitoring(event: FallbackEvent, record: LifecycleProgress, facts: Facts, settings: Settings) -> Action:
     asg = event.spec.spot_asg_name
     poll = settings.lifecycle_poll_interval
     if record.withdraw_target is not None:
@@ -287,7 +296,7 @@ def _healthy_since(event: FallbackEvent) -> dt.datetime | None:
         return None  # hand-edited: start the window over
 
 
-def _return_in_flight(event: FallbackEvent, record: LifecycleRecord, facts: Facts, settings: Settings) -> Action:
+def _return_in_flight(event: FallbackEvent, record: LifecycleProgress, facts: Facts, settings: Settings) -> Action:
     if not record.return_confirmed:
         return ConfirmReturn(record)
     if facts.spot is None:
@@ -297,15 +306,14 @@ def _return_in_flight(event: FallbackEvent, record: LifecycleRecord, facts: Fact
     deadline = parse_time("return deadline", record.return_deadline_at)
     decision = capacity.evaluate(
         wanted=1,
-        group=facts.spot,
-        known=record.return_known,
-        ready_instance_ids=facts.ready_instances,
+        group_name=facts.spot.name,
+        ready=facts.return_ready,
+        short=facts.return_short,
         activities=_since(facts.activities, record.return_seen_activity),
         requested_at=requested,
         deadline_monotonic=_seconds(deadline, facts.now),
         now_monotonic=0.0,
         poll_interval=settings.capacity_poll_interval,
-        target=record.return_target,
     )
     if isinstance(decision, capacity.Ready):
         instance = decision.instances[0]
@@ -322,7 +330,7 @@ def _since(activities: Sequence[Activity], seen: str) -> Sequence[Activity]:
     return activities[: ids.index(seen)] if seen in ids else activities
 
 
-def _restored(event: FallbackEvent, record: LifecycleRecord | None, instance: str, health: SpotHealth) -> Transition:
+def _restored(event: FallbackEvent, record: LifecycleProgress | None, instance: str, health: SpotHealth) -> Transition:
     """ReadyForScaleDown; ``record`` (when the returned instance is new) is written first."""
     message = (
         f"Spot capacity restored and stable: spot instance {instance} of {event.spec.spot_asg_name} is InService "
@@ -337,7 +345,7 @@ def _restored(event: FallbackEvent, record: LifecycleRecord | None, instance: st
 
 
 def _short(
-    event: FallbackEvent, record: LifecycleRecord, reason: str, facts: Facts, settings: Settings, *, withdraw: bool
+    event: FallbackEvent, record: LifecycleProgress, reason: str, facts: Facts, settings: Settings, *, withdraw: bool
 ) -> Action:
     attempts = record.return_attempts + 1
     wait = backoff(attempts, settings)
@@ -360,13 +368,15 @@ def _short(
     )
 
 
-def _withdraw(event: FallbackEvent, intent: LifecycleRecord, reason: str, facts: Facts, settings: Settings) -> Withdraw:
+def _withdraw(
+    event: FallbackEvent, intent: LifecycleProgress, reason: str, facts: Facts, settings: Settings
+) -> Withdraw:
     wait = backoff(intent.return_attempts, settings)
     message = _short_message(event, reason, intent, wait)
     return Withdraw(intent, _status(event, spot_healthy_since="", message=message), message)
 
 
-def _short_message(event: FallbackEvent, reason: str, record: LifecycleRecord, wait: float) -> str:
+def _short_message(event: FallbackEvent, reason: str, record: LifecycleProgress, wait: float) -> str:
     given_back = (
         f"; the increase was given back (desired {record.withdraw_target})"
         if record.withdraw_target is not None
@@ -422,7 +432,7 @@ def safety_summary(results: Sequence[CheckResult]) -> str:
 # -- ScalingDown, Completed --------------------------------------------------------------------------------
 
 
-def _scaling_down(event: FallbackEvent, record: LifecycleRecord, facts: Facts) -> Action:
+def _scaling_down(event: FallbackEvent, record: LifecycleProgress, facts: Facts) -> Action:
     if record.terminate_requested_at:
         return RunScaleDown()  # the instance is going: no turning back
     health = assess(facts.spot, facts.activities, facts.ready_instances, event.spec.spot_asg_name)
@@ -436,7 +446,7 @@ def relapse_status(event: FallbackEvent, reason: str) -> Status:
     return _relapsed(event, SpotHealth(False, reason), "during the scale-down")
 
 
-def _completed(event: FallbackEvent, record: LifecycleRecord, facts: Facts, settings: Settings) -> Action:
+def _completed(event: FallbackEvent, record: LifecycleProgress, facts: Facts, settings: Settings) -> Action:
     finished = parse_time("finished at", record.finished_at or event.spec.timestamp)
     expires = finished + dt.timedelta(seconds=settings.completed_ttl)
     if facts.now >= expires:

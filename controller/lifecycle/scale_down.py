@@ -28,8 +28,8 @@ import threading
 from collections.abc import Callable
 
 from controller import failpoints
-from controller.adapters.aws import AutoScaling, AwsError
 from controller.adapters.sgfe_store import ConflictError, FallbackEvents
+from controller.capacity.owner import CapacityOwner, Outcome
 from controller.checks.drain_plan import DrainOptions, PodRef, plan_drain
 from controller.checks.spot_health import SpotHealth
 from controller.clock import Cancellation, Clock
@@ -40,9 +40,9 @@ from controller.effects.protection import SCALE_DOWN_TAINT, cordon_and_taint, ev
 from controller.fence import NotLeaderError
 from controller.lifecycle.decisions import relapse_status
 from controller.model.asg import instance_id_from_provider_id
-from controller.model.progress import ANNOTATION, LifecycleRecord, format_time, parse_time
+from controller.model.progress import ANNOTATION, LifecycleProgress, format_time, parse_time
 from controller.model.sgfe import FallbackEvent, Phase, Status
-from controller.observability.lifecycle_reporter import LifecycleRecorder
+from controller.observability.reporters import LifecycleReporter
 
 log = logging.getLogger(__name__)
 
@@ -74,11 +74,11 @@ class ScaleDownContext:
 
     settings: Settings
     sgfes: FallbackEvents
-    asg: AutoScaling
+    owner: CapacityOwner
     drainer: Drainer
     writer: NodeWriter
     clock: Clock
-    recorder: LifecycleRecorder
+    recorder: LifecycleReporter
     identity: str
     spot_health: Callable[[FallbackEvent], SpotHealth]
     wake: Callable[[], None] = lambda: None
@@ -145,7 +145,7 @@ class ScaleDown:
 
     def _execute(self) -> None:
         event = self._claim()
-        record = LifecycleRecord.of(event.annotations)
+        record = LifecycleProgress.of(event.annotations)
         if not record.terminate_requested_at:
             result = self._drain(event, record)
             if self._handled_abort():
@@ -159,7 +159,7 @@ class ScaleDown:
                 self.relapse(health.reason)
                 return
             event = self._fresh(owned=True)
-            record = LifecycleRecord.of(event.annotations).replace(
+            record = LifecycleProgress.of(event.annotations).replace(
                 terminate_requested_at=format_time(self.ctx.clock.now()), terminate_by=self.ctx.identity
             )
             event = self.ctx.sgfes.annotate(event, {ANNOTATION: record.to_json()})
@@ -172,7 +172,7 @@ class ScaleDown:
         event = self._fresh()
         if event.status.phase != Phase.SCALING_DOWN:
             raise SteppedBackError(f"it is {event.status.phase} now, not ScalingDown")
-        record = LifecycleRecord.of(event.annotations)
+        record = LifecycleProgress.of(event.annotations)
         if record.owner == self.ctx.identity and record.drain_started_at:
             return event
         previous = record.owner
@@ -196,12 +196,12 @@ class ScaleDown:
         event = self.ctx.sgfes.find(self.name)
         if event is None or (self.uid and event.uid != self.uid):
             raise EventGoneError(self.key)
-        if owned and LifecycleRecord.of(event.annotations).owner != self.ctx.identity:
-            raise SteppedBackError(f"{LifecycleRecord.of(event.annotations).owner or 'nobody'} owns it now")
+        if owned and LifecycleProgress.of(event.annotations).owner != self.ctx.identity:
+            raise SteppedBackError(f"{LifecycleProgress.of(event.annotations).owner or 'nobody'} owns it now")
         return event
 
     # -- drain ---------------------------------------------------------------------------------------------
-    def _drain(self, event: FallbackEvent, record: LifecycleRecord) -> DrainResult | None:
+    def _drain(self, event: FallbackEvent, record: LifecycleProgress) -> DrainResult | None:
         """Taint, cordon and drain until the node is empty, within the drain timeout counted from
         ``drain_started_at``. None when the node is gone with nothing left bound to it (nothing to drain).
 
@@ -296,7 +296,7 @@ class ScaleDown:
             log.info("SpotGuardFallbackEvent %s is %s already: nothing to roll back", self.key, event.status.phase)
             return
         release(self.ctx.writer, self.ctx.drainer, self.node, keep_protection=True)
-        record = LifecycleRecord.of(event.annotations).cleared_scale_down()
+        record = LifecycleProgress.of(event.annotations).cleared_scale_down()
         event = self.ctx.sgfes.annotate(event, {ANNOTATION: record.to_json()})
         written = self.ctx.sgfes.update_status(event, relapse_status(event, reason))
         self.ctx.recorder.phase_changed(written, Phase.SCALING_DOWN, Phase.MONITORING)
@@ -306,7 +306,7 @@ class ScaleDown:
         """Failed, with the reason; the node uncordoned and untainted, the instance kept."""
         release(self.ctx.writer, self.ctx.drainer, self.node, keep_protection=False)
         event = self._fresh(owned=True)
-        record = LifecycleRecord.of(event.annotations).replace(finished_at=format_time(self.ctx.clock.now()))
+        record = LifecycleProgress.of(event.annotations).replace(finished_at=format_time(self.ctx.clock.now()))
         event = self.ctx.sgfes.annotate(event, {ANNOTATION: record.to_json()})
         instance = event.spec.on_demand_instance_id or "(unnamed)"
         message = (
@@ -329,7 +329,8 @@ class ScaleDown:
         release(self.ctx.writer, self.ctx.drainer, self.node, keep_protection=False)
 
     def _terminate(self, event: FallbackEvent) -> str:
-        """Terminate exactly the SGFE's instance with decrement, unless it already left; a sentence saying which."""
+        """Terminate exactly the SGFE's instance with decrement (the capacity owner), unless it already left; a
+        sentence saying which."""
         asg_name = event.spec.on_demand_asg_name
         instance = event.spec.on_demand_instance_id or self._instance_of_node()
         if not instance:
@@ -337,22 +338,13 @@ class ScaleDown:
                 f"SpotGuardFallbackEvent {self.key} names no onDemandInstanceID and node {self.node} is gone, so "
                 "which instance to terminate is unknown; terminate it by hand and delete the event"
             )
-        group = self.ctx.asg.describe_groups([asg_name]).get(asg_name)
-        member = None if group is None else next((i for i in group.instances if i.instance_id == instance), None)
-        if group is None or member is None or member.lifecycle_state.startswith("Terminat"):
-            state = "gone" if member is None else member.lifecycle_state
-            log.info("on-demand instance %s of %s is already %s: nothing to terminate", instance, asg_name, state)
-            return f"instance {instance} had already left on-demand ASG {asg_name} ({state})"
-        try:
-            self.ctx.asg.terminate_instance(instance, decrement=True)
-        except AwsError as exc:
-            if exc.code == "ValidationError" and any(text in exc.aws_message for text in ALREADY_GONE):
-                return f"instance {instance} had already left on-demand ASG {asg_name}"
-            raise
-        note = (
-            f"terminated instance {instance} with ShouldDecrementDesiredCapacity (on-demand ASG {asg_name} "
-            f"desired {group.desired} -> {group.desired - 1})"
-        )
+        removal = self.ctx.owner.remove(instance, expect_group=asg_name, drain=False)
+        if removal.outcome is Outcome.REFUSED:
+            raise SteppedBackError(f"not terminating instance {instance}: {removal.message}")
+        if removal.outcome is Outcome.ALREADY_GONE:
+            log.info("on-demand instance %s of %s: %s; nothing to terminate", instance, asg_name, removal.message)
+            return f"instance {instance} had already left on-demand ASG {asg_name} ({removal.message})"
+        note = f"terminated instance {instance} with ShouldDecrementDesiredCapacity (on-demand ASG {asg_name})"
         log.info("SpotGuardFallbackEvent %s: %s", self.key, note)
         self.ctx.recorder.sgfe_event(event, "Normal", "OnDemandInstanceTerminated", note)
         return note
@@ -366,7 +358,7 @@ class ScaleDown:
 
     def _complete(self, note: str) -> None:
         event = self._fresh(owned=True)
-        record = LifecycleRecord.of(event.annotations).replace(finished_at=format_time(self.ctx.clock.now()))
+        record = LifecycleProgress.of(event.annotations).replace(finished_at=format_time(self.ctx.clock.now()))
         event = self.ctx.sgfes.annotate(event, {ANNOTATION: record.to_json()})
         message = f"On-demand node {self.node} drained and {note}; scale-down complete"
         status: Status = dataclasses.replace(event.status, phase=Phase.COMPLETED, message=message)

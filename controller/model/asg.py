@@ -22,6 +22,12 @@ CAPACITY_SENTENCES = {"We currently do not have sufficient": "InsufficientInstan
 
 IN_SERVICE = "InService"
 PENDING_STATES = frozenset({"Pending", "Pending:Wait", "Pending:Proceed"})
+#: States that count toward a group's capacity: launching or in service (not leaving, not on standby).
+COUNTED_STATES = PENDING_STATES | {IN_SERVICE}
+#: States of an instance on its way out of the group: never terminated a second time.
+LEAVING_STATES = frozenset(
+    {"Terminating", "Terminating:Wait", "Terminating:Proceed", "Terminated", "Detaching", "Detached"}
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,6 +54,14 @@ class Group:
 
     def instance_ids(self) -> set[str]:
         return {i.instance_id for i in self.instances}
+
+
+@dataclasses.dataclass(frozen=True)
+class Membership:
+    """Where an instance is: its group, and its lifecycle state there."""
+
+    group: str
+    lifecycle_state: str
 
 
 @dataclasses.dataclass(frozen=True)

@@ -32,9 +32,11 @@ class MalformedRecordError(ValueError):
 
 
 @dataclasses.dataclass(frozen=True)
-class LifecycleRecord:
+class LifecycleProgress:
     # Return to spot.
-    return_target: int | None = None  # absolute spot desired capacity asked for
+    return_target: int | None = None  # spot desired capacity asked for
+    return_before: int | None = None  # spot desired capacity when the return was asked for
+    return_change: str = ""  # the capacity owner's token of that change
     return_known: tuple[str, ...] = ()  # spot instances before the return scale-up
     return_requested_at: str = ""
     return_deadline_at: str = ""
@@ -51,6 +53,7 @@ class LifecycleRecord:
     terminate_requested_at: str = ""  # intent: terminate exactly the on-demand instance, with decrement
     terminate_by: str = ""
     finished_at: str = ""  # when the event reached Completed or Failed (the TTL counts from here)
+    given_back: str = ""  # ended by a give-back of its on-demand replacement (why), not by a return to spot
     version: int = SCHEMA_VERSION
 
     @property
@@ -67,7 +70,7 @@ class LifecycleRecord:
         return json.dumps(data, separators=(",", ":"), sort_keys=True)
 
     @classmethod
-    def from_json(cls, text: str) -> LifecycleRecord:
+    def from_json(cls, text: str) -> LifecycleProgress:
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
@@ -95,18 +98,20 @@ class LifecycleRecord:
         return record
 
     @classmethod
-    def of(cls, annotations: Mapping[str, str]) -> LifecycleRecord:
+    def of(cls, annotations: Mapping[str, str]) -> LifecycleProgress:
         raw = annotations.get(ANNOTATION)
         return cls() if raw is None else cls.from_json(raw)
 
-    def replace(self, **changes: Any) -> LifecycleRecord:
+    def replace(self, **changes: Any) -> LifecycleProgress:
         return dataclasses.replace(self, **changes)
 
-    def cleared_return(self) -> LifecycleRecord:
+    def cleared_return(self) -> LifecycleProgress:
         """The record without a return in flight (after it was withdrawn)."""
         return dataclasses.replace(
             self,
             return_target=None,
+            return_before=None,
+            return_change="",
             return_known=(),
             return_requested_at="",
             return_deadline_at="",
@@ -115,7 +120,7 @@ class LifecycleRecord:
             withdraw_target=None,
         )
 
-    def cleared_scale_down(self) -> LifecycleRecord:
+    def cleared_scale_down(self) -> LifecycleProgress:
         """The record after a scale-down was rolled back (the spot ASG relapsed)."""
         return dataclasses.replace(self, owner="", drain_started_at="", terminate_requested_at="", terminate_by="")
 

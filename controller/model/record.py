@@ -1,9 +1,10 @@
-"""The replacement record: what Spot Guard has done for one recommended node, kept on that Node.
+"""The replacement record: what Spot Guard has done for one noticed node, kept on that Node.
 
 Every step that changes AWS is written here first (intent before effect), with optimistic
 concurrency, so a successor that finds a record knows exactly where its predecessor stopped. The
-record is JSON in the annotation ``spotguard.io/replacement``; targets are absolute desired
-capacities, so repeating a step after a crash changes nothing.
+record is JSON in the annotation ``spotguard.io/replacement``. A capacity increase is recorded as
+the desired capacity it was read at (``*_before``), the one it asked for (``*_target``) and the owner's
+change token (``*_change``): ``controller.capacity.owner`` tells from these whether the call was made.
 """
 
 from __future__ import annotations
@@ -41,6 +42,10 @@ class Phase:
 
     TERMINAL = frozenset({RETIRED, RELEASED, FAILED})
     REPLACED = frozenset({SPOT_READY, ON_DEMAND_READY})
+    #: Phases that hold a claim on the spot group (its increase asked for, not yet bound or given back).
+    SPOT_CLAIM = frozenset({SPOT_REQUESTED, SPOT_SCALED_UP, SPOT_WITHDRAWING})
+    #: Phases that hold a claim on the on-demand group.
+    ON_DEMAND_CLAIM = frozenset({ON_DEMAND_REQUESTED, ON_DEMAND_SCALED_UP})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,14 +56,16 @@ class Member:
     instance_id: str
     trigger: str
     traceparent: str = ""
+    notice: str = ""
 
     def to_json(self) -> list[str]:
-        return [self.node, self.instance_id, self.trigger, self.traceparent]
+        fields = [self.node, self.instance_id, self.trigger, self.traceparent]
+        return [*fields, self.notice] if self.notice else fields
 
     @classmethod
     def from_json(cls, value: Any) -> Member:
-        if not (isinstance(value, list) and len(value) == 4 and all(isinstance(v, str) for v in value)):
-            raise ValueError(f"a batch member is [node, instance, trigger, traceparent], not {value!r}")
+        if not (isinstance(value, list) and len(value) in (4, 5) and all(isinstance(v, str) for v in value)):
+            raise ValueError(f"a batch member is [node, instance, trigger, traceparent, notice], not {value!r}")
         return cls(*value)
 
 
@@ -71,7 +78,10 @@ class ReplacementRecord:
     on_demand_asg: str
     updated_at: str
     batch: str = ""
+    notice: str = ""  # the notice this replacement answers ("rebalance:<time>", "interruption:<time>")
+    spot_before: int | None = None  # the spot group's desired capacity when the increase was asked for
     spot_target: int | None = None
+    spot_change: str = ""  # the capacity owner's token for that change
     spot_known: tuple[str, ...] = ()
     requested_at: str = ""
     activity_mark: str = ""  # start of the newest spot scaling activity before the scale-up
@@ -79,15 +89,20 @@ class ReplacementRecord:
     replacement_instance: str = ""
     replacement_node: str = ""
     replacement_capacity: str = ""  # "spot" | "on-demand"
+    replaced_at: str = ""  # when replacement_instance was bound to this node
     fallback_reason: str = ""
-    spot_withdraw_target: int | None = None
+    on_demand_before: int | None = None
     on_demand_target: int | None = None
+    on_demand_change: str = ""
     on_demand_known: tuple[str, ...] = ()
     on_demand_requested_at: str = ""
     on_demand_activity_mark: str = ""
     on_demand_deadline_at: str = ""
+    giving_back: bool = False  # intent: the on-demand request is being given back (on-demand is short too)
     sgfe: str = ""
     failed_reason: str = ""
+    cordoned: bool = False  # Spot Guard cordoned this node (a drain): it retires it or uncordons it again
+    previous: str = ""  # the outcome of an earlier replacement of this node (a new notice came after it)
     traceparent: str = ""  # W3C context of the detection span: every later span joins its trace
     # Only on a batch's intent record (SpotRequested): the batch's other nodes, whose own records are written
     # once the call is made. One intent write per batch keeps a burst's scale-up off O(nodes) API writes.
@@ -98,7 +113,7 @@ class ReplacementRecord:
         data: dict[str, Any] = {}
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
-            if value in ("", None, ()):
+            if value is None or value is False or value in ("", ()):
                 continue
             if field.name == "members":
                 value = [member.to_json() for member in value]
@@ -147,6 +162,11 @@ class ReplacementRecord:
     @property
     def terminal(self) -> bool:
         return self.phase in Phase.TERMINAL
+
+    def outcome(self) -> str:
+        """This replacement's end in one line (kept as ``previous`` when the node gets a new replacement)."""
+        why = self.failed_reason or self.fallback_reason
+        return f"{self.phase} at {self.updated_at}" + (f": {why}" if why else "")
 
 
 @functools.lru_cache(maxsize=8192)

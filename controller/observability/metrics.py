@@ -236,6 +236,20 @@ class Metrics:
             ["reason"],
             registry=registry,
         )
+        self.outside_changes = Counter(
+            PREFIX + "outside_capacity_changes",
+            "Times a group's desired capacity was found other than Spot Guard's instances and claims justify "
+            "(changed by a person or another autoscaler), by group",
+            ["asg"],
+            registry=registry,
+        )
+        self.refused_effects = Counter(
+            PREFIX + "refused_effects",
+            "AWS or node effects Spot Guard refused because what they would touch is not its own (a forged or stale "
+            "record), by kind",
+            ["kind"],
+            registry=registry,
+        )
         self._fallback_events = _FallbackEventCollector(clock or SystemClock())
         registry.register(self._fallback_events)
         if process_metrics:
@@ -267,6 +281,8 @@ class Metrics:
                 self.scale_up_results.labels(asg, capacity_type, result)
         for reason in FallbackReason.ALL:
             self.fallbacks.labels(spot_asg, on_demand_asg, reason)
+        for asg in (spot_asg, on_demand_asg):
+            self.outside_changes.labels(asg)
 
     # -- recording ------------------------------------------------------------------------------------------
 
@@ -303,6 +319,12 @@ class Metrics:
 
     def refused(self, reason: str) -> None:
         self.refusals.labels(reason).inc()
+
+    def outside_change(self, asg: str) -> None:
+        self.outside_changes.labels(asg).inc()
+
+    def refused_effect(self, kind: str) -> None:
+        self.refused_effects.labels(kind).inc()
 
     def replacement_failed(self, reason: str) -> None:
         self.replacement_failures.labels(reason).inc()

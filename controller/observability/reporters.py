@@ -1,9 +1,15 @@
-"""Reports the replacement controller's decisions as Kubernetes Events, metrics and log lines."""
+"""Where the controllers report what they decide: Kubernetes Events, metrics and log lines in production
+(wired by ``controller.app.run``), log lines only by default (unit tests).
+
+Every call must be quick and must not raise. The lifecycle's ``phase_changed`` is called synchronously, in the
+thread that wrote the new phase, right after the write succeeded.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
+from typing import Protocol
 
 from controller.model.sgfe import FallbackEvent
 from controller.observability import tracing
@@ -28,8 +34,63 @@ _REFUSALS = {
 }
 
 
-class KubeRecorder:
-    """The production ``Recorder``: every decision becomes an Event on its Node, a metric and a log line."""
+class ReplacementReporter(Protocol):
+    """Where the replacement controller reports its decisions."""
+
+    def node_event(self, node: str, kind: str, reason: str, message: str) -> None: ...
+
+    def refused(self, reason: str) -> None: ...
+
+    def scale_up(self, asg: str, capacity_type: str, result: str) -> None: ...
+
+    def fallback(self, spot_asg: str, on_demand_asg: str, reason: str) -> None: ...
+
+    def replacement_ready(self, capacity_type: str, seconds: float) -> None: ...
+
+    def replacement_failed(self, reason: str) -> None: ...
+
+    def outside_change(self, group: str, desired: int, justified: int, claims: tuple[str, ...]) -> None: ...
+
+    def refused_effect(self, what: str, message: str) -> None: ...
+
+
+class LogReplacementReporter:
+    """A ReplacementReporter that only logs (unit tests, and the fallback when Events cannot be written)."""
+
+    def node_event(self, node: str, kind: str, reason: str, message: str) -> None:
+        level = logging.WARNING if kind == "Warning" else logging.INFO
+        log.log(level, "node %s: %s: %s", node, reason, message)
+
+    def refused(self, reason: str) -> None:
+        return None
+
+    def scale_up(self, asg: str, capacity_type: str, result: str) -> None:
+        return None
+
+    def fallback(self, spot_asg: str, on_demand_asg: str, reason: str) -> None:
+        return None
+
+    def replacement_ready(self, capacity_type: str, seconds: float) -> None:
+        return None
+
+    def replacement_failed(self, reason: str) -> None:
+        return None
+
+    def outside_change(self, group: str, desired: int, justified: int, claims: tuple[str, ...]) -> None:
+        log.warning(
+            "ASG %s: desired capacity is %d, but Spot Guard's instances and open claims justify %d: someone else "
+            "changed it",
+            group,
+            desired,
+            justified,
+        )
+
+    def refused_effect(self, what: str, message: str) -> None:
+        log.warning("refused %s: %s", what, message)
+
+
+class KubeReplacementReporter:
+    """The production ``ReplacementReporter``: every decision becomes an Event on its Node, a metric and a log line."""
 
     def __init__(self, events: EventRecorder, metrics: Metrics) -> None:
         self.events = events
@@ -58,9 +119,25 @@ class KubeRecorder:
     def replacement_failed(self, reason: str) -> None:
         self.metrics.replacement_failed(reason)
 
+    def outside_change(self, group: str, desired: int, justified: int, claims: tuple[str, ...]) -> None:
+        log.warning(
+            "ASG %s: desired capacity is %d, but Spot Guard's instances and open claims justify %d: someone else "
+            "changed it (open claims: %s)",
+            group,
+            desired,
+            justified,
+            ", ".join(claims) or "none",
+            extra={"asg": group},
+        )
+        self.metrics.outside_change(group)
 
-class KubeLifecycleRecorder:
-    """The production ``LifecycleRecorder``: Events on the SGFE, metrics, a log line and a span per phase change
+    def refused_effect(self, what: str, message: str) -> None:
+        log.warning("refused %s: %s", what, message)
+        self.metrics.refused_effect(what.split(" ", 1)[0])
+
+
+class KubeLifecycleReporter:
+    """The production ``LifecycleReporter``: Events on the SGFE, metrics, a log line and a span per phase change
     (in the fallback's trace, whose context the SGFE carries)."""
 
     def __init__(self, events: EventRecorder, metrics: Metrics) -> None:
@@ -122,3 +199,47 @@ class KubeLifecycleRecorder:
         if new == "Completed" and event.spec.timestamp:
             started = contract.parse_time("timestamp", event.spec.timestamp)
             self.metrics.fallback_completed((dt.datetime.now(dt.UTC) - started).total_seconds())
+
+
+class LifecycleReporter(Protocol):
+    def sgfe_event(self, event: FallbackEvent, kind: str, reason: str, message: str) -> None:
+        """An Event about ``event``: ``kind`` Normal or Warning, a CamelCase ``reason``, a sentence."""
+        ...
+
+    def phase_changed(self, event: FallbackEvent, old: str, new: str) -> None:
+        """``event`` (as written) moved from phase ``old`` to ``new``."""
+        ...
+
+
+class LogLifecycleReporter:
+    """Logs only (unit tests, and the default when nothing is wired)."""
+
+    def sgfe_event(self, event: FallbackEvent, kind: str, reason: str, message: str) -> None:
+        level = logging.WARNING if kind == "Warning" else logging.INFO
+        lifecycle_log.log(level, "SpotGuardFallbackEvent %s/%s: %s: %s", event.namespace, event.name, reason, message)
+
+    def phase_changed(self, event: FallbackEvent, old: str, new: str) -> None:
+        lifecycle_log.info("SpotGuardFallbackEvent %s/%s: phase %s -> %s", event.namespace, event.name, old, new)
+
+
+class SafeLifecycleReporter:
+    """Wraps a recorder so that its failures never break the lifecycle work."""
+
+    def __init__(self, inner: LifecycleReporter) -> None:
+        self.inner = inner
+
+    def sgfe_event(self, event: FallbackEvent, kind: str, reason: str, message: str) -> None:
+        try:
+            self.inner.sgfe_event(event, kind, reason, message)
+        except Exception:
+            lifecycle_log.exception(
+                "recording event %s for SpotGuardFallbackEvent %s failed; ignoring it", reason, event.name
+            )
+
+    def phase_changed(self, event: FallbackEvent, old: str, new: str) -> None:
+        try:
+            self.inner.phase_changed(event, old, new)
+        except Exception:
+            lifecycle_log.exception(
+                "recording phase %s -> %s of SpotGuardFallbackEvent %s failed", old, new, event.name
+            )

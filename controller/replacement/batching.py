@@ -43,6 +43,8 @@ class Queued:
     trigger: str  # "rebalance" | "interruption"
     pair: Pair
     seen: float  # monotonic time it was queued
+    notice: str = ""  # the notice's identity (controller.replacement.decisions.Notice)
+    previous: str = ""  # the outcome of an earlier replacement of this node, if any
 
 
 class BatchQueues:

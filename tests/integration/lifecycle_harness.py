@@ -23,6 +23,7 @@ from kubernetes.client.exceptions import ApiException
 from controller.adapters.aws import AutoScaling
 from controller.adapters.kube import Informer, Kube
 from controller.adapters.sgfe_store import FallbackEvents
+from controller.capacity.owner import CapacityOwner
 from controller.clock import Cancellation, SystemClock
 from controller.config import Settings
 from controller.effects.drain import Drainer
@@ -102,7 +103,7 @@ class LifecycleRun:
         self.controller = LifecycleController(
             settings=settings,
             sgfes=sgfes or FallbackEvents(kube, settings.namespace),
-            asg=asg,
+            owner=CapacityOwner(asg, SystemClock()),
             kube=kube,
             writer=NodeWriter(kube),
             drainer=Drainer(kube, SystemClock()),

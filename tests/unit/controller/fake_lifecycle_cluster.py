@@ -217,6 +217,15 @@ class FakeAutoScalingClient:
             {"AutoScalingGroups": [copy.deepcopy(self.groups[n]) for n in AutoScalingGroupNames if n in self.groups]}
         ]
 
+    def describe_auto_scaling_instances(self, InstanceIds: list[str]) -> JSON:  # noqa: N803
+        found = [
+            {"InstanceId": i["InstanceId"], "AutoScalingGroupName": name, "LifecycleState": i["LifecycleState"]}
+            for name, group in self.groups.items()
+            for i in group["Instances"]
+            if i["InstanceId"] in InstanceIds
+        ]
+        return {"AutoScalingInstances": found}
+
     def describe_scaling_activities(self, AutoScalingGroupName: str, MaxRecords: int) -> JSON:  # noqa: N803
         return {"Activities": copy.deepcopy(self.activities.get(AutoScalingGroupName, []))}
 

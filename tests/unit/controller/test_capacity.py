@@ -1,4 +1,5 @@
-"""The capacity check as a pure decision: arrival, early fallback, MaxSize, deadline."""
+"""The capacity check as a pure decision: arrival, early fallback, someone else's lower desired capacity, MaxSize,
+deadline."""
 
 from __future__ import annotations
 
@@ -27,18 +28,19 @@ def _failed(at: dt.datetime) -> Activity:
     return Activity("a", "Failed", SHORT, "", "", at)
 
 
-def _evaluate(group: Group, ready: set[str], activities: list[Activity], now: float = 10.0, **kw: object) -> object:
+def _evaluate(
+    ready: tuple[str, ...] = (), activities: tuple[Activity, ...] = (), now: float = 10.0, **kw: object
+) -> object:
     args: dict[str, object] = {
         "wanted": 1,
-        "group": group,
-        "known": {"i-old1", "i-old2", "i-old3"},
-        "ready_instance_ids": ready,
+        "group_name": "spot",
+        "ready": ready,
+        "short": 0,
         "activities": activities,
         "requested_at": T0,
         "deadline_monotonic": 100.0,
         "now_monotonic": now,
         "poll_interval": 5.0,
-        "target": 4,
     }
     args.update(kw)
     return capacity.evaluate(**args)  # type: ignore[arg-type]
@@ -47,47 +49,42 @@ def _evaluate(group: Group, ready: set[str], activities: list[Activity], now: fl
 OLD = (("i-old1", "InService"), ("i-old2", "InService"), ("i-old3", "InService"))
 
 
-def test_in_service_is_not_enough_the_node_must_be_ready() -> None:
-    group = _group(*OLD, ("i-new", "InService"))
-    assert isinstance(_evaluate(group, ready=set(), activities=[]), capacity.Wait)
-    assert _evaluate(group, ready={"i-new"}, activities=[]) == capacity.Ready(("i-new",))
+def test_a_ready_arrival_is_success() -> None:
+    assert isinstance(_evaluate(), capacity.Wait)
+    assert _evaluate(ready=("i-new",)) == capacity.Ready(("i-new",))
 
 
-def test_a_pending_instance_waits_until_the_next_poll_not_past_the_deadline() -> None:
-    group = _group(*OLD, ("i-new", "Pending"))
-    assert _evaluate(group, ready={"i-new"}, activities=[], now=10.0) == capacity.Wait(15.0)
-    assert _evaluate(group, ready={"i-new"}, activities=[], now=98.0) == capacity.Wait(100.0)
+def test_nothing_ready_waits_until_the_next_poll_not_past_the_deadline() -> None:
+    assert _evaluate(now=10.0) == capacity.Wait(15.0)
+    assert _evaluate(now=98.0) == capacity.Wait(100.0)
 
 
 def test_deadline_falls_back_exactly_at_the_deadline() -> None:
-    group = _group(*OLD, ("i-new", "Pending"))
-    decision = _evaluate(group, ready=set(), activities=[], now=100.0)
+    decision = _evaluate(now=100.0)
     assert isinstance(decision, capacity.Fallback) and decision.code == "CapacityCheckTimeout"
 
 
 def test_a_capacity_failure_after_the_scale_up_falls_back_at_once() -> None:
-    decision = _evaluate(_group(*OLD), ready=set(), activities=[_failed(T0 + dt.timedelta(seconds=1))])
+    decision = _evaluate(activities=(_failed(T0 + dt.timedelta(seconds=1)),))
     assert isinstance(decision, capacity.Fallback)
     assert decision.code == "InsufficientInstanceCapacity" and decision.shortfall == 1
 
 
 def test_a_failure_of_an_earlier_request_does_not_count() -> None:
     earlier = _failed(T0 - dt.timedelta(seconds=2))  # inside the clock-skew allowance, but already seen
-    assert isinstance(
-        _evaluate(_group(*OLD), ready=set(), activities=[earlier], seen_before=earlier.start_time), capacity.Wait
-    )
+    assert isinstance(_evaluate(activities=(earlier,), seen_before=earlier.start_time), capacity.Wait)
     long_ago = _failed(T0 - dt.timedelta(minutes=5))
-    assert isinstance(_evaluate(_group(*OLD), ready=set(), activities=[long_ago]), capacity.Wait)
+    assert isinstance(_evaluate(activities=(long_ago,)), capacity.Wait)
 
 
-def test_desired_lowered_below_target_falls_back() -> None:
-    decision = _evaluate(_group(*OLD, desired=3), ready=set(), activities=[])
+def test_a_claim_whose_launch_someone_else_uncovered_falls_back() -> None:
+    decision = _evaluate(short=1)
     assert isinstance(decision, capacity.Fallback) and decision.code == "DesiredCapacityLowered"
+    assert "someone other than Spot Guard" in decision.reason
 
 
 def test_partial_arrival_falls_back_only_for_the_shortfall() -> None:
-    group = _group(*OLD, ("i-new", "InService"), desired=5)
-    decision = _evaluate(group, ready={"i-new"}, activities=[], now=100.0, wanted=2, target=5)
+    decision = _evaluate(ready=("i-new",), now=100.0, wanted=2)
     assert isinstance(decision, capacity.Fallback)
     assert decision.instances == ("i-new",) and decision.shortfall == 1
 

@@ -11,6 +11,7 @@ import pytest
 
 from controller.adapters.kube import Kube
 from controller.adapters.sgfe_store import FallbackEvents
+from controller.capacity.owner import CapacityOwner
 from controller.clock import Cancellation, FakeClock
 from controller.config import Settings
 from controller.effects.drain import Drainer
@@ -19,7 +20,7 @@ from controller.effects.protection import CA_PREEXISTING, PROTECTED_FOR, SCALE_D
 from controller.fence import NotLeaderError
 from controller.lifecycle.controller import LifecycleController
 from controller.lifecycle.scale_down import ScaleDown
-from controller.model.progress import ANNOTATION, LifecycleRecord, format_time
+from controller.model.progress import ANNOTATION, LifecycleProgress, format_time
 from controller.model.sgfe import FallbackEvent, Phase, Spec, Status
 from tests.unit.controller import k8s_objects
 from tests.unit.controller.fake_lifecycle_cluster import FakeAutoScalingClient, FakeCluster, autoscaling
@@ -66,7 +67,7 @@ class World:
         return LifecycleController(
             settings=settings,
             sgfes=self.sgfes,
-            asg=kwargs.pop("asg", autoscaling(self.aws)),
+            owner=CapacityOwner(kwargs.pop("asg", autoscaling(self.aws)), self.clock),
             kube=self.cluster,
             writer=NodeWriter(kube),
             drainer=Drainer(self.cluster, self.clock, jitter=lambda delay: delay),
@@ -79,15 +80,15 @@ class World:
     def event(self) -> FallbackEvent | None:
         return self.sgfes.find(NAME)
 
-    def record(self) -> LifecycleRecord:
+    def record(self) -> LifecycleProgress:
         event = self.event()
         assert event is not None
-        return LifecycleRecord.of(event.annotations)
+        return LifecycleProgress.of(event.annotations)
 
     def node(self, name: str) -> dict[str, Any]:
         return self.cluster.nodes[name]
 
-    def write(self, phase: str, record: LifecycleRecord | None = None, **status: Any) -> None:
+    def write(self, phase: str, record: LifecycleProgress | None = None, **status: Any) -> None:
         event = self.event()
         assert event is not None
         if record is not None:
@@ -253,9 +254,9 @@ def test_two_controllers_racing_from_one_resource_version_scale_down_exactly_onc
 # -- crash safety: a successor neither repeats nor skips a step ----------------------------------------------
 
 
-def return_intent(world: World, confirmed: bool = False) -> LifecycleRecord:
+def return_intent(world: World, confirmed: bool = False) -> LifecycleProgress:
     now = world.clock.now()
-    return LifecycleRecord(
+    return LifecycleProgress(
         return_target=3,
         return_known=("i-s1", "i-s2"),
         return_requested_at=format_time(now),
@@ -280,7 +281,7 @@ def test_a_recorded_return_is_not_sent_twice(world: World, desired_before_crash:
 def scaling_down(world: World, **record: Any) -> None:
     world.aws.set_desired_capacity(AutoScalingGroupName="spot", DesiredCapacity=3, HonorCooldown=False)
     world.aws.calls.clear()
-    state = LifecycleRecord(returned_instance="i-new1", owner="dead", drain_started_at=format_time(world.clock.now()))
+    state = LifecycleProgress(returned_instance="i-new1", owner="dead", drain_started_at=format_time(world.clock.now()))
     world.write(Phase.SCALING_DOWN, state.replace(**record), scale_down_initiated=True, spot_capacity_restored=True)
 
 

@@ -8,6 +8,7 @@ import math
 
 import pytest
 
+from controller.checks.arrivals import assign
 from controller.checks.safety import CheckResult
 from controller.clock import FakeClock
 from controller.config import Settings
@@ -28,7 +29,8 @@ from controller.lifecycle.decisions import (
     decide,
 )
 from controller.model.asg import Activity, Group, Instance
-from controller.model.progress import ANNOTATION, LifecycleRecord, format_time
+from controller.model.claim import Claim
+from controller.model.progress import ANNOTATION, LifecycleProgress, format_time
 from controller.model.sgfe import FallbackEvent, Phase, Spec, Status
 from tests.unit.controller.election_helpers import START
 
@@ -49,7 +51,7 @@ SPOT = "my-spot-asg"
 def event(
     phase: str = Phase.PENDING,
     *,
-    record: LifecycleRecord | None = None,
+    record: LifecycleProgress | None = None,
     wait: str = "10m",
     timestamp: dt.datetime = START,
     **status: object,
@@ -89,7 +91,26 @@ HEALTHY = group(2, {"i-s1": "InService", "i-s2": "InService"})
 READY = frozenset({"i-s1", "i-s2"})
 
 
-def facts(clock: FakeClock, spot: Group | None = HEALTHY, ready: frozenset[str] = READY, **more: object) -> Facts:
+def facts(
+    clock: FakeClock,
+    spot: Group | None = HEALTHY,
+    ready: frozenset[str] = READY,
+    record: LifecycleProgress | None = None,
+    **more: object,
+) -> Facts:
+    """The snapshot the controller would gather; with ``record``, its return's claim as the capacity owner sees it."""
+    if record is not None and record.return_target is not None and spot is not None:
+        claim = Claim(
+            "sgfe/e",
+            SPOT,
+            1,
+            frozenset(record.return_known),
+            record.return_requested_at,
+            withdrawing=record.withdraw_target is not None,
+        )
+        state = assign(spot, [claim])
+        more.setdefault("return_ready", state.ready("sgfe/e", ready))
+        more.setdefault("return_short", state.short.get("sgfe/e", 0))
     return Facts(now=clock.now(), spot=spot, ready_instances=ready, **more)  # type: ignore[arg-type]
 
 
@@ -107,11 +128,11 @@ def step(current: FallbackEvent, action: Action) -> FallbackEvent:
 
 def test_pending_waits_out_the_minimum_wait_from_the_spec_timestamp(clock: FakeClock) -> None:
     clock.advance(450)
-    action = decide(event(), LifecycleRecord(), facts(clock), SETTINGS)
+    action = decide(event(), LifecycleProgress(), facts(clock), SETTINGS)
     assert action == Wait(150, "minimum wait 10m not over")
 
     clock.advance(150)
-    action = decide(event(), LifecycleRecord(), facts(clock), SETTINGS)
+    action = decide(event(), LifecycleProgress(), facts(clock), SETTINGS)
     assert isinstance(action, Transition)
     assert action.status.phase == Phase.MONITORING
     assert action.status.message == "Minimum wait time 10m elapsed, monitoring spot ASG my-spot-asg health"
@@ -121,14 +142,14 @@ def test_pending_waits_out_the_minimum_wait_from_the_spec_timestamp(clock: FakeC
 def test_pending_without_a_minimum_wait_uses_the_configured_one(clock: FakeClock) -> None:
     settings = dataclasses.replace(SETTINGS, minimum_wait_duration=30)
     clock.advance(29)
-    assert isinstance(decide(event(wait=""), LifecycleRecord(), facts(clock), settings), Wait)
+    assert isinstance(decide(event(wait=""), LifecycleProgress(), facts(clock), settings), Wait)
     clock.advance(1)
-    action = decide(event(wait=""), LifecycleRecord(), facts(clock), settings)
+    action = decide(event(wait=""), LifecycleProgress(), facts(clock), settings)
     assert isinstance(action, Transition) and action.status.phase == Phase.MONITORING
 
 
 def test_a_malformed_minimum_wait_fails_the_event_with_the_reason(clock: FakeClock) -> None:
-    action = decide(event(wait="ten minutes"), LifecycleRecord(), facts(clock), SETTINGS)
+    action = decide(event(wait="ten minutes"), LifecycleProgress(), facts(clock), SETTINGS)
     assert isinstance(action, Transition)
     assert action.status.phase == Phase.FAILED
     assert "spec.minimumWaitDuration='ten minutes'" in action.status.message
@@ -140,15 +161,15 @@ def test_a_malformed_minimum_wait_fails_the_event_with_the_reason(clock: FakeClo
 
 def test_healthy_spot_starts_the_stability_window_then_waits_it_out(clock: FakeClock) -> None:
     current = event(Phase.MONITORING)
-    action = decide(current, LifecycleRecord(), facts(clock), SETTINGS)
+    action = decide(current, LifecycleProgress(), facts(clock), SETTINGS)
     assert isinstance(action, Transition) and action.reason == "SpotHealthy"
     assert action.status.spot_healthy_since == format_time(clock.now())
     current = step(current, action)
 
     clock.advance(119)
-    assert isinstance(decide(current, LifecycleRecord(), facts(clock), SETTINGS), Wait)
+    assert isinstance(decide(current, LifecycleProgress(), facts(clock), SETTINGS), Wait)
     clock.advance(1)
-    assert isinstance(decide(current, LifecycleRecord(), facts(clock), SETTINGS), RequestReturn)
+    assert isinstance(decide(current, LifecycleProgress(), facts(clock), SETTINGS), RequestReturn)
 
 
 @pytest.mark.parametrize(
@@ -162,7 +183,7 @@ def test_healthy_spot_starts_the_stability_window_then_waits_it_out(clock: FakeC
 def test_unhealthy_spot_does_not_start_the_window_and_says_why(
     clock: FakeClock, spot: Group | None, ready: frozenset[str], words: str
 ) -> None:
-    action = decide(event(Phase.MONITORING), LifecycleRecord(), facts(clock, spot, ready), SETTINGS)
+    action = decide(event(Phase.MONITORING), LifecycleProgress(), facts(clock, spot, ready), SETTINGS)
     assert isinstance(action, Transition)
     assert action.status.phase == Phase.MONITORING
     assert not action.status.spot_healthy_since
@@ -171,16 +192,18 @@ def test_unhealthy_spot_does_not_start_the_window_and_says_why(
 
 def test_an_activity_in_progress_is_not_healthy(clock: FakeClock) -> None:
     running = Activity("a-1", "InProgress", "", "Launching a new EC2 instance: i-s3", "", clock.now())
-    action = decide(event(Phase.MONITORING), LifecycleRecord(), facts(clock, activities=(running,)), SETTINGS)
+    action = decide(event(Phase.MONITORING), LifecycleProgress(), facts(clock, activities=(running,)), SETTINGS)
     assert isinstance(action, Transition)
     assert "1 scaling activity(ies) of spot ASG my-spot-asg in progress (InProgress" in action.status.message
 
 
 def test_a_relapse_restarts_the_stability_window(clock: FakeClock) -> None:
-    current = step(event(Phase.MONITORING), decide(event(Phase.MONITORING), LifecycleRecord(), facts(clock), SETTINGS))
+    current = step(
+        event(Phase.MONITORING), decide(event(Phase.MONITORING), LifecycleProgress(), facts(clock), SETTINGS)
+    )
     clock.advance(100)
     relapsed = group(2, {"i-s1": "InService"})
-    action = decide(current, LifecycleRecord(), facts(clock, relapsed), SETTINGS)
+    action = decide(current, LifecycleProgress(), facts(clock, relapsed), SETTINGS)
     assert isinstance(action, Transition)
     assert action.reason == "SpotRelapsed" and action.kind == "Warning"
     assert action.status.spot_healthy_since == ""
@@ -189,18 +212,18 @@ def test_a_relapse_restarts_the_stability_window(clock: FakeClock) -> None:
 
     clock.advance(10)  # healthy again: a new window from now, not from the first start
     restart = clock.now()
-    current = step(current, decide(current, LifecycleRecord(), facts(clock), SETTINGS))
+    current = step(current, decide(current, LifecycleProgress(), facts(clock), SETTINGS))
     assert current.status.spot_healthy_since == format_time(restart)
     clock.advance(119)
-    assert isinstance(decide(current, LifecycleRecord(), facts(clock), SETTINGS), Wait)
+    assert isinstance(decide(current, LifecycleProgress(), facts(clock), SETTINGS), Wait)
     clock.advance(1)
-    assert isinstance(decide(current, LifecycleRecord(), facts(clock), SETTINGS), RequestReturn)
+    assert isinstance(decide(current, LifecycleProgress(), facts(clock), SETTINGS), RequestReturn)
 
 
 # -- Monitoring: returning to spot ---------------------------------------------------------------------------
 
 
-def stable_event(clock: FakeClock, record: LifecycleRecord | None = None) -> FallbackEvent:
+def stable_event(clock: FakeClock, record: LifecycleProgress | None = None) -> FallbackEvent:
     since = format_time(clock.now())
     clock.advance(SETTINGS.stability_window)
     return event(Phase.MONITORING, record=record, spot_healthy_since=since)
@@ -208,7 +231,7 @@ def stable_event(clock: FakeClock, record: LifecycleRecord | None = None) -> Fal
 
 def test_a_stable_spot_asg_is_scaled_up_by_one_with_the_intent_recorded(clock: FakeClock) -> None:
     current = stable_event(clock)
-    action = decide(current, LifecycleRecord(), facts(clock), SETTINGS)
+    action = decide(current, LifecycleProgress(), facts(clock), SETTINGS)
     assert isinstance(action, RequestReturn)
     assert action.target == 3
     assert action.record.return_target == 3
@@ -220,8 +243,8 @@ def test_a_stable_spot_asg_is_scaled_up_by_one_with_the_intent_recorded(clock: F
     assert "returning to spot: desired 2 -> 3" in action.status.message
 
 
-def in_flight(clock: FakeClock, **changes: object) -> LifecycleRecord:
-    return LifecycleRecord(
+def in_flight(clock: FakeClock, **changes: object) -> LifecycleProgress:
+    return LifecycleProgress(
         return_target=3,
         return_known=("i-s1", "i-s2"),
         return_requested_at=format_time(clock.now()),
@@ -240,10 +263,10 @@ def test_the_returned_instance_in_service_with_a_ready_node_restores_spot(clock:
     current = stable_event(clock, record)
     scaled = group(3, {"i-s1": "InService", "i-s2": "InService", "i-s3": "InService"})
 
-    waiting = decide(current, record, facts(clock, scaled), SETTINGS)  # InService, Node not Ready yet
+    waiting = decide(current, record, facts(clock, scaled, record=record), SETTINGS)  # InService, Node not Ready yet
     assert isinstance(waiting, Wait)
 
-    action = decide(current, record, facts(clock, scaled, READY | {"i-s3"}), SETTINGS)
+    action = decide(current, record, facts(clock, scaled, READY | {"i-s3"}, record=record), SETTINGS)
     assert isinstance(action, Transition)
     assert action.status.phase == Phase.READY_FOR_SCALE_DOWN
     assert action.status.spot_capacity_restored
@@ -257,7 +280,10 @@ def test_a_short_return_is_withdrawn_and_retried_after_a_growing_backoff(clock: 
     current = stable_event(clock, record)
     failed = Activity("a-1", "Failed", "InsufficientInstanceCapacity", "Launching a new EC2 instance", "", clock.now())
     action = decide(
-        current, record, facts(clock, group(3, dict.fromkeys(READY, "InService")), activities=(failed,)), SETTINGS
+        current,
+        record,
+        facts(clock, group(3, dict.fromkeys(READY, "InService")), record=record, activities=(failed,)),
+        SETTINGS,
     )
     assert isinstance(action, Withdraw)
     assert action.record.withdraw_target == 2
@@ -283,7 +309,10 @@ def test_a_short_return_is_withdrawn_and_retried_after_a_growing_backoff(clock: 
     failed_again = dataclasses.replace(failed, activity_id="a-2", start_time=clock.now())
     scaled = group(3, dict.fromkeys(READY, "InService"))
     again = decide(
-        current, retry.record.replace(return_confirmed=True), facts(clock, scaled, activities=(failed_again,)), SETTINGS
+        current,
+        retry.record.replace(return_confirmed=True),
+        facts(clock, scaled, record=retry.record, activities=(failed_again,)),
+        SETTINGS,
     )
     assert isinstance(again, Withdraw)
     assert "InsufficientInstanceCapacity" in again.note
@@ -297,7 +326,7 @@ def test_a_return_past_its_deadline_is_withdrawn(clock: FakeClock) -> None:
     current = stable_event(clock, record)
     clock.advance(181)
     pending = group(3, {"i-s1": "InService", "i-s2": "InService", "i-s3": "Pending"})
-    action = decide(current, record, facts(clock, pending), SETTINGS)
+    action = decide(current, record, facts(clock, pending, record=record), SETTINGS)
     assert isinstance(action, Withdraw)
     assert "not InService with a Ready Node by the capacity-check deadline" in action.note
 
@@ -310,7 +339,7 @@ def test_a_withdraw_intent_left_by_a_crash_is_resumed(clock: FakeClock) -> None:
 
 def test_a_spot_asg_at_max_size_backs_off_without_scaling(clock: FakeClock) -> None:
     full = group(2, dict.fromkeys(READY, "InService"), max_size=2)
-    action = decide(stable_event(clock), LifecycleRecord(), facts(clock, full), SETTINGS)
+    action = decide(stable_event(clock), LifecycleProgress(), facts(clock, full), SETTINGS)
     assert isinstance(action, Transition)
     assert action.reason == "SpotStillShort"
     assert action.record is not None and action.record.return_attempts == 1
@@ -318,7 +347,7 @@ def test_a_spot_asg_at_max_size_backs_off_without_scaling(clock: FakeClock) -> N
 
 
 def test_after_a_relapse_an_already_returned_spot_is_not_scaled_up_again(clock: FakeClock) -> None:
-    record = LifecycleRecord(return_target=3, return_confirmed=True, returned_instance="i-s3")
+    record = LifecycleProgress(return_target=3, return_confirmed=True, returned_instance="i-s3")
     action = decide(stable_event(clock, record), record, facts(clock), SETTINGS)
     assert isinstance(action, Transition)
     assert action.status.phase == Phase.READY_FOR_SCALE_DOWN
@@ -334,9 +363,9 @@ def passed(name: str) -> CheckResult:
 
 def test_ready_asks_for_the_safety_checks_then_starts_the_scale_down(clock: FakeClock) -> None:
     current = event(Phase.READY_FOR_SCALE_DOWN, spot_capacity_restored=True)
-    assert isinstance(decide(current, LifecycleRecord(), facts(clock), SETTINGS), CheckSafety)
+    assert isinstance(decide(current, LifecycleProgress(), facts(clock), SETTINGS), CheckSafety)
     results = (passed("pods-fit"), passed("disruption-budgets"), passed("utilisation"))
-    action = decide(current, LifecycleRecord(), facts(clock, safety=results), SETTINGS)
+    action = decide(current, LifecycleProgress(), facts(clock, safety=results), SETTINGS)
     assert isinstance(action, BeginScaleDown)
     assert action.status.phase == Phase.SCALING_DOWN
     assert action.status.scale_down_initiated
@@ -346,7 +375,7 @@ def test_ready_asks_for_the_safety_checks_then_starts_the_scale_down(clock: Fake
 def test_a_failed_safety_check_keeps_the_event_ready_and_is_not_a_failure(clock: FakeClock) -> None:
     current = event(Phase.READY_FOR_SCALE_DOWN, spot_capacity_restored=True)
     results = (passed("pods-fit"), CheckResult("disruption-budgets", False, "PDB a/b allows 0"), passed("utilisation"))
-    action = decide(current, LifecycleRecord(), facts(clock, safety=results), SETTINGS)
+    action = decide(current, LifecycleProgress(), facts(clock, safety=results), SETTINGS)
     assert isinstance(action, Transition)
     assert action.status.phase == Phase.READY_FOR_SCALE_DOWN
     assert (
@@ -354,13 +383,13 @@ def test_a_failed_safety_check_keeps_the_event_ready_and_is_not_a_failure(clock:
         == "Waiting for the safety checks (again in 30s): disruption-budgets failed: PDB a/b allows 0"
     )
     assert action.wake_in == 30
-    again = decide(step(current, action), LifecycleRecord(), facts(clock, safety=results), SETTINGS)
+    again = decide(step(current, action), LifecycleProgress(), facts(clock, safety=results), SETTINGS)
     assert again == Wait(30, "safety checks failed")
 
 
 def test_a_relapse_before_the_scale_down_goes_back_to_monitoring(clock: FakeClock) -> None:
     current = event(Phase.READY_FOR_SCALE_DOWN, spot_capacity_restored=True, spot_healthy_since="x")
-    action = decide(current, LifecycleRecord(), facts(clock, ready=frozenset({"i-s1"})), SETTINGS)
+    action = decide(current, LifecycleProgress(), facts(clock, ready=frozenset({"i-s1"})), SETTINGS)
     assert isinstance(action, Transition)
     assert action.status.phase == Phase.MONITORING
     assert not action.status.spot_capacity_restored and not action.status.spot_healthy_since
@@ -372,18 +401,18 @@ def test_a_relapse_before_the_scale_down_goes_back_to_monitoring(clock: FakeCloc
 
 def test_scaling_down_runs_and_a_relapse_aborts_it_until_the_terminate_intent(clock: FakeClock) -> None:
     current = event(Phase.SCALING_DOWN, scale_down_initiated=True)
-    assert isinstance(decide(current, LifecycleRecord(), facts(clock), SETTINGS), RunScaleDown)
+    assert isinstance(decide(current, LifecycleProgress(), facts(clock), SETTINGS), RunScaleDown)
     relapsed = facts(clock, group(3, dict.fromkeys(READY, "InService")))
-    abort = decide(current, LifecycleRecord(owner="a"), relapsed, SETTINGS)
+    abort = decide(current, LifecycleProgress(owner="a"), relapsed, SETTINGS)
     assert isinstance(abort, AbortScaleDown)
     assert abort.status.phase == Phase.MONITORING and not abort.status.scale_down_initiated
     assert "relapsed during the scale-down" in abort.status.message
-    committed = LifecycleRecord(owner="a", terminate_requested_at=format_time(clock.now()))
+    committed = LifecycleProgress(owner="a", terminate_requested_at=format_time(clock.now()))
     assert isinstance(decide(current, committed, relapsed, SETTINGS), RunScaleDown)
 
 
 def test_completed_events_are_deleted_after_the_ttl_from_when_they_finished(clock: FakeClock) -> None:
-    record = LifecycleRecord(finished_at=format_time(clock.now() + dt.timedelta(hours=1)))
+    record = LifecycleProgress(finished_at=format_time(clock.now() + dt.timedelta(hours=1)))
     current = event(Phase.COMPLETED, record=record)
     clock.advance(3600 + 86399)
     assert decide(current, record, facts(clock), SETTINGS) == Wait(1, "Completed; deleted when its TTL runs out")
@@ -393,7 +422,7 @@ def test_completed_events_are_deleted_after_the_ttl_from_when_they_finished(cloc
 
 def test_failed_events_stay(clock: FakeClock) -> None:
     clock.advance(10 * 86400)
-    action = decide(event(Phase.FAILED, message="drain timed out"), LifecycleRecord(), facts(clock), SETTINGS)
+    action = decide(event(Phase.FAILED, message="drain timed out"), LifecycleProgress(), facts(clock), SETTINGS)
     assert isinstance(action, Wait) and math.isinf(action.seconds)
 
 
@@ -402,13 +431,17 @@ def test_an_earlier_attempts_failure_does_not_count_against_the_next_return(cloc
     # An earlier attempt failed 3 s ago: within the clock skew allowed between AWS and us, so only its id tells.
     earlier = clock.now() - dt.timedelta(seconds=3)
     old_failure = Activity("a-1", "Failed", "InsufficientInstanceCapacity", "Launching", "", earlier)
-    request = decide(current, LifecycleRecord(), facts(clock, activities=(old_failure,)), SETTINGS)
+    request = decide(current, LifecycleProgress(), facts(clock, activities=(old_failure,)), SETTINGS)
     assert isinstance(request, RequestReturn)
     assert request.record.return_seen_activity == "a-1"
 
     record = request.record.replace(return_confirmed=True)
     scaled = group(3, {"i-s1": "InService", "i-s2": "InService", "i-s3": "Pending"})
-    assert isinstance(decide(current, record, facts(clock, scaled, activities=(old_failure,)), SETTINGS), Wait)
+    assert isinstance(
+        decide(current, record, facts(clock, scaled, record=record, activities=(old_failure,)), SETTINGS), Wait
+    )
     new_failure = dataclasses.replace(old_failure, activity_id="a-2", start_time=clock.now())
-    action = decide(current, record, facts(clock, scaled, activities=(new_failure, old_failure)), SETTINGS)
+    action = decide(
+        current, record, facts(clock, scaled, record=record, activities=(new_failure, old_failure)), SETTINGS
+    )
     assert isinstance(action, Withdraw)

@@ -10,11 +10,11 @@ import pytest
 from controller.checks.spot_health import assess, ready_instances
 from controller.model.asg import Activity, Group, Instance
 from controller.model.node import NodeView
-from controller.model.progress import ANNOTATION, LifecycleRecord, MalformedRecordError, format_time
+from controller.model.progress import ANNOTATION, LifecycleProgress, MalformedRecordError, format_time
 
 
 def test_the_record_round_trips_and_leaves_out_empty_fields() -> None:
-    record = LifecycleRecord(return_target=3, return_known=("i-1", "i-2"), return_confirmed=True, owner="a")
+    record = LifecycleProgress(return_target=3, return_known=("i-1", "i-2"), return_confirmed=True, owner="a")
     text = record.to_json()
     assert json.loads(text) == {
         "returnTarget": 3,
@@ -23,17 +23,17 @@ def test_the_record_round_trips_and_leaves_out_empty_fields() -> None:
         "owner": "a",
         "version": 1,
     }
-    assert LifecycleRecord.from_json(text) == record
-    assert LifecycleRecord.of({}) == LifecycleRecord()
-    assert LifecycleRecord.of({ANNOTATION: text}) == record
+    assert LifecycleProgress.from_json(text) == record
+    assert LifecycleProgress.of({}) == LifecycleProgress()
+    assert LifecycleProgress.of({ANNOTATION: text}) == record
 
 
 def test_keys_of_a_newer_version_are_ignored_but_a_newer_schema_is_refused() -> None:
-    assert LifecycleRecord.from_json('{"owner":"a","somethingNew":1}') == LifecycleRecord(owner="a")
+    assert LifecycleProgress.from_json('{"owner":"a","somethingNew":1}') == LifecycleProgress(owner="a")
     with pytest.raises(MalformedRecordError, match="schema version 2, written by a newer Spot Guard"):
-        LifecycleRecord.from_json('{"version":2}')
+        LifecycleProgress.from_json('{"version":2}')
     with pytest.raises(MalformedRecordError, match=f"annotation {ANNOTATION} is not JSON"):
-        LifecycleRecord.from_json("{")
+        LifecycleProgress.from_json("{")
 
 
 def test_times_keep_milliseconds_so_short_windows_do_not_lose_a_second() -> None:

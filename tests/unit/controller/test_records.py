@@ -45,7 +45,7 @@ def test_a_record_without_members_writes_none() -> None:
 def test_malformed_members_are_refused_with_the_shape_expected(members: object) -> None:
     data = json.loads(_intent(()).to_json())
     data["members"] = members
-    with pytest.raises(contract.MalformedAnnotationError, match=r"\[node, instance, trigger, traceparent\]"):
+    with pytest.raises(contract.MalformedAnnotationError, match=r"\[node, instance, trigger, traceparent, notice\]"):
         ReplacementRecord.from_json(json.dumps(data))
 
 

@@ -5,22 +5,23 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
-from controller.capacity.groups import GroupResolver
 from controller.clock import FakeClock
 from controller.config import Settings
 from controller.effects.node_writes import RecordChangedError
 from controller.model.asg import Group, Instance
 from controller.model.node import NodeView
 from controller.model.record import ANNOTATION, Phase, ReplacementRecord
-from controller.replacement import controller as replacement
+from controller.replacement import scale_up
 from controller.replacement.batching import BURST_QUIET_WINDOWS
 from controller.replacement.controller import ReplacementController
+from controller.workers import ThreadWorkers
 from nodewatch import annotations as contract
+from tests.unit.controller import replacement_parts
 
 SPOT, ON_DEMAND = "spot-a", "od-a"
 SETTINGS = Settings(spot_asg_name=SPOT, on_demand_asg_name=ON_DEMAND, batch_window=0.1, batch_max_delay=2.0)
@@ -120,23 +121,26 @@ def _recommend(annotations: dict[str, dict[str, str]], aws: FakeAutoScaling, ind
     )
 
 
+def _workers(controller: ReplacementController) -> ThreadWorkers:
+    workers = controller.ctx.workers
+    assert isinstance(workers, ThreadWorkers)
+    return workers
+
+
 @pytest.fixture
-def setup(clock: FakeClock) -> tuple[ReplacementController, FakeAutoScaling, FakeWriter, dict[str, dict[str, str]]]:
+def setup(
+    clock: FakeClock,
+) -> Iterator[tuple[ReplacementController, FakeAutoScaling, FakeWriter, dict[str, dict[str, str]]]]:
     aws = FakeAutoScaling(nodes=20)
     annotations: dict[str, dict[str, str]] = {f"n{index}": {} for index in range(20)}
     writer = FakeWriter(annotations)
-    unused: Any = None
     controller = ReplacementController(
-        settings=SETTINGS,
-        asg=aws,  # type: ignore[arg-type]
-        resolver=GroupResolver(SETTINGS, aws, clock.monotonic),  # type: ignore[arg-type]
-        writer=writer,  # type: ignore[arg-type]
-        sgfes=unused,
-        retirer=unused,
-        nodes=_views(aws, annotations),
-        clock=clock,
+        replacement_parts.context(SETTINGS, clock, aws, writer, _views(aws, annotations))
     )
-    return controller, aws, writer, annotations
+    yield controller, aws, writer, annotations
+    aws.hold.set()
+    writer.hold.set()
+    _workers(controller).shutdown(wait=True)
 
 
 def _phases(annotations: dict[str, dict[str, str]]) -> dict[str, str]:
@@ -175,7 +179,7 @@ def test_recommendations_arriving_during_a_slow_scale_up_are_neither_lost_nor_co
         _pass_until_scaled_up(controller, clock, annotations, records=5)
     finally:
         held.set()
-        controller._pool.shutdown(wait=True)
+        _workers(controller).shutdown(wait=True)
 
     assert aws.set_calls == [(SPOT, 23), (SPOT, 25)], "3 then 2 more: every recommendation counted once"
     assert set(_phases(annotations).values()) == {Phase.SPOT_SCALED_UP}, _phases(annotations)
@@ -199,7 +203,7 @@ def test_a_batch_costs_one_write_before_its_call(
         _pass_until_scaled_up(controller, clock, annotations)
     finally:
         aws.hold.set()
-        controller._pool.shutdown(wait=True)
+        _workers(controller).shutdown(wait=True)
 
     assert writes_before_the_call == 1 and intents == ["n0"]
     assert aws.set_calls == [(SPOT, 30)]
@@ -214,13 +218,13 @@ def test_member_records_pause_while_new_recommendations_wait_for_their_call(
     """A batch's member records are not urgent (its intent covers them): in a burst they must not compete at the
     API server with the recommendations still arriving. Chunks of 4 here: the chunk under way finishes, the next
     waits until the newcomer's call is made."""
-    monkeypatch.setattr(replacement, "RECORD_CHUNK", 4)
+    monkeypatch.setattr(scale_up, "RECORD_CHUNK", 4)
     controller, aws, writer, annotations = setup
     recorder_waits = threading.Event()  # the batch-recorder is blocked waiting for no recommendation to wait
 
     class Quiet(threading.Event):
         def wait(self, timeout: float | None = None) -> bool:
-            if not self.is_set() and threading.current_thread().name.startswith("batch-recorder"):
+            if not self.is_set() and threading.current_thread().name.startswith("records"):
                 recorder_waits.set()
             return super().wait(timeout)
 
@@ -248,7 +252,7 @@ def test_member_records_pause_while_new_recommendations_wait_for_their_call(
         _pass_until_scaled_up(controller, clock, annotations, records=14)
     finally:
         writer.hold.set()
-        controller._pool.shutdown(wait=True)
+        _workers(controller).shutdown(wait=True)
 
     assert aws.set_calls == [(SPOT, 33), (SPOT, 34)]
     assert set(_phases(annotations).values()) == {Phase.SPOT_SCALED_UP}
@@ -269,7 +273,7 @@ def test_an_idle_pass_lists_the_groups_so_a_bursts_first_detection_does_not_wait
         controller.reconcile()
         _wait_for(lambda: aws.set_calls == [(SPOT, 21)])
     finally:
-        controller._pool.shutdown(wait=True)
+        _workers(controller).shutdown(wait=True)
 
     assert aws.describes == [SPOT, SPOT], "the listing, then the read for the call: no listing on detection"
 
@@ -286,7 +290,7 @@ def test_a_queues_group_is_read_while_it_waits_to_close_and_that_read_serves_its
         controller.reconcile()
         _wait_for(lambda: aws.set_calls == [(SPOT, 21)])
     finally:
-        controller._pool.shutdown(wait=True)
+        _workers(controller).shutdown(wait=True)
 
     assert aws.describes == [SPOT], "the call used the read made ahead: no second DescribeAutoScalingGroups"
 
@@ -294,18 +298,19 @@ def test_a_queues_group_is_read_while_it_waits_to_close_and_that_read_serves_its
 def test_a_capacity_change_by_this_process_after_the_read_ahead_makes_the_call_read_again(
     setup: tuple[ReplacementController, FakeAutoScaling, FakeWriter, dict[str, dict[str, str]]], clock: FakeClock
 ) -> None:
-    """Another of the controller's loops (the lifecycle's return to spot, say) changes the group while a queue
-    waits: a call computed from the earlier read would undo that change."""
+    """Another of the controller's loops (the lifecycle's return to spot, say) changes the group through the capacity
+    owner while a queue waits: a call computed from the earlier read would undo that change."""
     controller, aws, _, annotations = setup
     try:
         _one_recommendation_read_ahead(controller, aws, annotations)
-        aws.set_desired_capacity(SPOT, 25)  # through the same AutoScaling client, as the lifecycle's calls go
+        # The lifecycle's return to spot (say) asks the owner for 5 more: the read made ahead is outdated by it.
+        controller.ctx.owner.raise_by(SPOT, 5, lambda plan: plan.granted)
 
         clock.advance(SETTINGS.batch_window)
         controller.reconcile()
         _wait_for(lambda: len(aws.set_calls) == 2)
     finally:
-        controller._pool.shutdown(wait=True)
+        _workers(controller).shutdown(wait=True)
 
     assert aws.set_calls == [(SPOT, 25), (SPOT, 26)], "the scale-up counts on top of the other change"
     assert aws.describes == [SPOT, SPOT]
@@ -332,7 +337,7 @@ def test_a_read_ahead_older_than_its_limit_is_made_again_ahead_of_the_call(
         controller.reconcile()  # two seconds after the first arrival: the queue closes
         _wait_for(lambda: len(aws.set_calls) == 1)
     finally:
-        controller._pool.shutdown(wait=True)
+        _workers(controller).shutdown(wait=True)
 
     assert aws.set_calls == [(SPOT, 40)], "10 nodes on top of the desired capacity read last"
     assert aws.describes == [SPOT, SPOT], "read again once, ahead of the call: the call itself read nothing"
@@ -352,7 +357,7 @@ def _one_recommendation_read_ahead(
 def _groups_known(controller: ReplacementController, aws: FakeAutoScaling) -> None:
     """Let the controller learn the nodes' group (its resolver reads the group once), then forget that read: the
     tests count the reads made for scale-ups."""
-    controller.resolver.resolve(f"aws:///us-east-1a/{aws.instances[0]}")
+    controller.ctx.resolver.resolve(f"aws:///us-east-1a/{aws.instances[0]}")
     aws.describes.clear()
 
 

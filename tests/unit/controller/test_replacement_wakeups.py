@@ -11,6 +11,7 @@ from controller.clock import FakeClock
 from controller.config import Settings
 from controller.model.node import NodeView
 from controller.replacement.controller import ReplacementController
+from tests.unit.controller import replacement_parts
 
 QUIET = NodeView(
     name="n1",
@@ -27,16 +28,7 @@ QUIET = NodeView(
 @pytest.fixture
 def controller(clock: FakeClock) -> ReplacementController:
     unused: Any = None
-    return ReplacementController(
-        settings=Settings(),
-        asg=unused,
-        resolver=unused,
-        writer=unused,
-        sgfes=unused,
-        retirer=unused,
-        nodes=dict,
-        clock=clock,
-    )
+    return ReplacementController(replacement_parts.context(Settings(), clock, unused, unused, dict))
 
 
 def _woken(controller: ReplacementController, event_type: str, node: NodeView) -> bool:

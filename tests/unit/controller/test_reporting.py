@@ -7,7 +7,7 @@ from typing import Any
 
 from controller.model.sgfe import FallbackEvent, Spec, Status
 from controller.observability.metrics import Metrics
-from controller.observability.reporters import KubeLifecycleRecorder
+from controller.observability.reporters import KubeLifecycleReporter
 
 
 class NoEvents:
@@ -34,7 +34,7 @@ def _sample(text: str, prefix: str) -> float:
 
 def test_observed_events_feed_the_phase_gauge_and_the_oldest_age() -> None:
     metrics = Metrics(process_metrics=False)
-    recorder = KubeLifecycleRecorder(NoEvents(), metrics)  # type: ignore[arg-type]
+    recorder = KubeLifecycleReporter(NoEvents(), metrics)  # type: ignore[arg-type]
     recorder.observe([_event("a", "Monitoring", 90), _event("b", "Monitoring", 5), _event("c", "Completed", 200)])
     text = metrics.exposition().decode()
     assert _sample(text, 'spotguard_fallback_events{phase="Monitoring"}') == 2

@@ -1,0 +1,256 @@
+"""The replacement road as pure decisions: given one node's facts (its record, its notices, its state in the
+cluster), what is its next step? No I/O here: ``controller.replacement.controller`` gathers the facts and
+applies the actions; the steps a batch takes together (scale-up, capacity check, fallback) are decided per
+claim by ``controller.checks.capacity_check``.
+
+A node's road (``controller.model.record.Phase``)::
+
+    notice -> queued -> SpotRequested -> SpotScaledUp -> SpotReady ---------------------------> Retiring -> Retired
+                                              \\-> SpotWithdrawing -> OnDemandRequested -> OnDemandScaledUp
+                                                        -> OnDemandReady (SGFE) -> Retiring -> Retired
+                                                                         \\-> Failed (PreferNoSchedule only)
+    keep-until-interruption, or a drain that never finishes:  ...Ready -> Releasing -> Released
+
+No dead ends: a new notice after Released or Failed starts a new replacement (the old outcome is kept in
+``previous``); a node Spot Guard cordoned is either retired or uncordoned once no interruption is pending.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+
+from controller.config import Settings, format_duration
+from controller.model.record import Phase, ReplacementRecord
+from nodewatch import annotations as contract
+
+#: Phases whose next step is one per batch (an AWS call for all its nodes), decided per claim.
+BATCHED = frozenset(
+    {
+        Phase.SPOT_REQUESTED,
+        Phase.SPOT_SCALED_UP,
+        Phase.SPOT_WITHDRAWING,
+        Phase.ON_DEMAND_REQUESTED,
+        Phase.ON_DEMAND_SCALED_UP,
+    }
+)
+#: Ended replacements that a new notice may follow with a new one (Retired: the instance is gone).
+RESTARTABLE = frozenset({Phase.RELEASED, Phase.FAILED})
+
+
+@dataclasses.dataclass(frozen=True)
+class Notice:
+    """The notice a replacement answers: an interruption outranks a rebalance recommendation."""
+
+    trigger: str  # "rebalance" | "interruption"
+    identity: str  # "<trigger>:<time>": a later notice of the same node has another
+
+    @classmethod
+    def of(cls, notices: contract.NodeNotices) -> Notice | None:
+        """The active (not cleared) notice of a node, if any."""
+        if notices.interruption is not None and notices.interruption.cleared is None:
+            return cls("interruption", "interruption:" + contract.format_time(notices.interruption.time))
+        if notices.rebalance is not None and notices.rebalance.cleared is None:
+            return cls("rebalance", "rebalance:" + contract.format_time(notices.rebalance.notice_time))
+        return None
+
+
+@dataclasses.dataclass(frozen=True)
+class NodeFacts:
+    """One node as one pass sees it."""
+
+    name: str
+    now: dt.datetime
+    record: ReplacementRecord | None = None
+    record_error: str = ""  # the record annotation could not be read (the message says why)
+    notice: Notice | None = None
+    notice_error: str = ""  # nodewatch's annotations could not be read
+    interrupted: bool = False  # an interruption notice is active
+    instance_id: str = ""  # from spec.providerID
+    annotated_instance: str = ""  # the instance nodewatch's annotations name
+    deleting: bool = False
+    has_finalizer: bool = False
+    replaced_taint: bool = False  # Spot Guard's NoSchedule taint is on it
+    waiting: bool = False  # queued, or taken by a scale-up in flight, or listed on a batch's intent
+    job_running: bool = False  # a drain/retire/release job of this node is running
+    paused: bool = False
+    claim_pending: bool = False  # an open claim of its replacement's group was asked before it was bound
+
+
+# -- actions -----------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Refuse:
+    reason: str  # short, for metrics
+    message: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Queue:
+    """Queue the node for a spot scale-up (its group is resolved when applied)."""
+
+    notice: Notice
+    previous: str = ""  # the outcome of the replacement this one follows
+
+
+@dataclasses.dataclass(frozen=True)
+class Taint:
+    """Put Spot Guard's NoSchedule taint on the old node: its replacement is Ready."""
+
+
+@dataclasses.dataclass(frozen=True)
+class BeginRetiring:
+    """Write Retiring (intent), then retire: drain, then terminate exactly its instance."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Retire:
+    """Run (or resume) the retirement job."""
+
+
+@dataclasses.dataclass(frozen=True)
+class BeginReleasing:
+    """Write Releasing (intent), then give the replacement back."""
+
+    why: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Release:
+    """Run (or resume) the release job: give the replacement back, lift the taint, uncordon."""
+
+
+@dataclasses.dataclass(frozen=True)
+class DrainForInterruption:
+    """Record that Spot Guard cordons the node (intent), then drain it at once."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Uncordon:
+    """Spot Guard cordoned the node and nothing will retire it now: uncordon it, then clear the mark."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Finish:
+    """Take Spot Guard's finalizer off an ended replacement's node."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Wait:
+    seconds: float
+    why: str = ""
+
+
+Action = (
+    Refuse
+    | Queue
+    | Taint
+    | BeginRetiring
+    | Retire
+    | BeginReleasing
+    | Release
+    | DrainForInterruption
+    | Uncordon
+    | Finish
+    | Wait
+)
+
+
+# -- the decision ------------------------------------------------------------------------------------------
+
+
+def decide(facts: NodeFacts, settings: Settings) -> list[Action]:
+    """The node's next steps, in order (empty: nothing to do; a batched phase's step is decided per claim)."""
+    if facts.record_error:
+        return [Refuse("malformed-record", f"{facts.record_error}; fix or remove the annotation by hand")]
+    record = facts.record
+    if record is None:
+        return _unreplaced(facts)
+    if record.terminal:
+        return _ended(facts, record)
+    actions: list[Action] = []
+    if (
+        settings.drain_on_interruption
+        and facts.interrupted
+        and not record.cordoned
+        and record.phase not in (Phase.RETIRING, Phase.RELEASING)
+        and not facts.job_running
+    ):
+        actions.append(DrainForInterruption())
+    if record.phase in Phase.REPLACED:
+        actions.extend(_replaced(facts, record, settings))
+    elif record.phase == Phase.RETIRING and not facts.job_running:
+        actions.append(Retire())
+    elif record.phase == Phase.RELEASING and not facts.job_running:
+        actions.append(Release())
+    elif record.phase == Phase.DETECTED and not facts.waiting and facts.notice is not None:
+        actions.append(Queue(facts.notice))  # written by an older version: queue it again
+    return actions
+
+
+def _unreplaced(facts: NodeFacts) -> list[Action]:
+    if facts.notice_error:
+        return [Refuse("malformed-annotation", facts.notice_error)]
+    if facts.notice is None or facts.deleting or facts.waiting:
+        return []
+    refusal = _refusal(facts)
+    return [refusal] if refusal else [Queue(facts.notice)]
+
+
+def _refusal(facts: NodeFacts) -> Refuse | None:
+    if facts.paused:
+        return Refuse("paused", "Spot Guard is paused (spotguard resume to act on new notices)")
+    if facts.annotated_instance and facts.instance_id and facts.annotated_instance != facts.instance_id:
+        return Refuse(
+            "stale-annotation",
+            f"notice annotations name instance {facts.annotated_instance} but the node is instance "
+            f"{facts.instance_id}: stale annotations from an earlier instance; remove them",
+        )
+    return None
+
+
+def _ended(facts: NodeFacts, record: ReplacementRecord) -> list[Action]:
+    actions: list[Action] = []
+    if record.cordoned and record.phase != Phase.RETIRED and not facts.interrupted and not facts.job_running:
+        actions.append(Uncordon())
+    if (
+        record.phase in RESTARTABLE
+        and facts.notice is not None
+        and is_new(facts.notice, record)
+        and not facts.deleting
+        and not facts.waiting
+    ):
+        refusal = _refusal(facts)
+        actions.append(refusal or Queue(facts.notice, previous=record.outcome()))
+    elif facts.has_finalizer and not facts.claim_pending and not actions:
+        actions.append(Finish())
+    return actions
+
+
+def is_new(notice: Notice, record: ReplacementRecord) -> bool:
+    """Is ``notice`` another notice than the one ``record`` answered?"""
+    if record.notice:
+        return notice.identity != record.notice
+    # A record of an older version names only its trigger: a notice is new if it is of another kind, or issued
+    # after the replacement was asked for.
+    if notice.trigger != record.trigger:
+        return True
+    issued = contract.parse_time("notice", notice.identity.split(":", 1)[1])
+    asked = record.requested_at or record.updated_at
+    return bool(asked) and issued > contract.parse_time("record", asked)
+
+
+def _replaced(facts: NodeFacts, record: ReplacementRecord, settings: Settings) -> list[Action]:
+    actions: list[Action] = [] if facts.replaced_taint else [Taint()]
+    if settings.retire_policy == "drain" or record.trigger == "interruption" or facts.interrupted:
+        actions.append(BeginRetiring())
+        return actions
+    # keep-until-interruption: give the surplus back when no interruption comes within the grace period.
+    since = contract.parse_time("record", record.replaced_at or record.updated_at)
+    left = settings.keep_grace_period - (facts.now - since).total_seconds()
+    if left <= 0:
+        actions.append(BeginReleasing(f"no interruption within {format_duration(settings.keep_grace_period)}"))
+    else:
+        actions.append(Wait(left, "keep-until-interruption grace period"))
+    return actions

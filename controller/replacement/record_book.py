@@ -1,0 +1,155 @@
+"""The replacement records as this process knows them: the Node cache, with its own writes shown at once.
+
+The watch lags this process's writes; a pass must never act on a record older than one it wrote itself. The
+book keeps what this process wrote for each node until the cache shows it, writes compare-and-swap
+(``NodeWriter.write_record``), and derives the open claims (``controller.model.claim``) from the records for
+the capacity owner.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterable
+
+from controller.effects.node_writes import NodeGoneError, NodeWriter, RecordChangedError
+from controller.model.claim import Claim, Claims
+from controller.model.node import NodeView
+from controller.model.record import ANNOTATION, Phase, ReplacementRecord
+from nodewatch import annotations as contract
+
+log = logging.getLogger(__name__)
+
+HISTORY = 8  # versions of a node's record kept while the cache catches up
+
+Write = tuple[str, "ReplacementRecord | None", "ReplacementRecord", "NodeView | None"]
+
+
+def spot_claim_key(batch: str) -> str:
+    return f"batch/{batch}"
+
+
+def on_demand_claim_key(batch: str) -> str:
+    return f"batch/{batch}/on-demand"
+
+
+class RecordBook:
+    def __init__(self, writer: NodeWriter, nodes: Callable[[], dict[str, NodeView]]) -> None:
+        self.writer = writer
+        self.nodes = nodes
+        self._written: dict[str, list[str]] = {}  # node -> versions this process wrote, newest last
+        self._lock = threading.Lock()
+
+    # -- reading --------------------------------------------------------------------------------------------
+    def raw(self, node: NodeView) -> str | None:
+        """The node's record text: the cache's, or this process's newer write."""
+        raw = node.annotations.get(ANNOTATION)
+        with self._lock:
+            history = self._written.get(node.name)
+            if history:
+                if raw == history[-1]:
+                    del self._written[node.name]  # the cache caught up with our last write
+                elif raw is None or raw in history[:-1]:
+                    raw = history[-1]  # the cache still shows an older version we replaced
+        return raw
+
+    def read(self, node: NodeView) -> tuple[ReplacementRecord | None, str]:
+        """(record, "") or (None, why it cannot be read)."""
+        raw = self.raw(node)
+        if raw is None:
+            return None, ""
+        try:
+            return ReplacementRecord.from_json(raw), ""
+        except contract.MalformedAnnotationError as exc:
+            return None, str(exc)
+
+    def record(self, node: NodeView) -> ReplacementRecord | None:
+        return self.read(node)[0]
+
+    def written_nodes(self) -> set[str]:
+        with self._lock:
+            return set(self._written)
+
+    def entries(self) -> list[tuple[NodeView, ReplacementRecord | None, str]]:
+        """Every node with something of Spot Guard's on it (annotations, or a record just written), by name."""
+        written = self.written_nodes()
+        active = [n for n in self.nodes().values() if n.annotations or n.name in written]
+        return [(node, *self.read(node)) for node in sorted(active, key=lambda n: n.name)]
+
+    # -- writing --------------------------------------------------------------------------------------------
+    def write(
+        self, node: str, expected: ReplacementRecord | None, new: ReplacementRecord, seen: NodeView | None = None
+    ) -> bool:
+        """Replace ``expected`` with ``new``; False when the node is gone or its record is not ``expected``."""
+        try:
+            self.writer.write_record(node, expected, new, seen)
+        except RecordChangedError as exc:
+            log.warning("%s", exc)
+            self.forget(node)
+            return False
+        except NodeGoneError:
+            log.info("node %s is gone; its replacement record went with it", node)
+            self.forget(node)
+            return False
+        with self._lock:
+            history = self._written.setdefault(node, [expected.to_json()] if expected else [])
+            history.append(new.to_json())
+            del history[:-HISTORY]
+        return True
+
+    def forget(self, node: str) -> None:
+        """Drop what this process wrote for ``node``: the API server's version is the truth again."""
+        with self._lock:
+            self._written.pop(node, None)
+
+    # -- claims ---------------------------------------------------------------------------------------------
+    def claims(self) -> Claims:
+        """The open claims of the records (a batch's spot increase, its on-demand request) and the instances
+        bound to nodes as their replacement."""
+        members: dict[str, set[str]] = {}
+        shapes: dict[str, tuple[str, frozenset[str], str, bool]] = {}
+        bound: set[str] = set()
+        written = self.written_nodes()
+        for node in self.nodes().values():
+            if ANNOTATION not in node.annotations and node.name not in written:
+                continue
+            record = self.record(node)
+            if record is None:
+                continue
+            if record.replacement_instance:
+                bound.add(record.replacement_instance)
+            for key, group, known, asked_at, withdrawing, nodes in _claims_of(node.name, record):
+                members.setdefault(key, set()).update(nodes)
+                shape = shapes.get(key)
+                shapes[key] = (group, known, asked_at, withdrawing or (shape is not None and shape[3]))
+        claims = tuple(
+            Claim(key, group, len(members[key]), known, asked_at, withdrawing)
+            for key, (group, known, asked_at, withdrawing) in shapes.items()
+        )
+        return Claims(claims, frozenset(bound))
+
+
+def _claims_of(
+    node: str, record: ReplacementRecord
+) -> Iterable[tuple[str, str, frozenset[str], str, bool, Iterable[str]]]:
+    """(claim key, group, known instances, asked at, being given back, the nodes it covers) of one record."""
+    if record.phase in Phase.SPOT_CLAIM and record.spot_target is not None:
+        nodes = [node, *(m.node for m in record.members)]
+        withdrawing = record.phase == Phase.SPOT_WITHDRAWING
+        yield (
+            spot_claim_key(record.batch),
+            record.spot_asg,
+            frozenset(record.spot_known),
+            record.requested_at,
+            withdrawing,
+            nodes,
+        )
+    if record.phase in Phase.ON_DEMAND_CLAIM and record.on_demand_target is not None:
+        yield (
+            on_demand_claim_key(record.batch),
+            record.on_demand_asg,
+            frozenset(record.on_demand_known),
+            record.on_demand_requested_at,
+            record.giving_back,
+            [node],
+        )
