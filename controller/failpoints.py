@@ -2,7 +2,8 @@
 
 ``SPOTGUARD_FAILPOINTS=replacement:spot-requested`` (comma-separated) makes the process SIGKILL
 itself the moment it reaches that point, exactly like a node dying there: no cleanup, no Lease
-release. Unset (always, in production) a failpoint costs one set lookup.
+release. Unset (always, in production) a failpoint costs one set lookup. In-process tests (the model-based
+tests) ``set_hook`` a function that is called at every failpoint instead, and may raise there.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+from collections.abc import Callable
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +31,19 @@ REPLACEMENT_POINTS = (
 )
 
 
+_hook: Callable[[str], None] | None = None
+
+
+def set_hook(hook: Callable[[str], None] | None) -> None:
+    """Call ``hook(name)`` at every failpoint (None: back to the environment's failpoints)."""
+    global _hook  # noqa: PLW0603 - one process-wide switch, for in-process tests only
+    _hook = hook
+
+
 def hit(name: str) -> None:
+    if _hook is not None:
+        _hook(name)
+        return
     if name in _ACTIVE:
         log.critical("failpoint %s reached: killing this process (SPOTGUARD_FAILPOINTS)", name)
         logging.shutdown()

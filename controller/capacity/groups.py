@@ -101,6 +101,10 @@ class GroupResolver:
             if instance not in found:
                 self._in_no_group[instance] = now
 
+    def known_group(self, instance_id: str) -> str | None:
+        """The group of ``instance_id`` if this resolver learned it already (no AWS call)."""
+        return self._group_of.get(instance_id)
+
     def resolve(self, provider_id: str) -> tuple[str, Pair] | Refusal:
         """(instance id, pair) for a node's providerID, or why Spot Guard will not act on it."""
         instance_id = instance_id_from_provider_id(provider_id)

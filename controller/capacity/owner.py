@@ -15,22 +15,25 @@ claim back, and terminating exactly one instance (a retirement, a release, a sca
   never look like someone else's, and a change by anyone else (a person, another autoscaler) is reported once;
 * tells from a change's token whether a change recorded as intent was made (``finish``): a successor that finds
   an intent repeats nothing. A new owner makes no increase until every controller has finished the intents its
-  predecessor left (``hold_until``/``recovered``), so no new change lands between an old intent and its check.
+  predecessor left (``hold_until``/``recovered``; ``ChangesHeldError`` meanwhile), so no new change lands between
+  an old intent and its check.
 
 The token is ``<epoch>:<position>``: this owner's epoch and how many of its own changes of that group had
-completed when the intent was written. The desired capacity now, less this owner's own changes since then, is
-what it would be had the intent's call never been sent: at or below ``before``, it was not sent.
+completed when the intent was written. An owner knows the tokens of the increases it made; for any other token,
+the desired capacity now, less this owner's own changes since the position (all of them, for a predecessor's
+token), is what it would be had the intent's call never been sent: at or below ``before``, it was not sent.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import dataclasses
 import enum
 import logging
 import threading
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Protocol
 
 from controller.adapters.aws import AutoScaling, AwsError
@@ -47,8 +50,12 @@ ALREADY_GONE = ("Instance Id not found", "No managed instance found", "not part 
 READ_MAX_AGE = 1.0
 #: A give-back looks again this many times when new instances of its claim appear while it removes others.
 GIVE_BACK_ROUNDS = 3
-#: The longest an increase waits for the controllers to finish their predecessor's intents.
+#: After this long, increases go on even if a controller has not said it finished its predecessor's intents.
 RECOVERY_WAIT = 60.0
+
+
+class ChangesHeldError(RuntimeError):
+    """No increase yet: a controller is still finishing the intents its predecessor left (try again soon)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -143,6 +150,7 @@ class _Ledger:
     lock: threading.RLock = dataclasses.field(default_factory=threading.RLock)
     changes: int = 0  # moves when a change of ours begins and when it ends (odd: one is in flight)
     journal: list[int] = dataclasses.field(default_factory=list)  # net desired change of each completed change
+    made: set[str] = dataclasses.field(default_factory=set)  # tokens of the increases this owner made
     ahead: concurrent.futures.Future[Read] | None = None
     reported: int = 0  # the unexplained desired capacity last reported
 
@@ -170,8 +178,10 @@ class CapacityOwner:
         self._sources: list[Callable[[], Claims]] = []
         self._ledgers: dict[str, _Ledger] = {}
         self._ledgers_lock = threading.Lock()
+        self._holds = 0  # group locks held right now
         self._waiting_for: set[str] = set()  # controllers still finishing their predecessor's intents
-        self._recovered = threading.Condition()
+        self._held_since: float | None = None
+        self._recovered = threading.Lock()
 
     # -- claims and recovery --------------------------------------------------------------------------------
     def claims_from(self, source: Callable[[], Claims]) -> None:
@@ -192,18 +202,28 @@ class CapacityOwner:
     def recovered(self, controller: str) -> None:
         with self._recovered:
             self._waiting_for.discard(controller)
-            self._recovered.notify_all()
 
-    def _wait_for_recovery(self) -> None:
+    def _settled(self) -> bool:
+        """No controller is still finishing a predecessor's intent: the records say what AWS was asked for."""
         with self._recovered:
-            if not self._recovered.wait_for(lambda: not self._waiting_for, timeout=RECOVERY_WAIT):
-                log.warning("still waiting for %s to finish earlier intents; going on", sorted(self._waiting_for))
-                self._waiting_for.clear()
+            return not self._waiting_for
+
+    def _check_recovered(self) -> None:
+        with self._recovered:
+            if not self._waiting_for:
+                return
+            if self._held_since is None:
+                self._held_since = self.clock.monotonic()
+            if self.clock.monotonic() - self._held_since < RECOVERY_WAIT:
+                raise ChangesHeldError(f"waiting for {', '.join(sorted(self._waiting_for))} to finish earlier intents")
+            log.warning("%s did not finish earlier intents in time; going on", sorted(self._waiting_for))
+            self._waiting_for.clear()
 
     # -- reads ----------------------------------------------------------------------------------------------
     def describe(self, names: Iterable[str]) -> dict[str, GroupClaims]:
         """Read the groups (one call) with their open claims' arrivals. A claim is counted short only on a read
-        that no change of ours overlapped; a group whose desired capacity someone else changed is reported once."""
+        that no change of ours overlapped, once every intent a predecessor left is finished; a group whose desired
+        capacity someone else changed is reported once."""
         wanted = sorted(set(names))
         if not wanted:
             return {}
@@ -214,7 +234,7 @@ class CapacityOwner:
         for name, group in groups.items():
             state = assign(group, claims.on(name), claims.bound)
             ledger = self._ledger(name)
-            if ledger.changes == positions[name] and positions[name] % 2 == 0:
+            if ledger.changes == positions[name] and positions[name] % 2 == 0 and self._settled():
                 self._observe(ledger, state)
             else:
                 state = dataclasses.replace(state, short={})
@@ -224,6 +244,8 @@ class CapacityOwner:
     def prefetch(self, name: str, needed_at: float) -> None:
         """Start reading ``name`` (and its newest activity) now unless a read will still be current at
         ``needed_at`` (monotonic): a scale-up due then finds it ready instead of reading on its path."""
+        if self._read_ahead is None:
+            return
         ledger = self._ledger(name)
         with self._ledgers_lock:
             ahead = ledger.ahead
@@ -233,9 +255,9 @@ class CapacityOwner:
                 read = ahead.result()
                 if read.position == ledger.changes and needed_at - read.started <= READ_MAX_AGE:
                     return
-            if self._read_ahead is None:
-                return
-            ledger.ahead = self._read_ahead(lambda: self._read(name))
+        future = self._read_ahead(lambda: self._read(name))
+        with self._ledgers_lock:
+            ledger.ahead = future
 
     def _read(self, name: str) -> Read:
         ledger = self._ledger(name)
@@ -243,7 +265,7 @@ class CapacityOwner:
         newest = self._read_ahead(lambda: _read_nothing(self._newest_activity(name))) if self._read_ahead else None
         group = self.asg.describe_groups([name]).get(name)
         activity = newest.result().newest_activity if newest is not None else self._newest_activity(name)
-        if group is not None and ledger.changes == position and position % 2 == 0:
+        if group is not None and ledger.changes == position and position % 2 == 0 and self._settled():
             claims = self.claims()
             self._observe(ledger, assign(group, claims.on(name), claims.bound))
         return Read(group, activity, started, position)
@@ -288,11 +310,12 @@ class CapacityOwner:
         ``intent(plan)`` records the change before it is made and returns how many instances it recorded (at
         most ``plan.granted``; 0: nothing recorded, nothing is done). Returns the read the plan was computed from
         and the change made (None when the group does not exist or nothing was recorded). Raises AwsError when
-        the call fails: the intent stays, and ``finish`` makes the change later.
+        the call fails: the intent stays, and ``finish`` makes the change later. Raises ChangesHeldError while a
+        controller still finishes its predecessor's intents.
         """
-        self._wait_for_recovery()
+        self._check_recovered()
         ledger = self._ledger(name)
-        with ledger.lock:
+        with self._holding(ledger):
             read = self._current_read(name)
             group = read.group
             if group is None:
@@ -307,6 +330,7 @@ class CapacityOwner:
                 change = plan.change(recorded)
                 self.asg.set_desired_capacity(name, change.target)
                 ledger.journal.append(recorded)
+                ledger.made.add(change.token)
             finally:
                 self._end(ledger)
             return read, change
@@ -317,7 +341,9 @@ class CapacityOwner:
         if change.before is not None and change.amount <= 0:
             return False
         ledger = self._ledger(change.group)
-        with ledger.lock:
+        if change.token in ledger.made:
+            return False  # this owner made it
+        with self._holding(ledger):
             group = self._read(change.group).group
             if group is None:
                 return False
@@ -343,6 +369,7 @@ class CapacityOwner:
                 target,
             )
             self._set_desired(ledger, change.group, target, target - group.desired)
+            ledger.made.add(change.token)
             return True
 
     def give_back(self, name: str, claim_key: str) -> GiveBack:
@@ -363,7 +390,7 @@ class CapacityOwner:
                 if removal.outcome in (Outcome.NOT_DRAINED, Outcome.REFUSED):
                     return GiveBack(tuple(removed), 0, False)
         ledger = self._ledger(name)
-        with ledger.lock:
+        with self._holding(ledger):
             read = self._read(name)
             if read.group is None:
                 return GiveBack(tuple(removed), 0, True)
@@ -406,7 +433,7 @@ class CapacityOwner:
         if node and not self.drain(node):
             return Removal(instance, Outcome.NOT_DRAINED, group, f"node {node} of instance {instance} is not drained")
         ledger = self._ledger(group)
-        with ledger.lock:
+        with self._holding(ledger):
             self._begin(ledger)
             try:
                 self.asg.terminate_instance(instance, decrement=True)
@@ -443,6 +470,23 @@ class CapacityOwner:
         finally:
             self._end(ledger)
         ledger.journal.append(delta)
+
+    @contextlib.contextmanager
+    def _holding(self, ledger: _Ledger) -> Iterator[None]:
+        with ledger.lock:
+            with self._ledgers_lock:
+                self._holds += 1
+            try:
+                yield
+            finally:
+                with self._ledgers_lock:
+                    self._holds -= 1
+
+    @property
+    def changing(self) -> bool:
+        """A change of some group is being made right now (its lock is held)."""
+        with self._ledgers_lock:
+            return self._holds > 0
 
     def _begin(self, ledger: _Ledger) -> None:
         ledger.changes += 1

@@ -27,7 +27,7 @@ from controller import failpoints
 from controller.adapters.aws import AwsError
 from controller.adapters.kube import KubeRequests
 from controller.adapters.sgfe_store import ConflictError, FallbackEvents
-from controller.capacity.owner import CapacityOwner, Change, Plan
+from controller.capacity.owner import CapacityOwner, Change, ChangesHeldError, Plan
 from controller.checks.arrivals import GroupClaims
 from controller.checks.drain_plan import DrainOptions
 from controller.checks.safety import CheckResult, run_safety_checks
@@ -311,7 +311,11 @@ class LifecycleController:
             failpoints.hit("lifecycle:return-requested")
             return 1
 
-        read, change = self.owner.raise_by(asg, 1, intent)
+        try:
+            read, change = self.owner.raise_by(asg, 1, intent)
+        except ChangesHeldError as exc:
+            log.info("SpotGuardFallbackEvent %s/%s: return to spot waits: %s", event.namespace, event.name, exc)
+            return self.settings.capacity_poll_interval
         if change is None or not written:
             group = read.group
             reason = (
@@ -360,12 +364,12 @@ class LifecycleController:
 
     # -- claims ----------------------------------------------------------------------------------------------
     def claims(self) -> Claims:
-        """The returns to spot in flight (one instance each) and the instances the events stand on."""
+        """The returns to spot in flight (one instance each) and the spot instances returns brought."""
         open_: list[Claim] = []
         bound: set[str] = set()
         for event in self.sgfes.list():
-            if event.spec.on_demand_instance_id:
-                bound.add(event.spec.on_demand_instance_id)
+            # The on-demand instance is bound by the replaced node's record while it exists (and that record is held
+            # until no older claim is open); only the spot instance a return brought is bound by nothing else.
             try:
                 progress = LifecycleProgress.of(event.annotations)
             except MalformedRecordError:

@@ -16,7 +16,7 @@ from typing import Any
 
 from controller import failpoints
 from controller.adapters.aws import AwsError
-from controller.capacity.owner import Change, Plan
+from controller.capacity.owner import Change, ChangesHeldError, Plan
 from controller.checks import capacity_check
 from controller.checks.arrivals import GroupClaims
 from controller.config import format_duration
@@ -35,7 +35,7 @@ log = logging.getLogger("controller.replacement")
 
 
 def claim_key(batch: Batch, on_demand: bool) -> str:
-    return on_demand_claim_key(batch.batch) if on_demand else spot_claim_key(batch.batch)
+    return on_demand_claim_key(batch.first) if on_demand else spot_claim_key(batch.first)
 
 
 def recorded_change(batch: Batch, on_demand: bool) -> Change:
@@ -275,7 +275,9 @@ def withdraw(ctx: Context, batch: Batch) -> None:
     failpoints.hit("replacement:withdrawing")
     if any(r.spot_target is not None for _, r in batch.members):
         try:
-            gave = ctx.owner.give_back(batch.asg, spot_claim_key(batch.batch))
+            gave = ctx.owner.give_back(
+                batch.asg, spot_claim_key(next(r for _, r in batch.members if r.spot_target is not None))
+            )
         except AwsError as exc:
             ctx.report_aws_error(batch.asg, batch.names, exc)
             return
@@ -330,6 +332,9 @@ def request_on_demand(ctx: Context, batch: Batch) -> None:
 
     try:
         read, change = ctx.owner.raise_by(od_asg, len(members), intent)
+    except ChangesHeldError as exc:
+        log.info("on-demand request of batch %s waits: %s", batch.batch, exc)
+        return
     except AwsError as exc:
         ctx.reporter.scale_up(od_asg, "on-demand", "error")
         ctx.report_aws_error(od_asg, batch.names, exc)
@@ -343,7 +348,9 @@ def request_on_demand(ctx: Context, batch: Batch) -> None:
     failpoints.hit("replacement:on-demand-scaled")
     with span(requested[0][1], "on-demand-scale-up", asg=od_asg, desired=change.target, nodes=change.amount):
         pass
-    ctx.memory.deadlines[on_demand_claim_key(batch.batch)] = ctx.clock.monotonic() + ctx.settings.capacity_check_timeout
+    ctx.memory.deadlines[on_demand_claim_key(requested[0][1])] = (
+        ctx.clock.monotonic() + ctx.settings.capacity_check_timeout
+    )
     ctx.memory.next_poll[od_asg] = ctx.clock.monotonic()
     log.info("on-demand ASG %s: desired %d -> %d", od_asg, change.before, change.target)
     confirm(ctx, Batch(od_asg, batch.batch, requested), Phase.ON_DEMAND_SCALED_UP)
@@ -368,7 +375,7 @@ def on_demand_failed(ctx: Context, batch: Batch, reason: str) -> None:
             marked.append((node, new))
     batch = Batch(batch.asg, batch.batch, marked)
     try:
-        gave = ctx.owner.give_back(batch.asg, on_demand_claim_key(batch.batch))
+        gave = ctx.owner.give_back(batch.asg, on_demand_claim_key(batch.first))
     except AwsError as exc:
         ctx.report_aws_error(batch.asg, batch.names, exc)
         return

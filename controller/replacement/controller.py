@@ -15,9 +15,11 @@ import logging
 import threading
 
 from controller.adapters.aws import AwsError
+from controller.capacity.owner import ChangesHeldError
 from controller.clock import Cancellation
 from controller.model.asg import instance_id_from_provider_id
 from controller.model.node import NodeView
+from controller.model.progress import LifecycleProgress, MalformedRecordError
 from controller.model.record import FINALIZER, TAINT_KEY, Phase, ReplacementRecord
 from controller.replacement import capacity_steps, node_jobs
 from controller.replacement.batching import BatchQueues, Queued
@@ -39,6 +41,7 @@ from controller.replacement.decisions import (
     Wait,
     decide,
 )
+from controller.replacement.record_book import on_demand_claim_key, spot_claim_key
 from controller.replacement.scale_up import Batch, record_batch, scale_up
 from controller.workers import run_passes
 from nodewatch import annotations as contract
@@ -71,6 +74,7 @@ class ReplacementController:
         self._node_states: dict[str, tuple[bool, bool]] = {}  # node -> (ready, annotated): notify's memory
         self._next_wait = 0.0  # the earliest a node's decision asked to be looked at again (monotonic)
         self._recovered = False  # the intents found at the first pass are finished
+        self._noticed: set[str] = set()  # nodes with an active notice, this pass
         ctx.owner.claims_from(ctx.book.claims)
 
     # -- driving --------------------------------------------------------------------------------------------
@@ -119,7 +123,8 @@ class ReplacementController:
             self._quiet.clear()
         # Requests recorded as intent: make sure each call was made. A new owner makes no increase before the first
         # pass has done this for every intent a predecessor left (the scale-ups started above wait for it).
-        for batch in [*batches[Phase.SPOT_REQUESTED], *sent]:
+        requested = {batch.batch: batch for batch in [*sent, *batches[Phase.SPOT_REQUESTED]]}
+        for batch in requested.values():
             self._record_request(batch)
         for batch in batches[Phase.ON_DEMAND_REQUESTED]:
             capacity_steps.finish_request(ctx, batch, on_demand=True)
@@ -146,15 +151,15 @@ class ReplacementController:
         }
         waiting = self._queues.queued() | in_flight | covered
         pending = self._pending_claims()
+        stand_ins = self._stand_ins(entries)
         grouped: dict[str, dict[tuple[str, str], Batch]] = {phase: {} for phase in BATCHED}
         to_queue: list[tuple[NodeView, ReplacementRecord | None, Queue]] = []
         self._next_wait = now + IDLE
         paused = ctx.paused()
         for node, record, error in entries:
-            facts = self._facts(node, record, error, waiting=waiting, paused=paused, pending=pending)
-            if record is not None and not error and record.phase in BATCHED:
-                key = (record.on_demand_asg if record.phase in Phase.ON_DEMAND_CLAIM else record.spot_asg, record.batch)
-                grouped[record.phase].setdefault(key, Batch(key[0], record.batch, [])).members.append((node, record))
+            facts = self._facts(
+                node, record, error, waiting=waiting, paused=paused, pending=pending, stand_ins=stand_ins
+            )
             for action in decide(facts, ctx.settings):
                 if isinstance(action, Queue):
                     to_queue.append((node, record, action))
@@ -162,6 +167,15 @@ class ReplacementController:
                     self._apply(node, record, facts, action, now)
         if to_queue:
             self._detect(to_queue, now)
+        # The batched steps see each record as it is after this pass's own writes (a drain's mark, say).
+        for node, before, error in entries:
+            record = ctx.book.record(node) if before is not None and not error else None
+            if record is None or record.phase not in BATCHED:
+                continue
+            on_demand = record.phase in Phase.ON_DEMAND_CLAIM
+            group = record.on_demand_asg if on_demand else record.spot_asg
+            key = (group, on_demand_claim_key(record) if on_demand else spot_claim_key(record))
+            grouped[record.phase].setdefault(key, Batch(group, record.batch, [])).members.append((node, record))
         return {phase: list(found.values()) for phase, found in grouped.items()}
 
     def _facts(
@@ -173,6 +187,7 @@ class ReplacementController:
         waiting: set[str],
         paused: bool,
         pending: dict[str, str],
+        stand_ins: dict[str, str],
     ) -> NodeFacts:
         notice: Notice | None = None
         notice_error = ""
@@ -186,6 +201,10 @@ class ReplacementController:
             notice = Notice.of(notices)
             interrupted = notices.interruption is not None and notices.interruption.cleared is None
             annotated = notices.instance_id or ""
+        instance = instance_id_from_provider_id(node.provider_id) or ""
+        stand_in_noticed = False
+        if record is not None and record.phase in Phase.REPLACED and record.replacement_node:
+            stand_in_noticed = record.replacement_node in self._noticed
         claim_pending = False
         if record is not None and record.terminal and record.replacement_instance and record.replaced_at:
             group = record.on_demand_asg if record.replacement_capacity == "on-demand" else record.spot_asg
@@ -208,7 +227,53 @@ class ReplacementController:
             job_running=self.ctx.workers.busy(node_jobs.lane_key(node.name)),
             paused=paused,
             claim_pending=claim_pending,
+            stands_in_for=stand_ins.get(instance, ""),
+            stand_in_noticed=stand_in_noticed,
         )
+
+    def _stand_ins(self, entries: list[tuple[NodeView, ReplacementRecord | None, str]]) -> dict[str, str]:
+        """instance -> what it stands in for, for the instances that get no replacement of their own: one bound to
+        a node whose replacement has not ended, or a new instance of a group with an open claim (it may be that
+        claim's arrival). Also remembers which nodes have an active notice (``_noticed``)."""
+        stand_ins: dict[str, str] = {}
+        self._noticed = set()
+        swapped: dict[str, str] = {}  # SGFE -> the node whose on-demand replacement it is
+        noticed: dict[str, str] = {}  # instance -> node, of the noticed nodes
+        for node, record, _ in entries:
+            if record is not None and not record.terminal and record.replacement_instance:
+                stand_ins[record.replacement_instance] = f"node {node.name}"
+                if record.replacement_capacity == "on-demand" and record.sgfe:
+                    swapped[record.sgfe] = node.name
+            try:
+                if Notice.of(contract.parse(node.annotations)):
+                    self._noticed.add(node.name)
+                    if instance := instance_id_from_provider_id(node.provider_id):
+                        noticed[instance] = node.name
+            except contract.MalformedAnnotationError:
+                continue
+        if swapped:  # a return to spot swapped the on-demand replacement for a spot instance: that one stands in
+            for event in self.ctx.sgfes.list():
+                if event.name in swapped:
+                    try:
+                        returned = LifecycleProgress.of(event.annotations).returned_instance
+                    except MalformedRecordError:
+                        continue
+                    if returned:
+                        stand_ins[returned] = f"node {swapped[event.name]}"
+        claims = self.ctx.owner.claims()
+        candidates = [i for i in noticed if i not in stand_ins and i not in claims.bound]
+        if claims.open and candidates:
+            try:
+                self.ctx.resolver.prefetch(candidates)
+            except AwsError as exc:
+                log.debug("could not look up the groups of %d noticed instances: %s", len(candidates), exc)
+            for instance in candidates:
+                group = self.ctx.resolver.known_group(instance)
+                for claim in claims.on(group or ""):
+                    if instance not in claim.known:
+                        stand_ins[instance] = f"claim {claim.key} (it may be its new instance)"
+                        break
+        return stand_ins
 
     def _pending_claims(self) -> dict[str, str]:
         """group -> when its oldest open claim was asked for (an ended record keeps its finalizer until then)."""
@@ -294,6 +359,10 @@ class ReplacementController:
                 if batch is not None:
                     with self._handoff:
                         self._sent.append(batch)
+            except ChangesHeldError as exc:
+                log.info("spot scale-up of %s waits: %s", asg, exc)
+                with self._handoff:
+                    self._retry[asg] = (items, self.ctx.clock.monotonic() + self.ctx.settings.batch_window)
             except Exception:
                 log.exception("spot scale-up of %s failed; its recommendations are retried", asg)
                 with self._handoff:

@@ -13,6 +13,10 @@ A node's road (``controller.model.record.Phase``)::
 
 No dead ends: a new notice after Released or Failed starts a new replacement (the old outcome is kept in
 ``previous``); a node Spot Guard cordoned is either retired or uncordoned once no interruption is pending.
+
+No chains: a node that stands in for another (its replacement, not yet ended) gets no replacement of its own. Under
+keep-until-interruption such a spare that gets a notice is given back at once; otherwise it waits until the node
+it replaces is retired, then it is an ordinary node.
 """
 
 from __future__ import annotations
@@ -36,6 +40,8 @@ BATCHED = frozenset(
 )
 #: Ended replacements that a new notice may follow with a new one (Retired: the instance is gone).
 RESTARTABLE = frozenset({Phase.RELEASED, Phase.FAILED})
+#: How long a node with nothing to do now waits before it is looked at again (a change wakes it sooner).
+IDLE_WAIT = 30.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,6 +81,8 @@ class NodeFacts:
     job_running: bool = False  # a drain/retire/release job of this node is running
     paused: bool = False
     claim_pending: bool = False  # an open claim of its replacement's group was asked before it was bound
+    stands_in_for: str = ""  # what this node stands in for (a node whose replacement has not ended, an open claim)
+    stand_in_noticed: bool = False  # the node standing in for this one has a notice of its own
 
 
 # -- actions -----------------------------------------------------------------------------------------------
@@ -194,6 +202,10 @@ def _unreplaced(facts: NodeFacts) -> list[Action]:
         return [Refuse("malformed-annotation", facts.notice_error)]
     if facts.notice is None or facts.deleting or facts.waiting:
         return []
+    if facts.stands_in_for:
+        # It stands in for a node whose replacement has not ended: that node's road decides (a spare kept under
+        # keep-until-interruption is given back; a replacement waits for the node it replaces to be retired).
+        return [Wait(IDLE_WAIT, f"stands in for {facts.stands_in_for}")]
     refusal = _refusal(facts)
     return [refusal] if refusal else [Queue(facts.notice)]
 
@@ -220,6 +232,7 @@ def _ended(facts: NodeFacts, record: ReplacementRecord) -> list[Action]:
         and is_new(facts.notice, record)
         and not facts.deleting
         and not facts.waiting
+        and not facts.stands_in_for
     ):
         refusal = _refusal(facts)
         actions.append(refusal or Queue(facts.notice, previous=record.outcome()))
@@ -246,7 +259,11 @@ def _replaced(facts: NodeFacts, record: ReplacementRecord, settings: Settings) -
     if settings.retire_policy == "drain" or record.trigger == "interruption" or facts.interrupted:
         actions.append(BeginRetiring())
         return actions
-    # keep-until-interruption: give the surplus back when no interruption comes within the grace period.
+    # keep-until-interruption: give the surplus back when no interruption comes within the grace period, or at once
+    # when the spare itself got a notice (it is doomed too; a later interruption of this node starts a new one).
+    if facts.stand_in_noticed:
+        actions.append(BeginReleasing(f"its replacement {record.replacement_node} got a notice of its own"))
+        return actions
     since = contract.parse_time("record", record.replaced_at or record.updated_at)
     left = settings.keep_grace_period - (facts.now - since).total_seconds()
     if left <= 0:

@@ -168,6 +168,9 @@ def release(ctx: Context, node: NodeView, record: ReplacementRecord, interrupted
             retry_later(ctx, node.name)  # the lifecycle is swapping it for spot right now: wait for it
             return
         instance, group = target
+        if instance and _being_replaced(ctx, instance):
+            retry_later(ctx, node.name)  # the stand-in got a replacement of its own first: wait until it ends
+            return
         if instance:
             removal = ctx.owner.remove(instance, expect_group=group, drain=True)
             if removal.outcome in (Outcome.NOT_DRAINED, Outcome.REFUSED):
@@ -185,6 +188,14 @@ def release(ctx: Context, node: NodeView, record: ReplacementRecord, interrupted
         ctx.wake()
 
     submit(ctx, node.name, "release", job)
+
+
+def _being_replaced(ctx: Context, instance: str) -> bool:
+    """Does the Node of ``instance`` have a replacement of its own under way?"""
+    name = ctx.node_of_instance(instance)
+    node = ctx.nodes().get(name) if name else None
+    record = ctx.book.record(node) if node is not None else None
+    return record is not None and not record.terminal
 
 
 def _what_to_give_back(ctx: Context, node: NodeView, record: ReplacementRecord, why: str) -> tuple[str, str] | None:

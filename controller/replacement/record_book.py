@@ -25,12 +25,14 @@ HISTORY = 8  # versions of a node's record kept while the cache catches up
 Write = tuple[str, "ReplacementRecord | None", "ReplacementRecord", "NodeView | None"]
 
 
-def spot_claim_key(batch: str) -> str:
-    return f"batch/{batch}"
+def spot_claim_key(record: ReplacementRecord) -> str:
+    """The claim a record's spot increase belongs to: one per increase (its group and change token), so nodes of a
+    batch that went separate ways never share a claim by accident."""
+    return f"{record.spot_asg}/{record.spot_change or 'batch-' + record.batch}"
 
 
-def on_demand_claim_key(batch: str) -> str:
-    return f"batch/{batch}/on-demand"
+def on_demand_claim_key(record: ReplacementRecord) -> str:
+    return f"{record.on_demand_asg}/{record.on_demand_change or 'batch-' + record.batch}"
 
 
 class RecordBook:
@@ -137,7 +139,7 @@ def _claims_of(
         nodes = [node, *(m.node for m in record.members)]
         withdrawing = record.phase == Phase.SPOT_WITHDRAWING
         yield (
-            spot_claim_key(record.batch),
+            spot_claim_key(record),
             record.spot_asg,
             frozenset(record.spot_known),
             record.requested_at,
@@ -146,7 +148,7 @@ def _claims_of(
         )
     if record.phase in Phase.ON_DEMAND_CLAIM and record.on_demand_target is not None:
         yield (
-            on_demand_claim_key(record.batch),
+            on_demand_claim_key(record),
             record.on_demand_asg,
             frozenset(record.on_demand_known),
             record.on_demand_requested_at,

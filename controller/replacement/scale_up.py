@@ -17,7 +17,7 @@ import uuid
 
 from controller import failpoints
 from controller.adapters.aws import AwsError
-from controller.capacity.owner import Plan
+from controller.capacity.owner import ChangesHeldError, Plan
 from controller.config import format_duration
 from controller.model.asg import instance_id_from_provider_id
 from controller.model.node import NodeView
@@ -62,7 +62,12 @@ def scale_up(ctx: Context, asg: str, items: list[Queued]) -> Batch | None:
     now = ctx.clock.now()
     batch = uuid.uuid4().hex[:12]
     bases = [(node, item, _base(ctx, item, node, batch, now)) for item, node in present]
-    bases = [(node, item, base) for node, item, base in bases if _prior_ok(ctx, node)]
+    standing_in = _standing_in(ctx)
+    bases = [
+        (node, item, base) for node, item, base in bases if _prior_ok(ctx, node) and base.instance_id not in standing_in
+    ]
+    if not bases:
+        return None
     deadline = contract.format_time(now + dt.timedelta(seconds=ctx.settings.capacity_check_timeout))
     written: dict[str, tuple[NodeView, ReplacementRecord]] = {}
     beyond: list[tuple[NodeView, ReplacementRecord]] = []
@@ -94,6 +99,8 @@ def scale_up(ctx: Context, asg: str, items: list[Queued]) -> Batch | None:
 
     try:
         read, change = ctx.owner.raise_by(asg, len(bases), intent)
+    except ChangesHeldError:
+        raise  # the loop puts the nodes back in the queue
     except AwsError as exc:
         ctx.reporter.scale_up(asg, "spot", "error")
         ctx.report_aws_error(asg, [node.name for node, _, _ in bases], exc)
@@ -117,7 +124,7 @@ def scale_up(ctx: Context, asg: str, items: list[Queued]) -> Batch | None:
     with span(record, "spot-scale-up", asg=asg, desired=change.target, nodes=change.amount):
         pass
     ctx.memory.sent.add(batch)
-    ctx.memory.deadlines[spot_claim_key(batch)] = ctx.clock.monotonic() + ctx.settings.capacity_check_timeout
+    ctx.memory.deadlines[spot_claim_key(record)] = ctx.clock.monotonic() + ctx.settings.capacity_check_timeout
     ctx.memory.next_poll[asg] = ctx.clock.monotonic()
     log.info(
         "spot ASG %s: desired %d -> %d for %d nodes (batch %s)", asg, change.before, change.target, change.amount, batch
@@ -145,6 +152,16 @@ def _base(ctx: Context, item: Queued, node: NodeView, batch: str, now: dt.dateti
 def _prior(ctx: Context, node: NodeView) -> ReplacementRecord | None:
     """The record a new replacement replaces: none, or an ended one a new notice follows."""
     return ctx.book.record(node)
+
+
+def _standing_in(ctx: Context) -> set[str]:
+    """Instances bound to a node whose replacement has not ended: they became someone's replacement while queued,
+    and get no replacement of their own (``controller.replacement.decisions``)."""
+    bound = set()
+    for _, record, _ in ctx.book.entries():
+        if record is not None and not record.terminal and record.replacement_instance:
+            bound.add(record.replacement_instance)
+    return bound
 
 
 def _prior_ok(ctx: Context, node: NodeView) -> bool:
