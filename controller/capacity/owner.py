@@ -399,7 +399,7 @@ class CapacityOwner:
             state = assign(read.group, claims.on(name), claims.bound)
             if state.arrivals.get(claim_key):
                 return GiveBack(tuple(removed), 0, False)  # one more launched meanwhile: the next call removes it
-            unlaunched = mine[0].count if mine else 0
+            unlaunched = max(0, mine[0].count - len(mine[0].taken)) if mine else 0
             others = state.justified - state.outstanding.get(claim_key, 0)  # what the other claims still need
             lowered = max(0, min(unlaunched, read.group.desired - others))
             if lowered:

@@ -6,6 +6,9 @@ A pure function over one snapshot (the group, its open claims, the instances alr
   InService), was not in the group when the claim asked (``Claim.known``) and is bound to no node yet. New
   instances are fungible, so the oldest claim is served first, with the instances that arrived earliest (those
   that younger claims already knew, then by id).
+* A claim being given back keeps the instances it had when that began (``Claim.taken``, recorded then) and may
+  still get launches that come late, but only as many as it had not got: it never takes another claim's share
+  again once its own instances are gone.
 * A claim's *outstanding* launches are those not arrived yet (none for a claim being given back). The group's
   desired capacity is *justified* by its live instances plus every outstanding launch: ``desired == live +
   outstanding`` is drift 0. Desired below that means someone else lowered it (Spot Guard's own terminations take
@@ -58,14 +61,15 @@ def live_instances(group: Group) -> list[Instance]:
 def assign(group: Group, claims: Iterable[Claim], bound: Iterable[str] = ()) -> GroupClaims:
     """Give each open claim of ``group`` its arrived instances (see the module's text)."""
     ordered = sorted((c for c in claims if c.group == group.name), key=lambda c: (c.requested_at, c.key))
-    taken = set(bound)
+    taken = set(bound).union(*(c.taken for c in ordered))
     live = live_instances(group)
     arrivals: dict[str, tuple[Instance, ...]] = {}
     for index, claim in enumerate(ordered):
         younger = ordered[index + 1 :]
+        own = [i for i in live if i.instance_id in claim.taken]
         candidates = [i for i in live if i.instance_id not in claim.known and i.instance_id not in taken]
         candidates.sort(key=lambda i: (-sum(i.instance_id in c.known for c in younger), i.instance_id))
-        mine = tuple(candidates[: claim.count])
+        mine = (*own, *candidates[: max(0, claim.count - len(claim.taken))])
         taken.update(i.instance_id for i in mine)
         arrivals[claim.key] = mine
     outstanding = {c.key: 0 if c.withdrawing else c.count - len(arrivals[c.key]) for c in ordered}

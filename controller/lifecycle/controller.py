@@ -199,6 +199,9 @@ class LifecycleController:
                 ready_instances=ready,
                 return_ready=state.ready(claim_key(event.name), ready) if state is not None else (),
                 return_short=state.short.get(claim_key(event.name), 0) if state is not None else 0,
+                return_arrivals=tuple(i.instance_id for i in state.arrivals.get(claim_key(event.name), ()))
+                if state is not None
+                else (),
             )
             if event.status.phase in WATCHING and event.spec.spot_asg_name not in groups:
                 self._warn_once(
@@ -385,6 +388,7 @@ class LifecycleController:
                         frozenset(progress.return_known),
                         progress.return_requested_at,
                         withdrawing=progress.withdraw_target is not None,
+                        taken=frozenset(progress.withdraw_instances),
                     )
                 )
         return Claims(tuple(open_), frozenset(bound))

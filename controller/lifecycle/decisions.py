@@ -46,6 +46,7 @@ class Facts:
     safety: tuple[CheckResult, ...] | None = None
     return_ready: tuple[str, ...] = ()  # the return's new spot instances, InService with a Ready Node
     return_short: int = 0  # 1 when someone else lowered the spot ASG below what the return needs
+    return_arrivals: tuple[str, ...] = ()  # the return's new spot instances, whatever their state
 
 
 # -- actions -----------------------------------------------------------------------------------------------
@@ -356,7 +357,8 @@ def _short(
     )
     if withdraw:
         assert record.return_target is not None
-        return _withdraw(event, after.replace(withdraw_target=record.return_target - 1), reason, facts, settings)
+        intent = after.replace(withdraw_target=record.return_target - 1, withdraw_instances=facts.return_arrivals)
+        return _withdraw(event, intent, reason, facts, settings)
     message = _short_message(event, reason, after, wait)
     return Transition(
         _status(event, spot_healthy_since="", message=message),

@@ -18,6 +18,7 @@ class Claim:
     known: frozenset[str]  # the group's instances when the increase was asked for (none of them is its)
     requested_at: str  # RFC 3339; older claims are served first
     withdrawing: bool = False  # being given back: its instances are still its own, its launches justify nothing
+    taken: frozenset[str] = frozenset()  # being given back: the instances it had when that began (its own for good)
 
     def __post_init__(self) -> None:
         if self.count < 0:

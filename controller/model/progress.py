@@ -43,6 +43,7 @@ class LifecycleProgress:
     return_confirmed: bool = False  # SetDesiredCapacity(return_target) succeeded
     return_seen_activity: str = ""  # the spot ASG's newest scaling activity before the return: older ones do not count
     returned_instance: str = ""  # the spot instance that brought the capacity back (InService, Node Ready)
+    withdraw_instances: tuple[str, ...] = ()  # the return's instances when it was given back
     withdraw_target: int | None = None  # intent: give an unfulfilled return back down to this desired capacity
     return_attempts: int = 0  # consecutive returns that stayed short (backoff)
     next_return_at: str = ""  # no return attempt before this
@@ -118,6 +119,7 @@ class LifecycleProgress:
             return_confirmed=False,
             return_seen_activity="",
             withdraw_target=None,
+            withdraw_instances=(),
         )
 
     def cleared_scale_down(self) -> LifecycleProgress:

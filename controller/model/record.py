@@ -99,6 +99,7 @@ class ReplacementRecord:
     on_demand_activity_mark: str = ""
     on_demand_deadline_at: str = ""
     giving_back: bool = False  # intent: the on-demand request is being given back (on-demand is short too)
+    given_back: tuple[str, ...] = ()  # the instances of the claim being given back (when the give-back began)
     sgfe: str = ""
     failed_reason: str = ""
     cordoned: bool = False  # Spot Guard cordoned this node (a drain): it retires it or uncordons it again

@@ -176,12 +176,15 @@ def _decide(
         )
     if isinstance(decision, capacity_check.Fallback):
         rest = members[len(decision.instances) :]
+        given_back = tuple(
+            i.instance_id for i in state.arrivals.get(key, ()) if i.instance_id not in decision.instances
+        )
         result = "timeout" if decision.code == "CapacityCheckTimeout" else "no_capacity"
         ctx.reporter.scale_up(batch.asg, capacity_type, result)
         if on_demand:
-            on_demand_failed(ctx, Batch(batch.asg, batch.batch, rest), decision.reason)
+            on_demand_failed(ctx, Batch(batch.asg, batch.batch, rest), decision.reason, given_back)
         else:
-            fall_back(ctx, batch.asg, rest, decision.reason, decision.code)
+            fall_back(ctx, batch.asg, rest, reason=decision.reason, code=decision.code, given_back=given_back)
     else:
         ctx.reporter.scale_up(batch.asg, capacity_type, "success")
     return ctx.clock.monotonic()
@@ -249,7 +252,13 @@ def create_fallback_event(
 
 
 def fall_back(
-    ctx: Context, asg: str, members: list[tuple[NodeView, ReplacementRecord]], reason: str, code: str
+    ctx: Context,
+    asg: str,
+    members: list[tuple[NodeView, ReplacementRecord]],
+    *,
+    reason: str,
+    code: str,
+    given_back: tuple[str, ...] = (),
 ) -> None:
     """Spot did not come: the batch's claim is to be given back (SpotWithdrawing), then on-demand asked."""
     if not members:
@@ -264,7 +273,11 @@ def fall_back(
         )
         ctx.reporter.node_event(node.name, "Warning", "SpotCapacityShort", f"{reason}; falling back to on-demand")
     write_all(
-        ctx, [(n.name, r, r.advance(Phase.SPOT_WITHDRAWING, now, fallback_reason=reason), None) for n, r in members]
+        ctx,
+        [
+            (n.name, r, r.advance(Phase.SPOT_WITHDRAWING, now, fallback_reason=reason, given_back=given_back), None)
+            for n, r in members
+        ],
     )
     ctx.wake()
 
@@ -317,6 +330,7 @@ def request_on_demand(ctx: Context, batch: Batch) -> None:
                     on_demand_requested_at=contract.format_time(now),
                     on_demand_activity_mark=plan.read.newest_activity,
                     on_demand_deadline_at=deadline,
+                    given_back=(),
                 ),
                 None,
             )
@@ -363,14 +377,16 @@ def request_on_demand(ctx: Context, batch: Batch) -> None:
         )
 
 
-def on_demand_failed(ctx: Context, batch: Batch, reason: str) -> None:
+def on_demand_failed(ctx: Context, batch: Batch, reason: str, given_back: tuple[str, ...] = ()) -> None:
     """On-demand did not come either: give its claim back, then fail the nodes."""
     if not batch.members:
         return
     now = ctx.clock.now()
     marked: list[tuple[NodeView, ReplacementRecord]] = []
     for node, record in batch.members:
-        new = record if record.giving_back else record.advance(record.phase, now, giving_back=True)
+        new = (
+            record if record.giving_back else record.advance(record.phase, now, giving_back=True, given_back=given_back)
+        )
         if new is record or ctx.book.write(node.name, record, new, None):
             marked.append((node, new))
     batch = Batch(batch.asg, batch.batch, marked)

@@ -110,6 +110,7 @@ class RecordBook:
         bound to nodes as their replacement."""
         members: dict[str, set[str]] = {}
         shapes: dict[str, tuple[str, frozenset[str], str, bool]] = {}
+        taken: dict[str, set[str]] = {}
         bound: set[str] = set()
         written = self.written_nodes()
         for node in self.nodes().values():
@@ -122,10 +123,12 @@ class RecordBook:
                 bound.add(record.replacement_instance)
             for key, group, known, asked_at, withdrawing, nodes in _claims_of(node.name, record):
                 members.setdefault(key, set()).update(nodes)
+                if withdrawing:  # the instances it had when its give-back began
+                    taken.setdefault(key, set()).update(record.given_back)
                 shape = shapes.get(key)
                 shapes[key] = (group, known, asked_at, withdrawing or (shape is not None and shape[3]))
         claims = tuple(
-            Claim(key, group, len(members[key]), known, asked_at, withdrawing)
+            Claim(key, group, len(members[key]), known, asked_at, withdrawing, frozenset(taken.get(key, ())))
             for key, (group, known, asked_at, withdrawing) in shapes.items()
         )
         return Claims(claims, frozenset(bound))

@@ -116,10 +116,11 @@ class AutoScalingModel:
             "ActivityId": f"act-{next(self._ids)}",
             "AutoScalingGroupName": group,
             "StatusCode": "Failed",
-            "StatusMessage": "Could not launch Spot Instances. InsufficientInstanceCapacity - There is no Spot capacity "
-            "available that matches your request. Launching EC2 instance failed.",
+            "StatusMessage": "Could not launch Spot Instances. InsufficientInstanceCapacity - There is no Spot "
+            "capacity available that matches your request. Launching EC2 instance failed.",
             "Description": f"Launching a new EC2 instance. Status Reason: {group} is short",
-            "Cause": "At a time an instance was started in response to a difference between desired and actual capacity",
+            "Cause": "At a time an instance was started in response to a difference between desired and actual "
+            "capacity",
             "StartTime": self.now() + dt.timedelta(seconds=1),
         }
 

@@ -89,7 +89,7 @@ class SteppedWorkers:
 
     def run(self, index: int) -> None:
         """Run one pending job (an exception other than a crash is the job's own, logged as production does)."""
-        lane, key, job = self.pending[index % len(self.pending)]
+        _lane, key, job = self.pending[index % len(self.pending)]
         try:
             job()
         except Exception:
@@ -109,9 +109,11 @@ class Reports:
 
     def __init__(self) -> None:
         self.outside_changes: list[tuple[str, int, int]] = []
+        self.context: Callable[[str], str] = lambda group: ""  # the world's state of a group, for the reports
         self.refused_effects: list[str] = []
         self.fallback_reasons: list[str] = []
         self.events: list[tuple[str, str, str]] = []
+        self.details: list[str] = []
 
     def node_event(self, node: str, kind: str, reason: str, message: str) -> None:
         self.events.append((node, reason, message))
@@ -135,6 +137,9 @@ class Reports:
 
     def outside_change(self, group: str, desired: int, justified: int, claims: tuple[str, ...]) -> None:
         self.outside_changes.append((group, desired, justified))
+        self.details.append(
+            f"{group}: desired {desired}, justified {justified}, claims {claims}; {self.context(group)}"
+        )
 
     def refused_effect(self, what: str, message: str) -> None:
         self.refused_effects.append(f"{what}: {message}")
@@ -158,8 +163,22 @@ class World:
         for spot, (on_demand, size) in pairs.items():
             self.aws.add_group(spot, size, tags={PARTNER_TAG: on_demand})
             self.aws.add_group(on_demand, 0)
+        self.reports.context = self._describe_group
         self.initial_total = {pair.spot: len(self.aws.live(pair.spot)) for pair in self.pairs}
         self.original = set(self.aws.instances)
+
+    def _describe_group(self, group: str) -> str:
+        instances = sorted((i.instance_id[-3:], i.state) for i in self.aws.instances.values() if i.group == group)
+        records = []
+        for name in self.kube.nodes:
+            record = self.record(name)
+            if record is not None and not record.terminal:
+                records.append(
+                    f"{name}:{record.phase}:spot{record.spot_before}->{record.spot_target}:{record.spot_change}:"
+                    f"od{record.on_demand_before}->{record.on_demand_target}:{record.on_demand_change}:"
+                    f"{record.replacement_instance[-3:]}"
+                )
+        return f"instances {instances}; records {records}; step {self.aws.step}"
 
     def _launched(self, instance: ModelInstance) -> None:
         if self.kube.node_of(instance.instance_id) is None:
@@ -266,6 +285,19 @@ class Process:
         )
         owner.hold_until(self.replacement.RECOVERY, self.lifecycle.RECOVERY)
         self.crash_at = crash_at
+        world.reports.context = lambda group: world._describe_group(group) + "; " + self._claims_of(group)
+
+    def _claims_of(self, group: str) -> str:
+        claims = self.owner.claims()
+        return (
+            "claims "
+            + ", ".join(
+                f"{c.key} count {c.count} known {sorted(k[-3:] for k in c.known)} taken {sorted(c.taken)} "
+                f"withdrawing {c.withdrawing}"
+                for c in claims.on(group)
+            )
+            + f"; bound {sorted(b[-3:] for b in claims.bound)}"
+        )
 
     def failpoint(self, name: str) -> None:
         if name == self.crash_at:

@@ -21,10 +21,9 @@ def always(world: World) -> list[str]:
             )
         elif termination.cordoned is False:
             problems.append(f"Spot Guard terminated {termination.instance}, whose Node was not drained")
-    for group, desired, justified in world.reports.outside_changes:
+    for detail in world.reports.details:
         problems.append(
-            f"Spot Guard took a change of {group} for someone else's (desired {desired}, justified {justified}); "
-            "nobody else changes capacity in the model"
+            f"Spot Guard took a change for someone else's; nobody else changes capacity in the model: {detail}"
         )
     problems.extend(f"an effect was refused: {refusal}" for refusal in world.reports.refused_effects)
     problems.extend(
@@ -89,7 +88,9 @@ def _node_problems(world: World, name: str, node: dict[str, object]) -> list[str
         if taint.get("key") == SCALE_DOWN_TAINT:
             problems.append(f"node {name} keeps the scale-down taint")
     notice = Notice.of(notices)
-    if notice is not None and not (node.get("metadata") or {}).get("deletionTimestamp"):  # type: ignore[union-attr]
+    metadata = node.get("metadata")
+    deleting = isinstance(metadata, dict) and bool(metadata.get("deletionTimestamp"))
+    if notice is not None and not deleting:
         if record is None:
             problems.append(f"node {name} has a {notice.trigger} notice and no replacement")
         elif not record.terminal:

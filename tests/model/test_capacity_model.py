@@ -6,12 +6,13 @@ Spot Guard's own was taken for someone else's; whenever everything has settled, 
 what its instances justify, the pairs are capacity neutral, no node is left cordoned or tainted, and every notice
 ended in a replacement or a recorded failure.
 
-``SPOTGUARD_MODEL_EXAMPLES`` sets how many random runs (default 150; CI runs the default).
+``SPOTGUARD_MODEL_EXAMPLES`` sets how many random runs (default 400; CI runs the default).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from collections.abc import Callable
 from typing import Any
@@ -27,7 +28,7 @@ from nodewatch import annotations as contract
 from tests.model import invariants
 from tests.model.harness import SETTINGS, Process, SimulatedCrash, World, arm, disarm, install
 
-EXAMPLES = int(os.environ.get("SPOTGUARD_MODEL_EXAMPLES", "150"))
+EXAMPLES = int(os.environ.get("SPOTGUARD_MODEL_EXAMPLES", "400"))
 FAILPOINTS = (*REPLACEMENT_POINTS, *LIFECYCLE_POINTS, WITHDRAW_POINT)
 PAIRS = {"spot-a": ("od-a", 4), "spot-b": ("od-b", 3)}
 SETTLE_QUIET_ROUNDS = 40  # one simulated second each: longer than every wait of SETTINGS
@@ -107,7 +108,7 @@ class CapacityModel(RuleBasedStateMachine):
     @rule(data=st.data())
     def a_job_runs(self, data: st.DataObject) -> None:
         index = data.draw(st.integers(0, len(self.process.workers.pending) - 1), label="job")
-        self._run(lambda: self.process.workers.run(index), data)
+        self._run(functools.partial(self.process.workers.run, index), data)
 
     @precondition(lambda self: self.crashes < 3)
     @rule(point=st.sampled_from(FAILPOINTS))
@@ -127,7 +128,7 @@ class CapacityModel(RuleBasedStateMachine):
             self._run(self.process.lifecycle.reconcile, data)
             while self.process.workers.pending:
                 index = data.draw(st.integers(0, len(self.process.workers.pending) - 1), label="job")
-                self._run(lambda: self.process.workers.run(index), data)
+                self._run(functools.partial(self.process.workers.run, index), data)
             self.world.aws.tick()
             self.world.clock.advance(1.0)
 
@@ -250,6 +251,9 @@ CapacityModel.TestCase.settings = settings(
     max_examples=EXAMPLES,
     stateful_step_count=int(os.environ.get("SPOTGUARD_MODEL_STEPS", "60")),
     deadline=None,
+    # CI explores the same runs every time (a red build names a real bug, not a lucky draw); set
+    # SPOTGUARD_MODEL_RANDOM=1 to explore new ones locally.
+    derandomize=not os.environ.get("SPOTGUARD_MODEL_RANDOM"),
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much],
 )
 TestCapacityModel = CapacityModel.TestCase
