@@ -103,8 +103,9 @@ class CallBudget:
             raise InvalidCallBudgetError(
                 f"fence_margin ({self.fence_margin:g}s) does not cover a capacity change's request: after the fence "
                 f"the request may take up to 2 x connect_timeout ({self.request_window:g}s) to be written, and the "
-                f"margin keeps {FENCE_ALLOWANCE:g}s more; raise fence_margin to at least "
-                f"{self.request_window + FENCE_ALLOWANCE:g}s or lower connect_timeout",
+                f"margin keeps {FENCE_ALLOWANCE:g}s more; fence_margin must be at least "
+                f"{self.request_window + FENCE_ALLOWANCE:g}s, or connect_timeout at most "
+                f"{(self.fence_margin - FENCE_ALLOWANCE) / 2:g}s",
                 "fence_margin",
             )
 

@@ -107,9 +107,10 @@ class EvictionResult:
     EVICTED = "evicted"
     BLOCKED = "blocked"  # 429: a PodDisruptionBudget does not allow it now
     GONE = "gone"  # 404: the pod was already gone
+    NAMESPACE_TERMINATING = "namespace_terminating"  # 403: its namespace is being deleted; tried again
     ERROR = "error"
 
-    ALL = (EVICTED, BLOCKED, GONE, ERROR)
+    ALL = (EVICTED, BLOCKED, GONE, NAMESPACE_TERMINATING, ERROR)
 
 
 class ReplacementFailure:
@@ -129,6 +130,7 @@ _EVICTION_RESULTS = {
     "already_gone": EvictionResult.GONE,
     "replaced": EvictionResult.GONE,
     "error": EvictionResult.ERROR,
+    "namespace_terminating": EvictionResult.NAMESPACE_TERMINATING,
     "refused": EvictionResult.ERROR,
 }
 
@@ -199,7 +201,7 @@ class Metrics:
         )
         self.evictions = Counter(
             PREFIX + "evictions",
-            "Pod evictions requested while draining, by result (evicted, blocked, gone, error)",
+            "Pod evictions requested while draining, by result (evicted, blocked, gone, namespace_terminating, error)",
             ["result"],
             registry=registry,
         )

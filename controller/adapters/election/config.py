@@ -87,8 +87,8 @@ class ElectionConfig:
             raise InvalidElectionConfigError(
                 f"fence_margin ({self.fence_margin:g}s) leaves the fence open for {open_for:g}s after a renewal, "
                 f"less than retry_period + the call timeout ({self.retry_period:g}s + {self.call_timeout:g}s): a "
-                "healthy leader's capacity changes would be refused between renewals; lower fence_margin or raise "
-                "lease_duration",
+                "healthy leader's capacity changes would be refused between renewals; fence_margin must be at most "
+                f"{self.lease_duration - self.retry_period - self.call_timeout:g}s, or lease_duration longer",
                 "fence_margin",
             )
 

@@ -95,9 +95,10 @@ def test_no_aws_region_is_one_line(
     [
         ("SPOT_GUARD_BATCH_WINDOW", "nan", "SPOT_GUARD_BATCH_WINDOW='nan': expected seconds"),
         ("SPOT_GUARD_CAPACITY_CHECK_TIMEOUT", "inf", "SPOT_GUARD_CAPACITY_CHECK_TIMEOUT='inf'"),
-        ("SPOT_GUARD_FENCE_MARGIN", "1s", "raise SPOT_GUARD_FENCE_MARGIN to at least 2.5s"),
+        ("SPOT_GUARD_FENCE_MARGIN", "1s", "SPOT_GUARD_FENCE_MARGIN must be at least 2.5s"),
+        ("SPOT_GUARD_FENCE_MARGIN", "9s", "SPOT_GUARD_FENCE_MARGIN must be at most 8s, or SPOT_GUARD_LEASE_DURATION"),
         ("SPOT_GUARD_RENEW_DEADLINE", "20s", "must be greater than SPOT_GUARD_RENEW_DEADLINE (20.0s)"),
-        ("SPOT_GUARD_AWS_CONNECT_TIMEOUT", "5s", "or lower SPOT_GUARD_AWS_CONNECT_TIMEOUT"),
+        ("SPOT_GUARD_AWS_CONNECT_TIMEOUT", "5s", "or SPOT_GUARD_AWS_CONNECT_TIMEOUT at most 1.25s"),
         ("LOG_LEVEL", "loud", "LOG_LEVEL='loud' is not a log level"),
     ],
 )
