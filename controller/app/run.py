@@ -234,9 +234,7 @@ def run_leader(parts: LeaderComponents, cancel: Cancellation) -> None:
     for name, cache in (("node-informer", parts.informer), ("sgfe-informer", parts.sgfe_cache)):
         threading.Thread(target=cache.run, args=(watch_stop,), name=name, daemon=True).start()
     if not wait_until_synced((parts.informer, parts.sgfe_cache), cancel):  # an empty cache is no empty cluster
-        watch_stop.set()
-        parts.retirer.shutdown()
-        parts.events.close()
+        parts.events.close()  # cancelled before any controller started: nothing else to stop
         return
     log.info("watching %d nodes and %d SpotGuardFallbackEvents", len(parts.informer.items), len(parts.sgfe_cache.items))
     lifecycle = threading.Thread(target=parts.lifecycle.run, args=(cancel,), name="sgfe-lifecycle", daemon=True)
