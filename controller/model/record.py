@@ -162,14 +162,11 @@ PHASES = frozenset(value for name, value in vars(Phase).items() if name.isupper(
 
 
 def _members(value: Any) -> tuple[Member, ...]:
-    if not isinstance(value, list):
-        raise json_fields.WrongFieldError("", "a list of batch members [node, instance, trigger, traceparent]")
+    """The batch members of a record (a list of them); WrongFieldError with Member's own words for the shape."""
     try:
-        return tuple(Member.from_json(member) for member in value)
-    except ValueError:
-        raise json_fields.WrongFieldError(
-            "", "a list of batch members [node, instance, trigger, traceparent]"
-        ) from None
+        return tuple(Member.from_json(member) for member in (value if isinstance(value, list) else [value]))
+    except (TypeError, ValueError) as exc:
+        raise json_fields.WrongFieldError("", f"a list of batch members ({exc})") from None
 
 
 def _check_values(text: str, values: dict[str, Any]) -> None:
