@@ -72,7 +72,7 @@ class LifecycleRecord:
     def from_json(cls, text: str, *, event: str = "") -> LifecycleRecord:
         """Parse the annotation; MalformedRecordError naming the field (and ``event``, when given) otherwise.
 
-        Every field is checked against its declared type, times as RFC 3339, capacities and counts as 0 or more.
+        Every field is checked against its declared type, times as RFC 3339, the schema version from 1.
         """
 
         def malformed(field: str, problem: str) -> MalformedRecordError:
@@ -102,8 +102,8 @@ class LifecycleRecord:
             key = json_fields.camel(name)
             if name in TIME_FIELDS and value and not _is_time(value):
                 raise malformed(key, f"is {value!r}: expected an RFC 3339 time such as 2025-01-15T10:00:00Z")
-            if isinstance(value, int) and not isinstance(value, bool) and value < (1 if name == "version" else 0):
-                raise malformed(key, f"is {value}: expected {'1 or more' if name == 'version' else '0 or more'}")
+            if name == "version" and value < 1:
+                raise malformed(key, f"is {value}: expected a schema version from 1 to {SCHEMA_VERSION}")
         return cls(**values)
 
     @classmethod

@@ -170,7 +170,8 @@ def _members(value: Any) -> tuple[Member, ...]:
 
 
 def _check_values(text: str, values: dict[str, Any]) -> None:
-    """What the types alone do not say: a known phase and trigger, times, no negative capacity, a version >= 1."""
+    """What the types alone do not say: a known phase and trigger, times, a version >= 1. (Numbers are the
+    controller's own: a negative one may be a marker, as spotWithdrawTarget -1 is.)"""
 
     def wrong(name: str, expected: str) -> contract.MalformedAnnotationError:
         return contract.MalformedAnnotationError(ANNOTATION, text, expected, field=json_fields.camel(name))
@@ -184,8 +185,6 @@ def _check_values(text: str, values: dict[str, Any]) -> None:
     for name, value in values.items():
         if name in TIME_FIELDS and value:
             contract.parse_time(ANNOTATION, value, field=json_fields.camel(name))
-        elif isinstance(value, int) and not isinstance(value, bool) and value < 0:
-            raise wrong(name, "a capacity of 0 or more")
 
 
 def _camel(name: str) -> str:
