@@ -151,10 +151,17 @@ class AutoScaling:
         self.client = client
         self.fence = fence
         self._refresh_credentials = credentials
+        # A botocore client: fence again right before the request is sent. The client may be shared (tests hand one
+        # to several instances), so the handler acts only on this instance's own calls, on the calling thread.
+        self._capacity_call = threading.local()
         events = getattr(getattr(client, "meta", None), "events", None)
-        if events is not None:  # a botocore client: fence again right before the request is sent
+        if events is not None:
             for operation in CAPACITY_OPERATIONS:
-                events.register(f"before-send.auto-scaling.{operation}", self._fence_before_send)
+                events.register(
+                    f"before-send.auto-scaling.{operation}",
+                    self._fence_before_send,
+                    unique_id=f"spotguard-fence-{id(self)}-{operation}",
+                )
         self.max_attempts = max_attempts
         self.base_backoff = base_backoff
         self.max_backoff = max_backoff
@@ -278,15 +285,19 @@ class AutoScaling:
 
     def _fence_before_send(self, event_name: str = "", **kwargs: Any) -> None:
         """botocore's ``before-send`` handler: the last fence check, after signing and before connecting."""
-        self.fence(event_name.rsplit(".", 1)[-1] or "a capacity change")
+        if getattr(self._capacity_call, "active", False):
+            self.fence(event_name.rsplit(".", 1)[-1] or "a capacity change")
 
     @contextlib.contextmanager
     def _changing(self, group: str | None) -> Iterator[None]:
-        """Count the change once as it begins and once as it ends (answered or not)."""
+        """Count the change once as it begins and once as it ends (answered or not); meanwhile this thread's
+        requests are this instance's capacity change (the before-send fence applies to them)."""
         self._count_change(group)
+        self._capacity_call.active = True
         try:
             yield
         finally:
+            self._capacity_call.active = False
             self._count_change(group)
 
     def _count_change(self, group: str | None) -> None:

@@ -27,10 +27,15 @@ from tests.unit.controller.election_helpers import START, make_elector
 
 ELECTION = ElectionConfig(fence_margin=3.0)  # the controller's defaults: 15 s lease, 2 s retry, 3 s margin
 BUDGET = CallBudget(connect_timeout=1.0, read_timeout=5.0, fence_margin=ELECTION.fence_margin)
-ANSWER = (
-    b'<SetDesiredCapacityResponse xmlns="http://autoscaling.amazonaws.com/doc/2011-01-01/">'
-    b"<ResponseMetadata><RequestId>r-1</RequestId></ResponseMetadata></SetDesiredCapacityResponse>"
-)
+
+
+def _answer(operation: str) -> bytes:
+    """Auto Scaling's XML answer to ``operation`` (nothing in it the test reads)."""
+    result = f"<{operation}Result/>" if operation != "SetDesiredCapacity" else ""
+    return (
+        f'<{operation}Response xmlns="http://autoscaling.amazonaws.com/doc/2011-01-01/">{result}'
+        f"<ResponseMetadata><RequestId>r-1</RequestId></ResponseMetadata></{operation}Response>"
+    ).encode()
 
 
 class _Body:
@@ -49,8 +54,9 @@ class Wire:
     sent: list[tuple[str, float]] = dataclasses.field(default_factory=list)
 
     def __call__(self, request: Any, event_name: str, **kwargs: Any) -> AWSResponse:
-        self.sent.append((event_name.rsplit(".", 1)[-1], self.clock.monotonic()))
-        return AWSResponse(request.url, 200, HTTPHeaders(), _Body(ANSWER))
+        operation = event_name.rsplit(".", 1)[-1]
+        self.sent.append((operation, self.clock.monotonic()))
+        return AWSResponse(request.url, 200, HTTPHeaders(), _Body(_answer(operation)))
 
 
 @dataclasses.dataclass
@@ -173,6 +179,23 @@ def test_a_failed_refresh_is_an_aws_error_and_nothing_is_sent() -> None:
     with pytest.raises(AwsError, match="refreshing the AWS credentials failed"):
         asg.set_desired_capacity("spot-a", 4)
     assert wire.sent == []
+
+
+def test_a_client_shared_by_two_instances_is_fenced_by_each_for_its_own_calls_only() -> None:
+    """A deposed instance's fence must not refuse the leader's calls when both were handed one client."""
+    clock, client, credentials, wire, _, elector = _world(refresh_seconds=0.0)
+
+    def deposed(operation: str) -> None:
+        raise NotLeaderError(f"deposed; refusing {operation}", identity="old", holder="new", seconds_since_renew=30)
+
+    old = AutoScaling(client, fence=deposed, budget=BUDGET, sleep=lambda s: None)
+    leader = _autoscaling(client, elector, wire, credentials.get_frozen_credentials)
+
+    with pytest.raises(NotLeaderError):
+        old.terminate_instance("i-0123456789abcdef0")
+    leader.terminate_instance("i-0123456789abcdef0")
+
+    assert wire.sent == [("TerminateInstanceInAutoScalingGroup", clock.monotonic())]
 
 
 @settings(max_examples=25, deadline=None)
