@@ -2,47 +2,72 @@
 
 Environment names follow the design (seed 000): ``SPOT_ASG_NAME``, ``ON_DEMAND_ASG_NAME``,
 ``SPOT_GUARD_SCALE_TIMEOUT``, ``SPOT_GUARD_CAPACITY_CHECK_TIMEOUT``; the rest use the
-``SPOT_GUARD_`` prefix. Durations accept seconds (``180``) or Go-style units (``10m``, ``1h30m``).
+``SPOT_GUARD_`` prefix. Durations accept seconds (``180``, ``0.5``) or Go-style units (``10m``, ``1h30m``,
+``500ms``, ``10m0s`` as Go's ``Duration.String()`` writes it); nothing else (no ``nan``, ``inf``, ``1e3``), and
+at most ``MAX_DURATION``. Every value is checked when the settings are made: finite, in its range, and
+consistent with the others; a ``ConfigError`` names the variable.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 from collections.abc import Mapping
 
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+_NUMBER = r"(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)"
+_SECONDS = re.compile(_NUMBER, re.ASCII)
+_DURATION_PART = re.compile(rf"({_NUMBER})(ns|us|\u00b5s|\u03bcs|ms|s|m|h)", re.ASCII)
+_UNITS = {"ns": 1e-9, "us": 1e-6, "\u00b5s": 1e-6, "\u03bcs": 1e-6, "ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+#: The longest duration any setting or SpotGuardFallbackEvent may name: a year. Anything longer is a typo.
+MAX_DURATION = 366 * 86400.0
+#: The longest text ``parse_duration`` reads (a Go duration of every unit is about 40 characters).
+MAX_DURATION_TEXT = 64
 
 RETIRE_POLICIES = ("drain", "keep-until-interruption")
 
 
 class ConfigError(ValueError):
-    """A setting is missing or invalid; the message names the variable and what it expects."""
+    """A setting is missing or invalid; the message names the variable (``variable``) and what it expects."""
+
+    def __init__(self, message: str, variable: str = "") -> None:
+        super().__init__(message)
+        self.variable = variable
 
 
 def parse_duration(name: str, text: str) -> float:
-    """``180`` -> 180.0, ``10m`` -> 600.0, ``1h30m`` -> 5400.0, ``500ms`` -> 0.5 (seconds)."""
+    """``180`` -> 180.0, ``10m`` -> 600.0, ``1h30m`` -> 5400.0, ``500ms`` -> 0.5 (seconds).
+
+    Raises ConfigError naming ``name`` for anything else: a wrong type, an empty or unknown form, ``nan``,
+    ``inf``, an exponent, or more than ``MAX_DURATION``.
+    """
+    if not isinstance(text, str):
+        raise ConfigError(f"{name}={text!r}: expected a duration as text, such as 90s or 10m", name)
     value = text.strip()
-    try:
+    expected = "expected seconds (180) or a duration like 500ms, 90s, 10m, 1h30m"
+    if not value or len(value) > MAX_DURATION_TEXT:
+        raise ConfigError(f"{name}={text!r}: {expected}", name)
+    if _SECONDS.fullmatch(value):
         seconds = float(value)
-    except ValueError:
+    else:
         pos, seconds = 0, 0.0
-        for match in _DURATION.finditer(value):
+        for match in _DURATION_PART.finditer(value):
             if match.start() != pos:
                 break
             seconds += float(match.group(1)) * _UNITS[match.group(2)]
             pos = match.end()
-        if pos != len(value) or not value:
-            raise ConfigError(f"{name}={text!r}: expected seconds (180) or a duration like 90s, 10m, 1h30m") from None
-    if seconds < 0:
-        raise ConfigError(f"{name}={text!r}: must not be negative")
+        if pos != len(value):
+            raise ConfigError(f"{name}={text!r}: {expected}", name)
+    if not math.isfinite(seconds) or seconds > MAX_DURATION:
+        raise ConfigError(f"{name}={text!r}: longer than {format_duration(MAX_DURATION)}, the most allowed", name)
     return seconds
 
 
 def format_duration(seconds: float) -> str:
     """600 -> ``10m``; 90 -> ``1m30s``; 0.5 -> ``500ms`` (the form the SGFE spec stores)."""
+    if not math.isfinite(seconds):
+        raise ValueError(f"format_duration needs a finite number of seconds, got {seconds!r}")
     if seconds < 1:
         return f"{round(seconds * 1000)}ms"
     whole = round(seconds)
@@ -90,52 +115,120 @@ class Settings:
     lease_duration: float = 15.0
     renew_deadline: float = 10.0
     retry_period: float = 2.0
-    fence_margin: float = 2.0
+    fence_margin: float = 3.0  # the fence closes this long before a standby may take over (controller.fence)
+    # Auto Scaling calls: connect (TCP and TLS) and wait for the answer (controller.adapters.aws.CallBudget).
+    aws_connect_timeout: float = 1.0
+    aws_read_timeout: float = 5.0
     # Serving.
     metrics_host: str = "0.0.0.0"
     metrics_port: int = 8080
     log_level: str = "info"
 
     def validate(self) -> Settings:
+        """Check every value (finite, in its range) and how they fit together; ConfigError names the variable."""
+        for field in dataclasses.fields(self):
+            _check_value(field.name, getattr(self, field.name))
         if bool(self.spot_asg_name) != bool(self.on_demand_asg_name):
             raise ConfigError(
                 "SPOT_ASG_NAME and ON_DEMAND_ASG_NAME go together: set both for one pair, or neither and tag "
-                f"each spot ASG with {self.partner_tag}=<on-demand ASG name>"
+                f"each spot ASG with {self.partner_tag}=<on-demand ASG name>",
+                "SPOT_ASG_NAME" if not self.spot_asg_name else "ON_DEMAND_ASG_NAME",
             )
         if self.spot_asg_name and self.spot_asg_name == self.on_demand_asg_name:
-            raise ConfigError(f"SPOT_ASG_NAME and ON_DEMAND_ASG_NAME are both {self.spot_asg_name!r}: they must differ")
-        if self.capacity_check_timeout <= 0:
-            raise ConfigError("SPOT_GUARD_CAPACITY_CHECK_TIMEOUT must be positive")
-        if self.capacity_poll_interval <= 0 or self.capacity_poll_interval > self.capacity_check_timeout:
             raise ConfigError(
-                "SPOT_GUARD_CAPACITY_POLL_INTERVAL must be positive and no longer than "
-                "SPOT_GUARD_CAPACITY_CHECK_TIMEOUT"
+                f"SPOT_ASG_NAME and ON_DEMAND_ASG_NAME are both {self.spot_asg_name!r}: they must differ",
+                "ON_DEMAND_ASG_NAME",
             )
+        _not_longer("capacity_poll_interval", self.capacity_poll_interval, "capacity_check_timeout", self)
         if self.batch_max_delay < self.batch_window:
             raise ConfigError(
                 f"SPOT_GUARD_BATCH_MAX_DELAY={format_duration(self.batch_max_delay)} is shorter than "
                 f"SPOT_GUARD_BATCH_WINDOW={format_duration(self.batch_window)}: the longest wait must be at least the "
-                "window"
+                "window",
+                "SPOT_GUARD_BATCH_MAX_DELAY",
             )
+        _not_longer("monitoring_backoff_initial", self.monitoring_backoff_initial, "monitoring_backoff_max", self)
         if self.retire_policy not in RETIRE_POLICIES:
-            raise ConfigError(f"SPOT_GUARD_RETIRE_POLICY={self.retire_policy!r}: expected one of {RETIRE_POLICIES}")
-        if not 0 < self.utilisation_buffer <= 1:
             raise ConfigError(
-                f"SPOT_GUARD_UTILISATION_BUFFER={self.utilisation_buffer}: expected a fraction in (0, 1], e.g. 0.75"
+                f"SPOT_GUARD_RETIRE_POLICY={self.retire_policy!r}: expected one of {', '.join(RETIRE_POLICIES)}",
+                "SPOT_GUARD_RETIRE_POLICY",
             )
-        if not 0 < self.monitoring_backoff_initial <= self.monitoring_backoff_max:
-            raise ConfigError(
-                "SPOT_GUARD_MONITORING_BACKOFF_INITIAL must be positive and no longer than "
-                "SPOT_GUARD_MONITORING_BACKOFF_MAX"
-            )
-        for field in ("completed_ttl", "safety_retry_interval", "lifecycle_poll_interval", "drain_timeout"):
-            if getattr(self, field) <= 0:
-                raise ConfigError(f"{env_var(field)}={getattr(self, field)}: must be positive")
-        if self.max_drain_attempts < 1:
-            raise ConfigError(f"SPOT_GUARD_MAX_DRAIN_ATTEMPTS={self.max_drain_attempts}: must be at least 1")
-        if not 0 <= self.metrics_port < 65536:
-            raise ConfigError(f"SPOT_GUARD_METRICS_PORT={self.metrics_port}: expected a TCP port")
+        if self.partner_tag.strip() == "":
+            raise ConfigError("SPOT_GUARD_PARTNER_TAG is empty: name the tag key, e.g. spotguard.io/on-demand-partner")
+        for name in ("namespace", "lease_name", "lease_namespace"):
+            value = getattr(self, name)
+            if not _DNS_NAME.fullmatch(value):
+                raise ConfigError(
+                    f"{env_var(name)}={value!r}: expected a Kubernetes object name (lower-case letters, digits, "
+                    "'-' and '.', at most 253 characters)",
+                    env_var(name),
+                )
         return self
+
+
+#: Each number's range: (lowest, highest, whether the lowest itself is allowed). Durations are in seconds.
+_RANGES: dict[str, tuple[float, float, bool]] = {
+    "scale_timeout": (0.0, 3600.0, False),
+    "capacity_check_timeout": (0.0, 3600.0, False),
+    "capacity_poll_interval": (0.0, 600.0, False),
+    "batch_window": (0.0, 60.0, True),
+    "batch_max_delay": (0.0, 60.0, False),
+    "minimum_wait_duration": (0.0, MAX_DURATION, True),
+    "keep_grace_period": (0.0, MAX_DURATION, True),
+    "drain_timeout": (0.0, 86400.0, False),
+    "max_drain_attempts": (1, 1000, True),
+    "stability_window": (0.0, MAX_DURATION, True),
+    "utilisation_buffer": (0.0, 1.0, False),
+    "completed_ttl": (0.0, MAX_DURATION, False),
+    "monitoring_backoff_initial": (0.0, MAX_DURATION, False),
+    "monitoring_backoff_max": (0.0, MAX_DURATION, False),
+    "safety_retry_interval": (0.0, 86400.0, False),
+    "lifecycle_poll_interval": (0.0, 3600.0, False),
+    "scale_down_takeover": (0.0, MAX_DURATION, True),
+    "lease_duration": (1.0, 3600.0, True),
+    "renew_deadline": (0.0, 3600.0, False),
+    "retry_period": (0.0, 3600.0, False),
+    "fence_margin": (0.0, 3600.0, True),
+    "aws_connect_timeout": (0.0, 60.0, False),
+    "aws_read_timeout": (0.0, 600.0, False),
+    "metrics_port": (0, 65535, True),
+}
+_DNS_NAME = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?", re.ASCII)
+
+
+def _check_value(field: str, value: object) -> None:
+    """One value on its own: the right type, finite, in its range."""
+    name = env_var(field)
+    expected_type = _ENV[field][1]
+    if expected_type in {"duration", "float"}:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ConfigError(f"{name}={value!r}: expected a finite number", name)
+    elif expected_type == "int":
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{name}={value!r}: expected a whole number", name)
+    elif expected_type == "bool":
+        if not isinstance(value, bool):
+            raise ConfigError(f"{name}={value!r}: expected true or false", name)
+    elif not isinstance(value, str):
+        raise ConfigError(f"{name}={value!r}: expected text", name)
+    if field not in _RANGES:
+        return
+    assert isinstance(value, (int, float))  # checked above for every field with a range
+    low, high, low_allowed = _RANGES[field]
+    if (value < low or (value == low and not low_allowed)) or value > high:
+        unit = " s" if expected_type == "duration" else ""
+        lowest = f"at least {low:g}{unit}" if low_allowed else f"more than {low:g}{unit}"
+        raise ConfigError(f"{name}={value!r}: must be {lowest} and at most {high:g}{unit}", name)
+
+
+def _not_longer(field: str, value: float, limit_field: str, settings: Settings) -> None:
+    limit = getattr(settings, limit_field)
+    if value > limit:
+        raise ConfigError(
+            f"{env_var(field)}={format_duration(value)} is longer than "
+            f"{env_var(limit_field)}={format_duration(limit)}: it must not be",
+            env_var(field),
+        )
 
 
 _ENV: dict[str, tuple[str, str]] = {
@@ -170,10 +263,16 @@ _ENV: dict[str, tuple[str, str]] = {
     "renew_deadline": ("SPOT_GUARD_RENEW_DEADLINE", "duration"),
     "retry_period": ("SPOT_GUARD_RETRY_PERIOD", "duration"),
     "fence_margin": ("SPOT_GUARD_FENCE_MARGIN", "duration"),
+    "aws_connect_timeout": ("SPOT_GUARD_AWS_CONNECT_TIMEOUT", "duration"),
+    "aws_read_timeout": ("SPOT_GUARD_AWS_READ_TIMEOUT", "duration"),
     "metrics_host": ("SPOT_GUARD_METRICS_HOST", "str"),
     "metrics_port": ("SPOT_GUARD_METRICS_PORT", "int"),
     "log_level": ("LOG_LEVEL", "str"),
 }
+
+
+_INTEGER = re.compile(r"[0-9]{1,9}", re.ASCII)
+_DECIMAL = re.compile(_NUMBER, re.ASCII)
 
 
 def _parse_bool(name: str, text: str) -> bool:
@@ -182,7 +281,7 @@ def _parse_bool(name: str, text: str) -> bool:
         return True
     if lowered in {"0", "false", "no", "off"}:
         return False
-    raise ConfigError(f"{name}={text!r}: expected true or false")
+    raise ConfigError(f"{name}={text!r}: expected true or false", name)
 
 
 def from_env(env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
@@ -198,15 +297,13 @@ def from_env(env: Mapping[str, str] | None = None, **overrides: object) -> Setti
         elif kind == "bool":
             values[field] = _parse_bool(var, raw)
         elif kind == "int":
-            try:
-                values[field] = int(raw)
-            except ValueError:
-                raise ConfigError(f"{var}={raw!r}: expected a whole number") from None
+            if not _INTEGER.fullmatch(raw.strip()):
+                raise ConfigError(f"{var}={raw!r}: expected a whole number", var)
+            values[field] = int(raw)
         elif kind == "float":
-            try:
-                values[field] = float(raw)
-            except ValueError:
-                raise ConfigError(f"{var}={raw!r}: expected a number such as 0.75") from None
+            if not _DECIMAL.fullmatch(raw.strip()):
+                raise ConfigError(f"{var}={raw!r}: expected a number such as 0.75", var)
+            values[field] = float(raw)
         else:
             values[field] = raw.strip()
     values.update({k: v for k, v in overrides.items() if v is not None})

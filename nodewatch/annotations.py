@@ -45,13 +45,40 @@ NODEWATCH_KEYS: tuple[str, ...] = (
 INTERRUPTION_ACTIONS = frozenset({"terminate", "stop", "hibernate"})
 
 
-class MalformedAnnotationError(ValueError):
-    """An annotation value does not follow this contract."""
+#: How much of a malformed value an error message quotes.
+QUOTED_VALUE_CHARS = 120
 
-    def __init__(self, key: str, value: str, expected: str) -> None:
-        super().__init__(f"annotation {key}={value!r} is malformed: expected {expected}")
+
+class MalformedAnnotationError(ValueError):
+    """An annotation value does not follow this contract.
+
+    ``key`` is the annotation, ``field`` the part of its value that is wrong (a JSON field of a record; "" for the
+    whole value), ``node`` the object it is on when known. ``kind`` is the object's kind (a Node).
+    """
+
+    kind = "Node"
+
+    def __init__(self, key: str, value: object, expected: str, *, field: str = "", node: str = "") -> None:
+        shown = repr(value)
+        if len(shown) > QUOTED_VALUE_CHARS:
+            shown = shown[:QUOTED_VALUE_CHARS] + "..."
+        where = f"node {node}: " if node else ""
+        part = f"field {field!r} of " if field else ""
+        super().__init__(f"{where}{part}annotation {key}={shown} is malformed: expected {expected}")
         self.key = key
         self.value = value
+        self.expected = expected
+        self.field = field
+        self.node = node
+
+    @property
+    def name(self) -> str:
+        """The object's name ("" when the parser was not told)."""
+        return self.node
+
+    def on_node(self, node: str) -> MalformedAnnotationError:
+        """The same error, naming the Node it was found on."""
+        return MalformedAnnotationError(self.key, self.value, self.expected, field=self.field, node=node)
 
 
 def format_time(moment: dt.datetime) -> str:
@@ -61,18 +88,27 @@ def format_time(moment: dt.datetime) -> str:
     return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def parse_time(key: str, value: str) -> dt.datetime:
-    """Parse an RFC 3339 timestamp (``Z`` or an offset); raise MalformedAnnotationError otherwise."""
+def parse_time(key: str, value: str, *, field: str = "") -> dt.datetime:
+    """Parse an RFC 3339 timestamp (``Z`` or an offset); raise MalformedAnnotationError otherwise (naming ``key``,
+    and ``field`` when the time is one field of the annotation's value)."""
+    expected = "an RFC 3339 time such as 2025-01-15T10:00:00Z"
+    if not isinstance(value, str):
+        raise MalformedAnnotationError(key, value, expected, field=field)
     text = value.strip()
     if text.endswith(("Z", "z")):
         text = text[:-1] + "+00:00"
     try:
         parsed = dt.datetime.fromisoformat(text)
     except ValueError:
-        raise MalformedAnnotationError(key, value, "an RFC 3339 time such as 2025-01-15T10:00:00Z") from None
+        raise MalformedAnnotationError(key, value, expected, field=field) from None
     if parsed.tzinfo is None:
-        raise MalformedAnnotationError(key, value, "an RFC 3339 time with a zone, such as 2025-01-15T10:00:00Z")
-    return parsed.astimezone(dt.UTC)
+        raise MalformedAnnotationError(
+            key, value, "an RFC 3339 time with a zone, such as 2025-01-15T10:00:00Z", field=field
+        )
+    try:
+        return parsed.astimezone(dt.UTC)
+    except (OverflowError, ValueError):  # e.g. 0001-01-01T00:00:00+01:00 is before the first representable UTC time
+        raise MalformedAnnotationError(key, value, expected + " within years 1 to 9999 UTC", field=field) from None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,11 +141,23 @@ def _optional_time(annotations: Mapping[str, str], key: str) -> dt.datetime | No
     return None if value is None else parse_time(key, value)
 
 
-def parse(annotations: Mapping[str, str]) -> NodeNotices:
+def parse(annotations: Mapping[str, str], node: str = "") -> NodeNotices:
     """Read nodewatch's annotations from a Node's annotation map.
 
-    Raises MalformedAnnotationError naming the first bad key; absent keys are simply absent.
+    Raises MalformedAnnotationError naming the first bad key (and ``node``, when given); absent keys are simply
+    absent.
     """
+    try:
+        return _parse(annotations)
+    except MalformedAnnotationError as exc:
+        raise (exc.on_node(node) if node else exc) from None
+
+
+def _parse(annotations: Mapping[str, str]) -> NodeNotices:
+    for key in NODEWATCH_KEYS:
+        value = annotations.get(key)
+        if value is not None and not isinstance(value, str):
+            raise MalformedAnnotationError(key, value, "text")
     rebalance: Rebalance | None = None
     if REBALANCE_NOTICE_TIME in annotations:
         rebalance = Rebalance(

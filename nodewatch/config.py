@@ -7,7 +7,7 @@ import dataclasses
 import math
 import os
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from nodewatch.imds import MAX_TOKEN_TTL
 from nodewatch.kube_connection import DEFAULT_SERVICE_ACCOUNT_DIR
@@ -110,7 +110,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def parse_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> Settings:
-    """Settings from ``argv`` and ``environ``; exits with status 2 and a usage message when they are wrong."""
+    """Settings from ``argv`` and ``environ``; exits with status 2 and one line naming the flag or variable when a
+    value is wrong (argparse's usage message when a flag itself is unknown)."""
     env = os.environ if environ is None else environ
     parser = _parser()
     args = parser.parse_args(argv)
@@ -127,20 +128,20 @@ def parse_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str]
         try:
             values[name] = option.convert(text)
         except ValueError as error:
-            parser.error(f"{source}={text!r} is invalid: {error}")
+            _fail(parser, f"{source}={text!r} is invalid: {error}")
     fallback = args.imds_v1_fallback
     if fallback is None:
         try:
             fallback = _boolean(env.get("NODEWATCH_IMDS_V1_FALLBACK", ""))
         except ValueError as error:
-            parser.error(f"NODEWATCH_IMDS_V1_FALLBACK is invalid: {error}")
+            _fail(parser, f"NODEWATCH_IMDS_V1_FALLBACK is invalid: {error}")
     try:
         log_level = parse_level(env.get("LOG_LEVEL", "info") or "info")
     except ValueError as error:
-        parser.error(str(error))
+        _fail(parser, str(error))
     node_name = (values.pop("node_name") or "").strip()
     if not node_name:
-        parser.error("the node name is missing: pass --node-name or set NODE_NAME (downward API spec.nodeName)")
+        _fail(parser, "the node name is missing: pass --node-name or set NODE_NAME (downward API spec.nodeName)")
     listen_host, listen_port = values.pop("listen")
     settings = Settings(
         node_name=node_name,
@@ -152,31 +153,52 @@ def parse_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str]
     )
     problem = _problem(settings)
     if problem:
-        parser.error(problem)
+        _fail(parser, problem)
     return settings
+
+
+def _fail(parser: argparse.ArgumentParser, message: str) -> NoReturn:
+    """Exit with status 2 and one line naming the flag or variable (a bad value needs no usage text)."""
+    parser.exit(2, f"{parser.prog}: error: {message}\n")
 
 
 def _problem(settings: Settings) -> str | None:
     checks = (
-        (settings.poll_interval >= 0.1, f"--poll-interval {settings.poll_interval:g} is below 0.1 s"),
-        (0 < settings.imds_timeout <= 30, f"--imds-timeout {settings.imds_timeout:g} must be above 0 and at most 30 s"),
-        (1 <= settings.imds_attempts <= 10, f"--imds-attempts {settings.imds_attempts} must be 1 to 10"),
+        (
+            0.1 <= settings.poll_interval <= 60,
+            f"--poll-interval (NODEWATCH_POLL_INTERVAL) {settings.poll_interval:g} must be 0.1 to 60 s (a spot "
+            "interruption notice comes two minutes ahead)",
+        ),
+        (
+            0 < settings.imds_timeout <= 30,
+            f"--imds-timeout (NODEWATCH_IMDS_TIMEOUT) {settings.imds_timeout:g} must be above 0 and at most 30 s",
+        ),
+        (
+            1 <= settings.imds_attempts <= 10,
+            f"--imds-attempts (NODEWATCH_IMDS_ATTEMPTS) {settings.imds_attempts} must be 1 to 10",
+        ),
         (
             1 <= settings.imds_token_ttl <= MAX_TOKEN_TTL,
-            f"--imds-token-ttl {settings.imds_token_ttl} must be 1 to {MAX_TOKEN_TTL} seconds",
+            f"--imds-token-ttl (NODEWATCH_IMDS_TOKEN_TTL) {settings.imds_token_ttl} must be 1 to {MAX_TOKEN_TTL} "
+            "seconds",
         ),
         (
-            settings.max_backoff >= settings.poll_interval,
-            f"--max-backoff {settings.max_backoff:g} must be at least --poll-interval {settings.poll_interval:g}",
+            settings.poll_interval <= settings.max_backoff <= 3600,
+            f"--max-backoff (NODEWATCH_MAX_BACKOFF) {settings.max_backoff:g} must be at least --poll-interval "
+            f"(NODEWATCH_POLL_INTERVAL) {settings.poll_interval:g} and at most 3600 s",
         ),
         (
-            settings.unready_after >= settings.poll_interval,
-            f"--unready-after {settings.unready_after:g} must be at least --poll-interval {settings.poll_interval:g}",
+            settings.poll_interval <= settings.unready_after <= 86400,
+            f"--unready-after (NODEWATCH_UNREADY_AFTER) {settings.unready_after:g} must be at least --poll-interval "
+            f"(NODEWATCH_POLL_INTERVAL) {settings.poll_interval:g} and at most 86400 s",
         ),
-        (0 < settings.api_timeout <= 60, f"--api-timeout {settings.api_timeout:g} must be above 0 and at most 60 s"),
+        (
+            0 < settings.api_timeout <= 60,
+            f"--api-timeout (NODEWATCH_API_TIMEOUT) {settings.api_timeout:g} must be above 0 and at most 60 s",
+        ),
         (
             settings.imds_url.startswith("http://"),
-            f"--imds-url {settings.imds_url!r} must start with http:// (IMDS speaks plain HTTP)",
+            f"--imds-url (NODEWATCH_IMDS_URL) {settings.imds_url!r} must start with http:// (IMDS speaks plain HTTP)",
         ),
     )
     for ok, message in checks:

@@ -104,6 +104,9 @@ class Cluster:
             f"--client-ca-file={keys.ca_cert}",
             f"--token-auth-file={self.workdir / 'tokens.csv'}",
             "--authorization-mode=Node,RBAC",
+            # As a real cluster has it: a kubelet (system:node:<name>) may change only its own Node (not its
+            # taints, nor the labels kept for the control plane) and the pods bound to it.
+            "--enable-admission-plugins=NodeRestriction",
             "--service-cluster-ip-range=10.0.0.0/24",
             f"--service-account-issuer={SERVICE_ACCOUNT_ISSUER}",
             f"--service-account-key-file={keys.sa_pub}",

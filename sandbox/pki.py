@@ -122,3 +122,40 @@ def generate(directory: Path) -> Pki:
         sa_key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
     )
     return pki
+
+
+def issue_client_certificate(
+    pki_dir: Path, common_name: str, organizations: tuple[str, ...], directory: Path
+) -> tuple[Path, Path]:
+    """A client certificate from the sandbox's CA in ``pki_dir`` (the API server trusts it): the user
+    ``common_name`` in the groups ``organizations``, as a kubelet's is (``system:node:<name>`` in
+    ``system:nodes``). Returns (certificate, key) paths in ``directory``."""
+    ca_cert = x509.load_pem_x509_certificate((pki_dir / "ca.crt").read_bytes())
+    ca_key = serialization.load_pem_private_key((pki_dir / "ca.key").read_bytes(), password=None)
+    if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
+        raise TypeError(f"the sandbox CA key in {pki_dir} is not an ECDSA key")
+    now = dt.datetime.now(dt.UTC)
+    key = _tls_key()
+    subject = x509.Name(
+        [
+            *(x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization) for organization in organizations),
+            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+        ]
+    )
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    directory.mkdir(parents=True, exist_ok=True)
+    stem = common_name.replace(":", "_")
+    cert_path, key_path = directory / f"{stem}.crt", directory / f"{stem}.key"
+    _write_cert(cert_path, cert)
+    _write_key(key_path, key)
+    return cert_path, key_path

@@ -2,13 +2,30 @@
 
 Nothing here decides anything; it calls, retries what AWS says is retryable (throttling) with
 backoff and jitter, and turns botocore errors into ``AwsError`` with the AWS error code kept.
-Capacity-changing calls go through ``fence`` first (the Lease check of the election module).
+
+Capacity-changing calls are fenced (the Lease check of the election module) so that none reaches AWS after a
+standby may have taken the Lease over. The time budget of such a call is explicit (``CallBudget``):
+
+1. credentials: refreshed first, when they are due (an STS call that may take seconds);
+2. the fence, with ``fence_margin`` seconds to spare before the Lease could be taken over;
+3. botocore signs the request (with the credentials of step 1) and, just before it connects, emits
+   ``before-send``: the fence is checked there again, so whatever the SDK did in between (a credential refresh
+   of its own included) cannot push the request past the Lease;
+4. connecting (TCP and TLS) and writing the request: each bounded by ``connect_timeout`` (urllib3 applies it to
+   every socket operation until the request is written), so the request is on its way to AWS within
+   ``request_window`` = 2 x connect_timeout of the last fence check, which ``fence_margin`` must exceed;
+5. the answer: ``read_timeout``. The request has reached AWS by then; a retry passes the fence again.
+
+Not bounded: a DNS lookup of the endpoint, which happens only when no pooled connection is open (the controller's
+regular reads keep one open).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
+import math
 import random
 import threading
 import time
@@ -48,27 +65,103 @@ class AwsError(RuntimeError):
         return self.code in ACCESS_CODES
 
 
+class InvalidCallBudgetError(ValueError):
+    """The AWS call timings do not fit the fence; ``field`` names the timing to change."""
+
+    def __init__(self, message: str, field: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+#: Seconds of the fence margin kept beyond the request window: the network's transit and the hosts' clock rates.
+FENCE_ALLOWANCE = 0.5
+#: Operations that change capacity: fenced before the call and again just before the request is sent.
+CAPACITY_OPERATIONS = ("SetDesiredCapacity", "TerminateInstanceInAutoScalingGroup")
+
+
+@dataclasses.dataclass(frozen=True)
+class CallBudget:
+    """How long an Auto Scaling call may take, in seconds, and the fence margin that must cover it (see the module
+    docs). Validated when made, as client-go validates its election timings.
+
+    connect_timeout: TCP and TLS set-up, and again writing the request (urllib3 bounds each by it).
+    read_timeout: waiting for AWS's answer once the request is written.
+    fence_margin: the election's fence margin (``ElectionConfig.fence_margin``): the fence closes this long
+      before a standby may take the Lease over. At least ``request_window`` + ``FENCE_ALLOWANCE``.
+    """
+
+    connect_timeout: float = 1.0
+    read_timeout: float = 5.0
+    fence_margin: float = 3.0
+
+    def __post_init__(self) -> None:
+        for name in ("connect_timeout", "read_timeout", "fence_margin"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise InvalidCallBudgetError(f"{name} must be a positive finite number of seconds, got {value!r}", name)
+        if self.fence_margin < self.request_window + FENCE_ALLOWANCE:
+            raise InvalidCallBudgetError(
+                f"fence_margin ({self.fence_margin:g}s) does not cover a capacity change's request: after the fence "
+                f"the request may take up to 2 x connect_timeout ({self.request_window:g}s) to be written, and the "
+                f"margin keeps {FENCE_ALLOWANCE:g}s more; fence_margin must be at least "
+                f"{self.request_window + FENCE_ALLOWANCE:g}s, or connect_timeout at most "
+                f"{(self.fence_margin - FENCE_ALLOWANCE) / 2:g}s",
+                "fence_margin",
+            )
+
+    @property
+    def request_window(self) -> float:
+        """Seconds from the last fence check until the request is written: connection set-up, then the write."""
+        return 2 * self.connect_timeout
+
+
 class AutoScaling:
-    """Auto Scaling calls with retries; ``fence(operation)`` runs before every capacity change."""
+    """Auto Scaling calls with retries; every capacity change is fenced (see the module docs).
+
+    ``credentials`` refreshes the credentials the client signs with if they are due (by default those of the
+    boto3 session the client is made from); it runs before the fence of every capacity change.
+    """
 
     def __init__(
         self,
         client: Any = None,
         *,
         fence: FenceCheck = no_fence,
+        budget: CallBudget | None = None,
+        credentials: Callable[[], object] | None = None,
         max_attempts: int = 5,
         base_backoff: float = 0.2,
         max_backoff: float = 5.0,
         sleep: Callable[[float], None] = time.sleep,
         on_call: Callable[[str, str | None], None] | None = None,
     ) -> None:
-        self.client = client or boto3.client(
-            "autoscaling",
-            config=BotoConfig(
-                retries={"total_max_attempts": 1, "mode": "standard"}, connect_timeout=5, read_timeout=10
-            ),
-        )
+        self.budget = budget or CallBudget()
+        if client is None:
+            session = boto3.session.Session()
+            client = session.client(
+                "autoscaling",
+                config=BotoConfig(
+                    retries={"total_max_attempts": 1, "mode": "standard"},
+                    connect_timeout=self.budget.connect_timeout,
+                    read_timeout=self.budget.read_timeout,
+                ),
+            )
+            if credentials is None:
+                credentials = _session_credentials(session)
+        self.client = client
         self.fence = fence
+        self._refresh_credentials = credentials
+        # A botocore client: fence again right before the request is sent. The client may be shared (tests hand one
+        # to several instances), so the handler acts only on this instance's own calls, on the calling thread.
+        self._capacity_call = threading.local()
+        events = getattr(getattr(client, "meta", None), "events", None)
+        if events is not None:
+            for operation in CAPACITY_OPERATIONS:
+                events.register(
+                    f"before-send.auto-scaling.{operation}",
+                    self._fence_before_send,
+                    unique_id=f"spotguard-fence-{id(self)}-{operation}",
+                )
         self.max_attempts = max_attempts
         self.base_backoff = base_backoff
         self.max_backoff = max_backoff
@@ -159,7 +252,7 @@ class AutoScaling:
             return self._changes.get(group, 0), self._terminations
 
     def set_desired_capacity(self, group: str, desired: int) -> None:
-        self.fence("SetDesiredCapacity")
+        self._fence("SetDesiredCapacity", group)
         with self._changing(group):
             self._call(
                 "SetDesiredCapacity",
@@ -167,12 +260,12 @@ class AutoScaling:
                 lambda: self.client.set_desired_capacity(
                     AutoScalingGroupName=group, DesiredCapacity=desired, HonorCooldown=False
                 ),
-                before_retry=lambda: self.fence("SetDesiredCapacity"),
+                before_retry=lambda: self._fence("SetDesiredCapacity", group),
             )
 
     def terminate_instance(self, instance_id: str, decrement: bool = True) -> None:
         """Remove exactly this instance; with ``decrement`` the group's desired capacity drops by one."""
-        self.fence("TerminateInstanceInAutoScalingGroup")
+        self._fence("TerminateInstanceInAutoScalingGroup", instance_id)
         with self._changing(None):
             self._call(
                 "TerminateInstanceInAutoScalingGroup",
@@ -180,16 +273,35 @@ class AutoScaling:
                 lambda: self.client.terminate_instance_in_auto_scaling_group(
                     InstanceId=instance_id, ShouldDecrementDesiredCapacity=decrement
                 ),
-                before_retry=lambda: self.fence("TerminateInstanceInAutoScalingGroup"),
+                before_retry=lambda: self._fence("TerminateInstanceInAutoScalingGroup", instance_id),
             )
+
+    def _fence(self, operation: str, target: str) -> None:
+        """Credentials first (a refresh may take seconds), then the fence: never the other way round."""
+        if self._refresh_credentials is not None:
+            try:
+                self._refresh_credentials()
+            except (BotoCoreError, ClientError) as exc:
+                raise AwsError(
+                    operation, type(exc).__name__, f"refreshing the AWS credentials failed: {exc}", target
+                ) from exc
+        self.fence(operation)
+
+    def _fence_before_send(self, event_name: str = "", **kwargs: Any) -> None:
+        """botocore's ``before-send`` handler: the last fence check, after signing and before connecting."""
+        if getattr(self._capacity_call, "active", False):
+            self.fence(event_name.rsplit(".", 1)[-1] or "a capacity change")
 
     @contextlib.contextmanager
     def _changing(self, group: str | None) -> Iterator[None]:
-        """Count the change once as it begins and once as it ends (answered or not)."""
+        """Count the change once as it begins and once as it ends (answered or not); meanwhile this thread's
+        requests are this instance's capacity change (the before-send fence applies to them)."""
         self._count_change(group)
+        self._capacity_call.active = True
         try:
             yield
         finally:
+            self._capacity_call.active = False
             self._count_change(group)
 
     def _count_change(self, group: str | None) -> None:
@@ -244,6 +356,14 @@ class AutoScaling:
             self.sleep(delay)
             if before_retry:
                 before_retry()
+
+
+def _session_credentials(session: boto3.session.Session) -> Callable[[], object] | None:
+    """What refreshes ``session``'s credentials when due (the client signs with the same object), if it has any."""
+    found = session.get_credentials()
+    if found is None:
+        return None
+    return found.get_frozen_credentials
 
 
 def _group(raw: dict[str, Any]) -> Group:

@@ -6,12 +6,15 @@ read, so two controllers racing on one event cannot both win (the loser gets ``C
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 
 from kubernetes.client.exceptions import ApiException
 
 from controller.adapters.kube import Kube, WatchCache
-from controller.model.sgfe import GROUP, KIND, LABELS, PLURAL, VERSION, FallbackEvent, Spec, Status
+from controller.model.sgfe import GROUP, KIND, LABELS, PLURAL, VERSION, FallbackEvent, MalformedEventError, Spec, Status
+
+log = logging.getLogger(__name__)
 
 
 class ConflictError(RuntimeError):
@@ -78,7 +81,13 @@ class FallbackEvents:
         if self.cache is not None and self.cache.synced.is_set():
             return sorted(self.cache.snapshot().values(), key=lambda event: event.name)
         items = self.kube.request("GET", self._path()).get("items", [])
-        return [FallbackEvent.from_json(item) for item in items]
+        events = []
+        for item in items:
+            try:
+                events.append(FallbackEvent.from_json(item))
+            except MalformedEventError as exc:  # one bad event stops no other
+                log.warning("%s; left alone", exc)
+        return events
 
     def update_status(self, event: FallbackEvent, status: Status) -> FallbackEvent:
         """Replace the status of exactly the version read; ``ConflictError`` if it changed since."""

@@ -93,7 +93,7 @@ def default_kube(target: Target, impersonate: str | None = None) -> Kube:
 
 
 def default_aws_client(service: str) -> Any:
-    """A boto3 client from the environment (AWS_ENDPOINT_URL, AWS_REGION, credentials), one attempt per call."""
+    """A boto3 client from the environment (AWS_ENDPOINT_URL, AWS_DEFAULT_REGION, credentials), one attempt per call."""
     import boto3
     from botocore.config import Config as BotoConfig
 

@@ -5,7 +5,7 @@ established, status subresource, the seed's schema); RBAC for everything the con
 through SelfSubjectAccessReview (as yourself, or with ``--as`` as the controller's ServiceAccount); the
 controller's Lease (leader, pause switch); a Ready nodewatch pod on every spot node.
 
-AWS (boto3 from the environment: AWS_REGION, AWS_ENDPOINT_URL, credentials): the credentials work; the
+AWS (boto3 from the environment: AWS_DEFAULT_REGION, AWS_ENDPOINT_URL, credentials): the credentials work; the
 spot/on-demand pairs (SPOT_ASG_NAME/ON_DEMAND_ASG_NAME and the partner tag) exist; each spot ASG has
 MaxSize headroom and Capacity Rebalancing off; the IAM permissions. Auto Scaling has no DryRun parameter,
 so IAM is checked with iam:SimulatePrincipalPolicy for the caller (or ``--role-arn``) where that is allowed
@@ -432,8 +432,8 @@ class Doctor:
                     "aws-credentials",
                     FAIL,
                     f"AWS does not answer with these credentials: {_error_text(error)}",
-                    "set AWS_REGION and credentials (AWS_PROFILE, AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or run "
-                    "where the controller's IAM role applies); AWS_ENDPOINT_URL for a local endpoint",
+                    "set AWS_DEFAULT_REGION and credentials (AWS_PROFILE, AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or "
+                    "run where the controller's IAM role applies); AWS_ENDPOINT_URL for a local endpoint",
                 )
             ]
         caller_arn = str(caller.get("Arn", ""))
@@ -478,7 +478,7 @@ class Doctor:
                         f"asg/{name}",
                         FAIL,
                         f"the {role} ASG {name} does not exist in this account and region",
-                        "check SPOT_ASG_NAME/ON_DEMAND_ASG_NAME or the partner tag, and AWS_REGION",
+                        "check SPOT_ASG_NAME/ON_DEMAND_ASG_NAME or the partner tag, and AWS_DEFAULT_REGION",
                     )
                 )
         spot_group = groups.get(spot)

@@ -27,15 +27,17 @@ def run(kubeconfig: str | None, context: str | None, identity: str | None) -> No
     Configured by environment variables (SPOT_ASG_NAME, ON_DEMAND_ASG_NAME, SPOT_GUARD_*; see docs).
     """
     from controller.app.run import run_controller
+    from controller.app.startup import StartupError
     from controller.config import ConfigError, from_env
     from controller.observability.logs import setup_logging
 
     try:
         settings = from_env()
         setup_logging(settings.log_level)
-    except (ConfigError, ValueError) as exc:
-        raise click.UsageError(str(exc)) from exc
-    sys.exit(run_controller(settings, kubeconfig, context, identity))
+        code = run_controller(settings, kubeconfig, context, identity)
+    except (ConfigError, StartupError) as exc:  # one line, no traceback: what to fix is in the message
+        raise click.ClickException(str(exc)) from None
+    sys.exit(code)
 
 
 @main.command()

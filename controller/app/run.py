@@ -20,10 +20,11 @@ from collections.abc import Callable
 from types import FrameType
 
 from controller.adapters.aws import AutoScaling
-from controller.adapters.election import ElectionConfig, KubeLeaseStore, LeaseElector
-from controller.adapters.kube import Informer, Kube, WatchCache, api_client
+from controller.adapters.election import KubeLeaseStore, LeaseElector
+from controller.adapters.kube import Informer, Kube, WatchCache, wait_until_synced
 from controller.adapters.pause_switch import PauseSwitch
 from controller.adapters.sgfe_store import FallbackEvents
+from controller.app import startup
 from controller.capacity.groups import GroupResolver
 from controller.capacity.owner import CapacityOwner
 from controller.checks.drain_plan import DrainOptions
@@ -58,16 +59,27 @@ def run_controller(
     identity: str | None = None,
     reporter: ReplacementReporter | None = None,
 ) -> int:
-    """Run until SIGTERM/SIGINT (exit 0) or lost leadership (the elector exits the process with 1)."""
+    """Run until SIGTERM/SIGINT (exit 0) or lost leadership (the elector exits the process with 1).
+
+    Raises ConfigError or StartupError (one line each) when it cannot start."""
     clock = SystemClock()
-    api = api_client(kubeconfig, context)
+    election = startup.election_config(settings)
+    startup.call_budget(settings)
+    startup.require_aws_region()
+    api = startup.kube_client(kubeconfig, context)
     kube = Kube(api)
     stop = Cancellation()
     metrics = Metrics(clock)
     tracing = setup_tracing()
     if settings.spot_asg_name:
         metrics.prepare_group_pair(settings.spot_asg_name, settings.on_demand_asg_name)
-    server = serve(settings.metrics_port, metrics.exposition, host=settings.metrics_host)
+    try:
+        server = serve(settings.metrics_port, metrics.exposition, host=settings.metrics_host)
+    except OSError as exc:
+        raise startup.StartupError(
+            f"cannot serve metrics on {settings.metrics_host}:{settings.metrics_port}: {exc.strerror or exc}; "
+            "set SPOT_GUARD_METRICS_PORT (and SPOT_GUARD_METRICS_HOST) to a free address"
+        ) from None
     wake_leader: list[Callable[[], None]] = []  # the current term's controller, woken when paused changes
 
     def on_pause_change(paused: bool) -> None:
@@ -89,12 +101,7 @@ def run_controller(
     elector = LeaseElector(
         store,
         identity=identity,
-        config=ElectionConfig(
-            lease_duration=settings.lease_duration,
-            renew_deadline=settings.renew_deadline,
-            retry_period=settings.retry_period,
-            fence_margin=settings.fence_margin,
-        ),
+        config=election,
         clock=clock,
         on_new_leader=lambda holder: log.info("the leader is now %s", holder or "nobody (released)"),
         on_started_leading=lambda: metrics.set_leader(True),
@@ -162,7 +169,7 @@ def leader_components(
     events = EventRecorder(kube, clock=clock, queue_size=EVENT_QUEUE, max_rate=EVENT_RATE)
     if reporter is None:
         reporter = KubeReplacementReporter(events, metrics)
-    asg = AutoScaling(fence=fence, on_call=metrics.aws_call)
+    asg = AutoScaling(fence=fence, budget=startup.call_budget(settings), on_call=metrics.aws_call)
 
     def deposed(exc: Exception) -> None:
         cancel.cancel(f"may no longer change capacity: {exc}")
@@ -185,13 +192,15 @@ def leader_components(
         for callback in wake_lifecycle:
             callback()
 
-    informer = Informer(kube, on_node)
+    informer = Informer(kube, on_node, on_stall=metrics.watch_stalled)
     sgfe_cache = WatchCache(
         kube,
         FallbackEvents.collection_path(settings.namespace),
         FallbackEvent.from_json,
         on_sgfe,
         what="SpotGuardFallbackEvent",
+        on_malformed=metrics.malformed_object,
+        on_stall=metrics.watch_stalled,
     )
     sgfes = FallbackEvents(kube, settings.namespace, cache=sgfe_cache)
     resolver = GroupResolver(settings, asg, clock.monotonic)
@@ -251,8 +260,9 @@ def run_leader(parts: LeaderComponents, cancel: Cancellation) -> None:
     cancel.add_callback(watch_stop.set)
     for name, cache in (("node-informer", parts.informer), ("sgfe-informer", parts.sgfe_cache)):
         threading.Thread(target=cache.run, args=(watch_stop,), name=name, daemon=True).start()
-    parts.informer.synced.wait(30)
-    parts.sgfe_cache.synced.wait(30)
+    if not wait_until_synced((parts.informer, parts.sgfe_cache), cancel):  # an empty cache is no empty cluster
+        parts.events.close()  # cancelled before any controller started: nothing else to stop
+        return
     log.info("watching %d nodes and %d SpotGuardFallbackEvents", len(parts.informer.items), len(parts.sgfe_cache.items))
     lifecycle = threading.Thread(target=parts.lifecycle.run, args=(cancel,), name="sgfe-lifecycle", daemon=True)
     lifecycle.start()

@@ -2,7 +2,12 @@
 
 Pairs come from ``SPOT_ASG_NAME``/``ON_DEMAND_ASG_NAME`` (one pair) and from a tag on each spot
 ASG naming its on-demand partner (many pairs). A node outside every pair, or in a group with
-Capacity Rebalancing on (AWS would launch a second replacement), is refused with a reason.
+Capacity Rebalancing on (AWS would launch a second replacement), is refused with a reason (naming a configured
+spot group AWS does not know, when there is one: renamed?).
+
+A missing spot group is reported once (a warning when it goes missing, an info line when it is back), and a failed
+listing is not repeated on every pass: the next attempt waits, doubling from ``LOAD_BACKOFF_INITIAL`` up to the
+refresh period, while the last good listing (if any) stays in use.
 """
 
 from __future__ import annotations
@@ -11,11 +16,14 @@ import dataclasses
 import logging
 from collections.abc import Callable, Iterable
 
-from controller.adapters.aws import AutoScaling
+from controller.adapters.aws import AutoScaling, AwsError
 from controller.config import Settings
 from controller.model.asg import instance_id_from_provider_id
 
 log = logging.getLogger(__name__)
+
+#: Seconds before the first retry of a failed listing of the groups (it doubles up to the refresh period).
+LOAD_BACKOFF_INITIAL = 5.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,19 +53,58 @@ class GroupResolver:
         self._loaded_at: float | None = None
         self._group_of: dict[str, str] = {}
         self._in_no_group: dict[str, float] = {}  # instance -> when AWS said it is in no ASG
+        self._missing: set[str] = set()  # spot groups of a pair that AWS does not know (reported once)
+        self._failures = 0  # listings failed in a row
+        self._retry_at = 0.0  # no listing before this (after a failure)
+        self._load_error: AwsError | None = None  # the last failed listing's error, reported once
 
     def pairs(self) -> dict[str, Pair]:
         self.refresh(ahead=0.0)
         return self._pairs
 
+    def missing(self, group: str) -> bool:
+        """Whether the last listing found that AWS does not know ``group`` (a spot group of a pair): a caller can
+        skip work for it until the next listing finds it."""
+        return group in self._missing
+
     def refresh(self, ahead: float) -> None:
         """Reload the groups if they are stale or would be within ``ahead`` seconds. The replacement loop calls
         this when nothing waits for a call, so a burst's first detection does not wait for the groups' listing
-        (hundreds of instances: a fraction of a second that held up every detection behind it). Raises AwsError."""
+        (hundreds of instances: a fraction of a second that held up every detection behind it).
+
+        A failed listing is tried again only after a backoff; meanwhile the last good listing stays in use, and if
+        there is none, the failure's AwsError is raised again without asking AWS."""
         now = self.clock()
-        if self._loaded_at is None or now - self._loaded_at >= self.refresh_seconds - ahead:
+        if self._loaded_at is not None and now - self._loaded_at < self.refresh_seconds - ahead:
+            return
+        if now < self._retry_at:
+            if self._loaded_at is None and self._load_error is not None:
+                raise self._load_error
+            return
+        try:
             self._load()
-            self._loaded_at = now
+        except AwsError as exc:
+            self._failures += 1
+            delay = min(self.refresh_seconds, LOAD_BACKOFF_INITIAL * 2 ** (self._failures - 1))
+            self._retry_at = now + delay
+            if self._load_error is None or str(self._load_error) != str(exc):
+                log.warning(
+                    "listing the Auto Scaling groups failed: %s; %s, next attempt in %gs (doubling up to %gs)",
+                    exc,
+                    "keeping the last listing" if self._loaded_at is not None else "no group is known yet",
+                    delay,
+                    self.refresh_seconds,
+                )
+            self._load_error = exc
+            if self._loaded_at is None:
+                raise
+            return
+        if self._load_error is not None:
+            log.info("listing the Auto Scaling groups works again (after %d failed attempts)", self._failures)
+        self._loaded_at = now
+        self._failures = 0
+        self._retry_at = 0.0
+        self._load_error = None
 
     def _load(self) -> None:
         pairs: dict[str, Pair] = {}
@@ -74,9 +121,17 @@ class GroupResolver:
         self._capacity_rebalance = {name: g.capacity_rebalance for name, g in described.items()}
         for name, group in described.items():  # the spot groups' instances need no lookup of their own
             self._group_of.update(dict.fromkeys(group.instance_ids(), name))
-        missing = sorted(set(pairs) - set(described))
-        for name in missing:
-            log.warning("spot ASG %s is configured but AWS does not know it; check SPOT_ASG_NAME", name)
+        missing = set(pairs) - set(described)
+        for name in sorted(missing - self._missing):
+            log.warning(
+                "spot ASG %s is configured but AWS does not know it (DescribeAutoScalingGroups does not return it): "
+                "check SPOT_ASG_NAME (was the group renamed or deleted?); reported once, listed again every %gs",
+                name,
+                self.refresh_seconds,
+            )
+        for name in sorted(self._missing - missing):
+            log.info("spot ASG %s exists again", name)
+        self._missing = missing
         self._pairs = pairs
 
     def prefetch(self, instance_ids: Iterable[str]) -> None:
@@ -116,9 +171,11 @@ class GroupResolver:
             return Refusal("not-in-a-group", f"instance {instance_id} is in no Auto Scaling Group")
         pair = self.pairs().get(group)
         if pair is None:
+            gone = sorted(name for name in self._missing if name in self._pairs)
+            renamed = f" (configured spot ASG {', '.join(gone)} does not exist: was it renamed?)" if gone else ""
             return Refusal(
                 "unconfigured-group",
-                f"instance {instance_id} is in ASG {group}, which is not a configured spot group: set "
+                f"instance {instance_id} is in ASG {group}, which is not a configured spot group{renamed}: set "
                 f"SPOT_ASG_NAME/ON_DEMAND_ASG_NAME or tag it {self.settings.partner_tag}=<on-demand ASG>",
             )
         if self._capacity_rebalance.get(group):

@@ -20,6 +20,8 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from controller.config import env_var
+
 JSON = dict[str, Any]
 
 MIRROR_POD_ANNOTATION = "kubernetes.io/config.mirror"
@@ -59,8 +61,9 @@ class FilteredPod:
 class DrainOptions:
     """How to drain: kubectl's consent flags, the overall timeout, and the eviction backoff.
 
-    delete_emptydir_data: evict pods with emptyDir volumes (their data is lost).
-    force: evict pods that no controller will recreate.
+    delete_emptydir_data: evict pods with emptyDir volumes (their data is lost): SPOT_GUARD_DELETE_EMPTYDIR_DATA.
+    force: evict pods that no controller will recreate (kubectl's --force; no setting turns it on: the controller
+      never evicts such a pod, an operator deletes it).
     timeout: seconds for the whole drain: evictions and waiting for the pods to be gone.
     grace_period_seconds: overrides each pod's terminationGracePeriodSeconds when set.
     backoff_initial, backoff_max: the retry delay after a 429 doubles from the first to the second.
@@ -165,10 +168,14 @@ def plan_drain(pods: Sequence[Mapping[str, Any]], options: DrainOptions | None =
         if volumes and not options.delete_emptydir_data:
             reasons.append(
                 f"uses emptyDir volume(s) {', '.join(volumes)} whose data an eviction deletes; "
-                "set delete_emptydir_data to allow it"
+                f"set {env_var('delete_emptydir_data')}=true to allow it"
             )
         if owner is None and not options.force:
-            reasons.append("has no controller, so nothing recreates it after eviction; set force to evict it anyway")
+            reasons.append(
+                "has no controller, so nothing recreates it after an eviction and Spot Guard never evicts it (no "
+                f"setting allows it): delete it yourself (kubectl delete pod -n {ref.namespace} {ref.name}) or run it "
+                "under a controller (a Deployment, StatefulSet or Job), and the drain goes on at its next attempt"
+            )
         if reasons:
             blocked.append(FilteredPod(ref, " and ".join(reasons)))
         else:

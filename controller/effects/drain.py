@@ -4,9 +4,16 @@ Which pods are evicted is ``controller.checks.drain_plan`` (kubectl's filters, a
 
 ``Drainer.drain`` cordons the Node, evicts every pod of the plan (POST .../pods/NAME/eviction, never a
 plain delete; up to 16 in flight at once, where kubectl sends them all at once), retries those the API
-server answers 429 (a PodDisruptionBudget forbids it now) with exponential backoff and jitter until the
-timeout, then waits, within the same timeout, until every evicted pod is gone (deleted, or replaced by a
-pod of the same name with another UID). 404 and 409 count as done.
+server answers 429 (a PodDisruptionBudget forbids it now) or with an error that may pass (5xx, network) with
+exponential backoff and jitter (never sooner than the server's Retry-After) until the timeout, then waits, within
+the same timeout, until every evicted pod is gone (deleted, or replaced by a pod of the same name with another
+UID). 404 and 409 count as done.
+
+A 403 whose cause is ``NamespaceTerminating`` (the pod's namespace is being deleted: NamespaceLifecycle refuses
+every new object in it, evictions included) is no refusal for good: as kubectl drain does, the eviction is tried
+again until the namespace controller has marked the pod for deletion, and then the drain waits for it to be gone.
+Only a refusal that cannot pass (RBAC, an admission policy, a malformed request) ends the drain, with a message
+saying what to do.
 Every wait goes through ``clock.sleep(seconds, cancel)``, so a drain is cancellable and FakeClock-driven.
 """
 
@@ -32,8 +39,10 @@ log = logging.getLogger(__name__)
 #: Answers to an eviction after which the pod we meant is gone or going: 404 (deleted) and 409 (its UID
 #: precondition failed: the name now belongs to a replacement pod).
 _DONE_STATUSES = frozenset({404, 409})
-#: Answers retrying cannot fix: a malformed request, or no permission to evict.
+#: Answers retrying cannot fix: a malformed request, or no permission to evict (but see NamespaceTerminating).
 _FATAL_STATUSES = frozenset({400, 401, 403, 405, 422})
+#: metav1.StatusCause type of NamespaceLifecycle's refusal (corev1.NamespaceTerminatingCause).
+NAMESPACE_TERMINATING_CAUSE = "NamespaceTerminating"
 #: Evictions sent at once. kubectl drain sends every pod's at once (a goroutine each); one after another, 50
 #: evictions on a busy API server took seconds, each pod's grace period starting only at its own eviction.
 EVICTIONS_IN_FLIGHT = 16
@@ -59,6 +68,8 @@ class EvictionResult(enum.StrEnum):
     REPLACED = "replaced"  # 409: the name belongs to a pod with another UID now
     DISRUPTION_BUDGET = "disruption_budget"  # 429: a PodDisruptionBudget forbids it now; retried
     ERROR = "error"  # another failure that may pass (5xx, network); retried
+    NAMESPACE_TERMINATING = "namespace_terminating"  # 403: the namespace is being deleted; retried until the pod is
+    # marked for deletion, then waited for
     REFUSED = "refused"  # a failure retrying cannot fix; the drain fails
 
 
@@ -96,11 +107,13 @@ class DrainError(RuntimeError):
 
 @dataclasses.dataclass(frozen=True)
 class EvictionAttempt:
-    """One eviction request and its answer; ``detail`` is the API server's words (or the network error)."""
+    """One eviction request and its answer; ``detail`` is the API server's words (or the network error),
+    ``retry_after`` the seconds it asked to wait before trying again (Retry-After), if it said."""
 
     pod: PodRef
     result: EvictionResult
     detail: str
+    retry_after: float | None = None
 
     @property
     def done(self) -> bool:
@@ -197,7 +210,9 @@ class Drainer:
             attempt = EvictionAttempt(pod, EvictionResult.EVICTED, "accepted")
             log.debug("eviction of pod %s accepted", pod)
         except ApiException as exc:
-            attempt = EvictionAttempt(pod, _classify(exc), f"HTTP {exc.status} {exc.reason}: {_body(exc)}".strip())
+            attempt = EvictionAttempt(
+                pod, _classify(exc), f"HTTP {exc.status} {exc.reason}: {_body(exc)}".strip(), _retry_after(exc)
+            )
             _log_answer(attempt)
         except (OSError, ValueError, urllib3.exceptions.HTTPError) as exc:  # connection refused or reset, timeouts
             attempt = EvictionAttempt(pod, EvictionResult.ERROR, f"{type(exc).__name__}: {exc}")
@@ -261,6 +276,8 @@ class _DrainRun:
     evicted: list[PodRef] = dataclasses.field(default_factory=list)
     retries: dict[str, int] = dataclasses.field(default_factory=dict)
     last_error: dict[str, str] = dataclasses.field(default_factory=dict)
+    retry_after: float = 0.0  # the longest Retry-After of the last pass
+    terminating_namespace: set[str] = dataclasses.field(default_factory=set)  # pods already reported as such
 
     def execute(self) -> DrainResult:
         self.pending = self.plan.evict_refs
@@ -274,6 +291,7 @@ class _DrainRun:
             if not self.pending:
                 break
             delay = self.drainer.jitter(min(self.options.backoff_max, self.options.backoff_initial * 2**attempt))
+            delay = max(delay, min(self.retry_after, self.options.backoff_max))
             attempt += 1
             if not self._sleep_until_deadline(delay):
                 if self._cancelled():
@@ -294,21 +312,38 @@ class _DrainRun:
             attempts = list(pool.map(send, self.pending))
         still: list[PodRef] = []
         refusal: str | None = None
+        self.retry_after = max((a.retry_after or 0.0 for a in attempts if a is not None), default=0.0)
+        marked = self._marked_for_deletion(
+            [p for p, a in zip(self.pending, attempts, strict=True) if a and a.result is _NS_TERMINATING]
+        )
         for pod, attempt in zip(self.pending, attempts, strict=True):
             if attempt is None:
                 still.append(pod)
-            elif attempt.done:
+            elif attempt.done or pod in marked:
                 self.evicted.append(pod)
                 if attempt.result is EvictionResult.EVICTED:
                     log.info("evicted pod %s from node %s", pod, self.node)
+                elif pod in marked:
+                    log.info(
+                        "pod %s on node %s is being deleted with its namespace; waiting for it to be gone",
+                        pod,
+                        self.node,
+                    )
             elif attempt.result is EvictionResult.REFUSED:
-                refusal = refusal or (
-                    f"drain of node {self.node} failed: the API server refused to evict pod {pod} "
-                    f"({attempt.detail}); retrying will not help: check the controller's RBAC "
-                    "(create on pods/eviction) and the pod"
-                )
+                refusal = refusal or _refusal_message(self.node, pod, attempt.detail)
             else:
                 key = str(pod)
+                if attempt.result is _NS_TERMINATING and key not in self.terminating_namespace:
+                    self.terminating_namespace.add(key)
+                    log.info(
+                        "eviction of pod %s from node %s refused for now (403): namespace %s is being deleted; "
+                        "trying again until the pod is marked for deletion, then waiting for it to be gone (as kubectl "
+                        "drain does), within the drain's %g s timeout",
+                        pod,
+                        self.node,
+                        pod.namespace,
+                        self.options.timeout,
+                    )
                 if attempt.result is EvictionResult.DISRUPTION_BUDGET and key not in self.retries:
                     log.info(
                         "eviction of pod %s from node %s refused for now (429): a PodDisruptionBudget forbids it; "
@@ -325,6 +360,20 @@ class _DrainRun:
             return refusal
         self.pending = still
         return None
+
+    def _marked_for_deletion(self, pods: Sequence[PodRef]) -> set[PodRef]:
+        """Which of ``pods`` (refused because their namespace is being deleted) are gone or marked for deletion
+        already: no eviction can pass for them any more, and none is needed."""
+        if not pods:
+            return set()
+        try:
+            present = {PodRef.of(p): p for p in self.drainer.pods_on(self.node)}
+        except DrainError as exc:
+            log.warning("%s; asking again after the next eviction attempt", exc)
+            return set()
+        return {
+            pod for pod in pods if pod not in present or (present[pod].get("metadata") or {}).get("deletionTimestamp")
+        }
 
     def _wait_until_gone(self) -> DrainResult:
         waiting = list(self.evicted)
@@ -381,7 +430,7 @@ class _DrainRun:
         return (
             f"drain of node {self.node} timed out after {self.options.timeout:g} s with {len(self.pending)} pod(s) "
             f"not evicted: {details}; check the PodDisruptionBudgets covering them "
-            "(kubectl get pdb -A) or raise the drain timeout"
+            "(kubectl get pdb -A) or raise SPOT_GUARD_DRAIN_TIMEOUT"
         )
 
     def _end(self, outcome: DrainOutcome, message: str, remaining: Sequence[PodRef] | None = None) -> DrainResult:
@@ -398,6 +447,26 @@ class _DrainRun:
             remaining=tuple(str(p) for p in remaining),
             plan=self.plan,
         )
+
+
+_NS_TERMINATING = EvictionResult.NAMESPACE_TERMINATING
+
+
+def _refusal_message(node: str, pod: PodRef, detail: str) -> str:
+    """Why a drain ended on a refusal that retrying cannot fix, and what to do about it."""
+    head = f"drain of node {node} failed: the API server refused to evict pod {pod} ({detail}); retrying will not help"
+    if "cannot create resource" in detail and "pods/eviction" in detail:
+        return (
+            f"{head}: RBAC does not let the controller evict: grant its ServiceAccount create on pods/eviction "
+            "(manifests/controller-rbac.yaml), and the drain is tried again on its next attempt"
+        )
+    if detail.startswith("HTTP 401"):
+        return f"{head}: the API server did not accept the controller's credentials: check its ServiceAccount token"
+    return (
+        f"{head}: it is not RBAC's (no 'cannot create resource'); an admission webhook or policy, or the pod itself, "
+        "refused it: fix what the message names, or evict the pod yourself (kubectl drain), and the drain is "
+        "tried again on its next attempt"
+    )
 
 
 def _hint(status: int | None, permission: str) -> str:
@@ -417,9 +486,49 @@ def _classify(exc: ApiException) -> EvictionResult:
         return EvictionResult.REPLACED
     if status == 429:
         return EvictionResult.DISRUPTION_BUDGET
+    if status == 403 and _namespace_terminating(exc):
+        return EvictionResult.NAMESPACE_TERMINATING
     if status in _FATAL_STATUSES:
         return EvictionResult.REFUSED
     return EvictionResult.ERROR
+
+
+def _status(exc: ApiException) -> JSON:
+    """The metav1.Status of an error answer ({} when the body is not one)."""
+    body = exc.body
+    if isinstance(body, bytes):
+        body = body.decode(errors="replace")
+    try:
+        status = json.loads(str(body or ""))
+    except ValueError:
+        return {}
+    return status if isinstance(status, dict) else {}
+
+
+def _namespace_terminating(exc: ApiException) -> bool:
+    """NamespaceLifecycle's refusal: a cause of type NamespaceTerminating (as kubectl checks it), or, from a server
+    that sends no causes, its sentence."""
+    status = _status(exc)
+    details = status.get("details")
+    causes = details.get("causes") if isinstance(details, dict) else None
+    if isinstance(causes, list) and any(
+        isinstance(c, dict) and c.get("reason") == NAMESPACE_TERMINATING_CAUSE for c in causes
+    ):
+        return True
+    return "because it is being terminated" in str(status.get("message", ""))
+
+
+def _retry_after(exc: ApiException) -> float | None:
+    """Seconds the server asked to wait (Status details.retryAfterSeconds, or a Retry-After header in seconds)."""
+    details = _status(exc).get("details")
+    seconds = details.get("retryAfterSeconds") if isinstance(details, dict) else None
+    if seconds is None and exc.headers is not None:
+        seconds = exc.headers.get("Retry-After")
+    try:
+        value = float(seconds) if seconds is not None else None
+    except (TypeError, ValueError):
+        return None
+    return value if value is not None and 0 <= value <= 3600 else None
 
 
 def _log_answer(attempt: EvictionAttempt) -> None:
@@ -428,6 +537,8 @@ def _log_answer(attempt: EvictionAttempt) -> None:
         log.debug("eviction of pod %s refused for now (429): a PodDisruptionBudget forbids it", pod)
     elif result is EvictionResult.ERROR:
         log.warning("eviction of pod %s failed (%s); will retry", pod, attempt.detail)
+    elif result is EvictionResult.NAMESPACE_TERMINATING:
+        log.debug("eviction of pod %s refused for now (403): its namespace is being deleted", pod)
     elif result is EvictionResult.REFUSED:
         log.error("eviction of pod %s refused for good (%s)", pod, attempt.detail)
     else:

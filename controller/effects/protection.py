@@ -17,13 +17,15 @@ import logging
 
 from controller.effects.drain import Drainer, DrainError
 from controller.effects.node_writes import CA_SCALE_DOWN_DISABLED, NodeGoneError, NodeWriter
+from controller.model import ownership
 from controller.model.node import NodeView
 from nodewatch import annotations as contract
 
 log = logging.getLogger(__name__)
 
-PROTECTED_FOR = contract.PREFIX + "lifecycle-event"
-CA_PREEXISTING = contract.PREFIX + "scale-down-disabled-preexisting"
+# Defined with every other key only the controller writes on Nodes (the admission policy guards them).
+PROTECTED_FOR = ownership.PROTECTED_FOR
+CA_PREEXISTING = ownership.CA_PREEXISTING
 SCALE_DOWN_TAINT = contract.PREFIX + "scale-down"
 
 

@@ -21,13 +21,15 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from controller.model import json_fields
+from controller.model.malformed import MalformedObjectError
 from nodewatch import annotations as contract
 
 ANNOTATION = contract.PREFIX + "lifecycle"
 SCHEMA_VERSION = 1
 
 
-class MalformedRecordError(ValueError):
+class MalformedRecordError(MalformedObjectError):
     """The annotation is not a lifecycle record this version can read; the message says what to do."""
 
 
@@ -71,37 +73,47 @@ class LifecycleProgress:
         return json.dumps(data, separators=(",", ":"), sort_keys=True)
 
     @classmethod
-    def from_json(cls, text: str) -> LifecycleProgress:
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise MalformedRecordError(
-                f"annotation {ANNOTATION} is not JSON ({exc.msg}); remove it to let Spot Guard start the "
-                "event's bookkeeping over"
-            ) from None
-        if not isinstance(data, dict):
-            raise MalformedRecordError(f"annotation {ANNOTATION} is not a JSON object; remove it")
-        known = {_camel(f.name): f.name for f in dataclasses.fields(cls)}
-        values: dict[str, Any] = {}
-        for key, value in data.items():
-            name = known.get(key)
-            if name is not None:  # keys of a newer version are ignored
-                values[name] = tuple(value) if isinstance(value, list) else value
-        try:
-            record = cls(**values)
-        except TypeError as exc:
-            raise MalformedRecordError(f"annotation {ANNOTATION}: {exc}; remove it") from None
-        if record.version > SCHEMA_VERSION:
-            raise MalformedRecordError(
-                f"annotation {ANNOTATION} has schema version {record.version}, written by a newer Spot Guard "
-                f"(this one reads {SCHEMA_VERSION}): upgrade"
+    def from_json(cls, text: str, *, event: str = "") -> LifecycleProgress:
+        """Parse the annotation; MalformedRecordError naming the field (and ``event``, when given) otherwise.
+
+        Every field is checked against its declared type, times as RFC 3339, the schema version from 1.
+        """
+
+        def malformed(field: str, problem: str) -> MalformedRecordError:
+            where = f"annotation {ANNOTATION}" + (f" field {field!r}" if field else "")
+            return MalformedRecordError(
+                f"{where} {problem}; remove the annotation to let Spot Guard start the event's bookkeeping over",
+                kind=_KIND,
+                name=event,
+                field=f"{ANNOTATION}.{field}" if field else ANNOTATION,
             )
-        return record
+
+        try:
+            values = json_fields.read_fields(cls, json_fields.load_object(text))
+        except json_fields.WrongFieldError as wrong:
+            problem = f"is malformed: expected {wrong.expected}" if wrong.field else f"is not {wrong.expected}"
+            raise malformed(wrong.field, problem) from None
+        version = values.get("version", SCHEMA_VERSION)
+        if version > SCHEMA_VERSION:
+            raise MalformedRecordError(
+                f"annotation {ANNOTATION} has schema version {version}, written by a newer Spot Guard "
+                f"(this one reads {SCHEMA_VERSION}): upgrade",
+                kind=_KIND,
+                name=event,
+                field=f"{ANNOTATION}.version",
+            )
+        for name, value in values.items():
+            key = json_fields.camel(name)
+            if name in TIME_FIELDS and value and not _is_time(value):
+                raise malformed(key, f"is {value!r}: expected an RFC 3339 time such as 2025-01-15T10:00:00Z")
+            if name == "version" and value < 1:
+                raise malformed(key, f"is {value}: expected a schema version from 1 to {SCHEMA_VERSION}")
+        return cls(**values)
 
     @classmethod
-    def of(cls, annotations: Mapping[str, str]) -> LifecycleProgress:
+    def of(cls, annotations: Mapping[str, str], event: str = "") -> LifecycleProgress:
         raw = annotations.get(ANNOTATION)
-        return cls() if raw is None else cls.from_json(raw)
+        return cls() if raw is None else cls.from_json(raw, event=event)
 
     def replace(self, **changes: Any) -> LifecycleProgress:
         return dataclasses.replace(self, **changes)
@@ -135,6 +147,19 @@ def format_time(moment: dt.datetime) -> str:
     return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
 
 
+#: The record's times (RFC 3339, or "" when not set).
+TIME_FIELDS = frozenset(f.name for f in dataclasses.fields(LifecycleProgress) if f.name.endswith("_at"))
+_KIND = "SpotGuardFallbackEvent"
+
+
+def _is_time(text: str) -> bool:
+    try:
+        contract.parse_time(ANNOTATION, text)
+    except contract.MalformedAnnotationError:
+        return False
+    return True
+
+
 def parse_time(what: str, text: str) -> dt.datetime:
     """An RFC 3339 time written by Spot Guard; MalformedRecordError naming ``what`` otherwise."""
     try:
@@ -144,5 +169,4 @@ def parse_time(what: str, text: str) -> dt.datetime:
 
 
 def _camel(name: str) -> str:
-    head, *rest = name.split("_")
-    return head + "".join(part.title() for part in rest)
+    return json_fields.camel(name)

@@ -15,6 +15,7 @@ import functools
 import json
 from typing import Any
 
+from controller.model import json_fields
 from nodewatch import annotations as contract
 
 ANNOTATION = contract.PREFIX + "replacement"
@@ -122,40 +123,40 @@ class ReplacementRecord:
         return json.dumps(data, separators=(",", ":"), sort_keys=True)
 
     @classmethod
-    def from_json(cls, text: str) -> ReplacementRecord:
-        """Parse a record (the same text parses once: every pass reads every record)."""
-        return _parse(text)
+    def from_json(cls, text: str, *, node: str = "") -> ReplacementRecord:
+        """Parse a record (the same text parses once: every pass reads every record).
+
+        Every field is checked against its declared type, phases and triggers against the known ones, times as
+        RFC 3339; anything else raises MalformedAnnotationError naming the field (and ``node`` when given)."""
+        try:
+            return _parse(text)
+        except contract.MalformedAnnotationError as exc:
+            raise (exc.on_node(node) if node else exc) from None
+        except TypeError:  # not text at all (unhashable for the cache)
+            raise contract.MalformedAnnotationError(ANNOTATION, text, "a JSON object as text", node=node) from None
 
     @classmethod
     def _from_json(cls, text: str) -> ReplacementRecord:
         try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise contract.MalformedAnnotationError(ANNOTATION, text, f"JSON ({exc.msg})") from None
-        if not isinstance(data, dict):
-            raise contract.MalformedAnnotationError(ANNOTATION, text, "a JSON object")
-        known = _fields_by_key()
-        values: dict[str, Any] = {}
-        for key, value in data.items():
-            field = known.get(key)
-            if field is None:
-                continue  # written by a newer version: ignore what we do not know
-            if field.name == "members":
-                values[field.name] = _members(text, value)
-                continue
-            values[field.name] = tuple(value) if isinstance(value, list) else value
+            data = json_fields.load_object(text)
+            values = json_fields.read_fields(cls, data, custom={"members": _members})
+        except json_fields.WrongFieldError as wrong:
+            raise contract.MalformedAnnotationError(ANNOTATION, text, wrong.expected, field=wrong.field) from None
         missing = [n for n in ("phase", "trigger", "instance_id", "spot_asg", "on_demand_asg") if n not in values]
         if missing:
-            raise contract.MalformedAnnotationError(ANNOTATION, text, f"a record with {', '.join(missing)}")
-        try:
-            record = cls(**{"updated_at": "", **values})
-        except TypeError as exc:
-            raise contract.MalformedAnnotationError(ANNOTATION, text, str(exc)) from None
-        if record.version > SCHEMA_VERSION:
+            raise contract.MalformedAnnotationError(
+                ANNOTATION, text, f"a record with {', '.join(json_fields.camel(n) for n in missing)}"
+            )
+        version = values.get("version", SCHEMA_VERSION)
+        if version > SCHEMA_VERSION:
             raise contract.MalformedAnnotationError(
                 ANNOTATION, text, f"schema version {SCHEMA_VERSION} (written by a newer Spot Guard: upgrade)"
             )
-        return record
+        _check_values(text, values)
+        try:
+            return cls(**{"updated_at": "", **values})
+        except TypeError as exc:
+            raise contract.MalformedAnnotationError(ANNOTATION, text, str(exc)) from None
 
     def advance(self, phase: str, now: dt.datetime, **changes: Any) -> ReplacementRecord:
         return dataclasses.replace(self, phase=phase, updated_at=contract.format_time(now), **changes)
@@ -175,18 +176,37 @@ def _parse(text: str) -> ReplacementRecord:
     return ReplacementRecord._from_json(text)
 
 
-@functools.cache
-def _fields_by_key() -> dict[str, dataclasses.Field[Any]]:
-    return {_camel(f.name): f for f in dataclasses.fields(ReplacementRecord)}
+#: The record's times (RFC 3339, or "" when not set).
+TIME_FIELDS = frozenset(f.name for f in dataclasses.fields(ReplacementRecord) if f.name.endswith(("_at", "_mark")))
+TRIGGERS = ("rebalance", "interruption")
+PHASES = frozenset(value for name, value in vars(Phase).items() if name.isupper() and isinstance(value, str))
 
 
-def _members(text: str, value: Any) -> tuple[Member, ...]:
+def _members(value: Any) -> tuple[Member, ...]:
+    """The batch members of a record (a list of them); WrongFieldError with Member's own words for the shape."""
     try:
-        return tuple(Member.from_json(member) for member in value)
+        return tuple(Member.from_json(member) for member in (value if isinstance(value, list) else [value]))
     except (TypeError, ValueError) as exc:
-        raise contract.MalformedAnnotationError(ANNOTATION, text, str(exc)) from None
+        raise json_fields.WrongFieldError("", f"a list of batch members ({exc})") from None
+
+
+def _check_values(text: str, values: dict[str, Any]) -> None:
+    """What the types alone do not say: a known phase and trigger, times, a version >= 1. (Numbers are the
+    controller's own: a negative one may be a marker, as spotWithdrawTarget -1 is.)"""
+
+    def wrong(name: str, expected: str) -> contract.MalformedAnnotationError:
+        return contract.MalformedAnnotationError(ANNOTATION, text, expected, field=json_fields.camel(name))
+
+    if values["phase"] not in PHASES:
+        raise wrong("phase", f"one of {', '.join(sorted(PHASES))}")
+    if values["trigger"] not in TRIGGERS:
+        raise wrong("trigger", f"one of {', '.join(TRIGGERS)}")
+    if values.get("version", SCHEMA_VERSION) < 1:
+        raise wrong("version", f"a schema version from 1 to {SCHEMA_VERSION}")
+    for name, value in values.items():
+        if name in TIME_FIELDS and value:
+            contract.parse_time(ANNOTATION, value, field=json_fields.camel(name))
 
 
 def _camel(name: str) -> str:
-    head, *rest = name.split("_")
-    return head + "".join(part.title() for part in rest)
+    return json_fields.camel(name)

@@ -107,9 +107,10 @@ class EvictionResult:
     EVICTED = "evicted"
     BLOCKED = "blocked"  # 429: a PodDisruptionBudget does not allow it now
     GONE = "gone"  # 404: the pod was already gone
+    NAMESPACE_TERMINATING = "namespace_terminating"  # 403: its namespace is being deleted; tried again
     ERROR = "error"
 
-    ALL = (EVICTED, BLOCKED, GONE, ERROR)
+    ALL = (EVICTED, BLOCKED, GONE, NAMESPACE_TERMINATING, ERROR)
 
 
 class ReplacementFailure:
@@ -129,6 +130,7 @@ _EVICTION_RESULTS = {
     "already_gone": EvictionResult.GONE,
     "replaced": EvictionResult.GONE,
     "error": EvictionResult.ERROR,
+    "namespace_terminating": EvictionResult.NAMESPACE_TERMINATING,
     "refused": EvictionResult.ERROR,
 }
 
@@ -199,7 +201,7 @@ class Metrics:
         )
         self.evictions = Counter(
             PREFIX + "evictions",
-            "Pod evictions requested while draining, by result (evicted, blocked, gone, error)",
+            "Pod evictions requested while draining, by result (evicted, blocked, gone, namespace_terminating, error)",
             ["result"],
             registry=registry,
         )
@@ -250,6 +252,19 @@ class Metrics:
             ["kind"],
             registry=registry,
         )
+        self.malformed_objects = Counter(
+            PREFIX + "malformed_objects",
+            "Objects Spot Guard could not read and left alone (an annotation, a replacement or lifecycle record, a "
+            "SpotGuardFallbackEvent), by kind and field; each was reported in a Warning or a log line",
+            ["kind", "field"],
+            registry=registry,
+        )
+        self.watch_stalls = Counter(
+            PREFIX + "watch_stalls",
+            "Watches that delivered nothing within their read timeout and were restarted, by kind",
+            ["kind"],
+            registry=registry,
+        )
         self._fallback_events = _FallbackEventCollector(clock or SystemClock())
         registry.register(self._fallback_events)
         if process_metrics:
@@ -289,6 +304,14 @@ class Metrics:
     def eviction(self, pod: object, result: str) -> None:
         """Matches ``controller.drain.Drainer(on_event=...)``: one eviction answer, in this metric's words."""
         self.evictions.labels(_EVICTION_RESULTS.get(str(result), EvictionResult.ERROR)).inc()
+
+    def malformed_object(self, kind: str, field: str) -> None:
+        """One object of ``kind`` could not be read because of ``field`` (fits ``WatchCache(on_malformed=...)``;
+        the errors of the parsers carry both: ``MalformedObjectError.kind``/``.field``)."""
+        self.malformed_objects.labels(kind or "unknown", field or "(whole object)").inc()
+
+    def watch_stalled(self, kind: str) -> None:
+        self.watch_stalls.labels(kind).inc()
 
     def drain_finished(self, outcome: str) -> None:
         """One drain ended (``controller.drain.DrainOutcome``): drained, timed_out, or anything else."""

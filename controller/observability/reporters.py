@@ -53,6 +53,8 @@ class ReplacementReporter(Protocol):
 
     def refused_effect(self, what: str, message: str) -> None: ...
 
+    def malformed(self, kind: str, field: str) -> None: ...
+
 
 class LogReplacementReporter:
     """A ReplacementReporter that only logs (unit tests, and the fallback when Events cannot be written)."""
@@ -87,6 +89,9 @@ class LogReplacementReporter:
 
     def refused_effect(self, what: str, message: str) -> None:
         log.warning("refused %s: %s", what, message)
+
+    def malformed(self, kind: str, field: str) -> None:
+        return None
 
 
 class KubeReplacementReporter:
@@ -134,6 +139,9 @@ class KubeReplacementReporter:
     def refused_effect(self, what: str, message: str) -> None:
         log.warning("refused %s: %s", what, message)
         self.metrics.refused_effect(what.split(" ", 1)[0])
+
+    def malformed(self, kind: str, field: str) -> None:
+        self.metrics.malformed_object(kind, field)
 
 
 class KubeLifecycleReporter:

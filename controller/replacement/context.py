@@ -69,7 +69,8 @@ class Context:
     paused: Callable[[], bool] = lambda: False
     memory: Memory = dataclasses.field(default_factory=Memory)
 
-    def refuse_once(self, node: str, reason: str, message: str) -> None:
+    def refuse_once(self, node: str, reason: str, message: str, field: str = "") -> None:
+        """Report a refusal once per node and message (``field``: the malformed annotation, when that is why)."""
         with self.memory.lock:
             if self.memory.refused.get(node) == message:
                 return
@@ -77,6 +78,8 @@ class Context:
         log.warning("not acting on node %s: %s", node, message)
         self.reporter.node_event(node, "Warning", "SpotGuardRefused", message)
         self.reporter.refused(reason)
+        if field:
+            self.reporter.malformed("Node", field)
 
     def report_aws_error(self, asg: str, nodes: Iterable[str], exc: AwsError) -> None:
         hint = AWS_HINTS.get(exc.code, "Spot Guard retries on its next pass")

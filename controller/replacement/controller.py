@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Sequence
 
 from controller.adapters.aws import AwsError
 from controller.capacity.owner import ChangesHeldError
@@ -182,7 +183,7 @@ class ReplacementController:
         self,
         node: NodeView,
         record: ReplacementRecord | None,
-        error: str,
+        error: contract.MalformedAnnotationError | None,
         *,
         waiting: set[str],
         paused: bool,
@@ -191,12 +192,14 @@ class ReplacementController:
     ) -> NodeFacts:
         notice: Notice | None = None
         notice_error = ""
+        error_field = _field(error) if error else ""
         interrupted = False
         annotated = ""
         try:
             notices = contract.parse(node.annotations)
         except contract.MalformedAnnotationError as exc:
-            notice_error = str(exc)
+            notice_error = str(exc.on_node(node.name))
+            error_field = error_field or _field(exc)
         else:
             notice = Notice.of(notices)
             interrupted = notices.interruption is not None and notices.interruption.cleared is None
@@ -214,7 +217,8 @@ class ReplacementController:
             name=node.name,
             now=self.ctx.clock.now(),
             record=record,
-            record_error=error,
+            record_error=str(error) if error else "",
+            error_field=error_field,
             notice=notice,
             notice_error=notice_error,
             interrupted=interrupted,
@@ -231,7 +235,7 @@ class ReplacementController:
             stand_in_noticed=stand_in_noticed,
         )
 
-    def _stand_ins(self, entries: list[tuple[NodeView, ReplacementRecord | None, str]]) -> dict[str, str]:
+    def _stand_ins(self, entries: Sequence[tuple[NodeView, ReplacementRecord | None, object]]) -> dict[str, str]:
         """instance -> what it stands in for, for the instances that get no replacement of their own: one bound to
         a node whose replacement has not ended, or a new instance of a group with an open claim (it may be that
         claim's arrival). Also remembers which nodes have an active notice (``_noticed``)."""
@@ -288,7 +292,7 @@ class ReplacementController:
     ) -> None:
         ctx = self.ctx
         if isinstance(action, Refuse):
-            ctx.refuse_once(node.name, action.reason, action.message)
+            ctx.refuse_once(node.name, action.reason, action.message, action.field)
             return
         if isinstance(action, Wait):
             self._next_wait = min(self._next_wait, now + action.seconds)
@@ -411,3 +415,8 @@ class ReplacementController:
         ctx.memory.recording.add(batch.batch)
         if not ctx.workers.submit("records", f"records/{batch.batch}", lambda: record_batch(ctx, batch, self._quiet)):
             ctx.memory.recording.discard(batch.batch)
+
+
+def _field(exc: contract.MalformedAnnotationError) -> str:
+    """The malformed annotation, and the field of its value when one is named (the metric's ``field`` label)."""
+    return f"{exc.key}.{exc.field}" if exc.field else exc.key

@@ -71,6 +71,7 @@ class NodeFacts:
     record_error: str = ""  # the record annotation could not be read (the message says why)
     notice: Notice | None = None
     notice_error: str = ""  # nodewatch's annotations could not be read
+    error_field: str = ""  # the annotation (and field) that record_error or notice_error is about
     interrupted: bool = False  # an interruption notice is active
     instance_id: str = ""  # from spec.providerID
     annotated_instance: str = ""  # the instance nodewatch's annotations name
@@ -92,6 +93,7 @@ class NodeFacts:
 class Refuse:
     reason: str  # short, for metrics
     message: str
+    field: str = ""  # the malformed annotation (and its field), when that is why
 
 
 @dataclasses.dataclass(frozen=True)
@@ -171,7 +173,9 @@ Action = (
 def decide(facts: NodeFacts, settings: Settings) -> list[Action]:
     """The node's next steps, in order (empty: nothing to do; a batched phase's step is decided per claim)."""
     if facts.record_error:
-        return [Refuse("malformed-record", f"{facts.record_error}; fix or remove the annotation by hand")]
+        return [
+            Refuse("malformed-record", f"{facts.record_error}; fix or remove the annotation by hand", facts.error_field)
+        ]
     record = facts.record
     if record is None:
         return _unreplaced(facts)
@@ -199,7 +203,7 @@ def decide(facts: NodeFacts, settings: Settings) -> list[Action]:
 
 def _unreplaced(facts: NodeFacts) -> list[Action]:
     if facts.notice_error:
-        return [Refuse("malformed-annotation", facts.notice_error)]
+        return [Refuse("malformed-annotation", facts.notice_error, facts.error_field)]
     if facts.notice is None or facts.deleting or facts.waiting:
         return []
     if facts.stands_in_for:

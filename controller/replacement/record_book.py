@@ -55,15 +55,15 @@ class RecordBook:
                     raw = history[-1]  # the cache still shows an older version we replaced
         return raw
 
-    def read(self, node: NodeView) -> tuple[ReplacementRecord | None, str]:
-        """(record, "") or (None, why it cannot be read)."""
+    def read(self, node: NodeView) -> tuple[ReplacementRecord | None, contract.MalformedAnnotationError | None]:
+        """(record, None) or (None, why it cannot be read)."""
         raw = self.raw(node)
         if raw is None:
-            return None, ""
+            return None, None
         try:
-            return ReplacementRecord.from_json(raw), ""
+            return ReplacementRecord.from_json(raw), None
         except contract.MalformedAnnotationError as exc:
-            return None, str(exc)
+            return None, exc.on_node(node.name)
 
     def record(self, node: NodeView) -> ReplacementRecord | None:
         return self.read(node)[0]
@@ -72,7 +72,7 @@ class RecordBook:
         with self._lock:
             return set(self._written)
 
-    def entries(self) -> list[tuple[NodeView, ReplacementRecord | None, str]]:
+    def entries(self) -> list[tuple[NodeView, ReplacementRecord | None, contract.MalformedAnnotationError | None]]:
         """Every node with something of Spot Guard's on it (annotations, or a record just written), by name."""
         written = self.written_nodes()
         active = [n for n in self.nodes().values() if n.annotations or n.name in written]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -10,10 +12,10 @@ import pytest
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
-from controller.adapters.kube import Kube
+from controller.adapters.kube import MERGE_PATCH, Kube
 from controller.checks.drain_plan import DrainOptions, plan_drain
 from controller.checks.safety import check_pdbs, check_pods_fit, pods_on_node
-from controller.effects.drain import Drainer, DrainOutcome
+from controller.effects.drain import Drainer, DrainOutcome, DrainResult, EvictionResult
 from tests.support.waiting import wait_until
 
 JSON = dict[str, Any]
@@ -200,3 +202,70 @@ def test_drain_waits_for_the_pdb_then_evicts_all_but_the_daemonset_pod(
     agent = work.pods("agent")
     assert [(p["metadata"]["uid"], p["spec"]["nodeName"]) for p in agent] == [(agent_before, target)]
     assert not agent[0]["metadata"].get("deletionTimestamp"), "the DaemonSet pod was left alone"
+
+
+def test_a_pod_of_a_namespace_being_deleted_is_waited_for_not_a_failed_drain(
+    kube: Kube, namespace: str, nodes: tuple[str, str]
+) -> None:
+    """kubectl drain waits out the 403 that evictions get in a namespace being deleted; so does the controller."""
+    target, _ = nodes
+    leaving = f"leaving-{uuid.uuid4().hex[:6]}"
+    hold = "spotguard.test/hold"  # keeps the pod (marked for deletion) until the test lets it go
+    kube.request(
+        "POST", "/api/v1/namespaces", body={"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": leaving}}
+    )
+    wait_until(
+        lambda: kube.request("GET", f"/api/v1/namespaces/{leaving}/serviceaccounts").get("items"),
+        30,
+        f"the default ServiceAccount of namespace {leaving}",
+    )
+    held = deployment("held", 1, {POOL: namespace})
+    held["spec"]["template"]["metadata"]["finalizers"] = [hold]
+    kube.request("POST", f"/apis/apps/v1/namespaces/{leaving}/deployments", body=held)
+    kube.request(
+        "POST", f"/apis/apps/v1/namespaces/{namespace}/deployments", body=deployment("web", 1, {POOL: namespace})
+    )
+    work, gone_work = Workload(kube, namespace), Workload(kube, leaving)
+    wait_until(
+        lambda: len(work.running("web", target)) == 1 and len(gone_work.running("held", target)) == 1,
+        60,
+        f"a pod of each namespace Running on {target}",
+    )
+    (pod,) = gone_work.pods("held")
+    pod_name = f"{leaving}/{pod['metadata']['name']}"
+
+    def let_go() -> None:
+        with contextlib.suppress(ApiException):
+            kube.request(
+                "PATCH",
+                f"/api/v1/namespaces/{leaving}/pods/{pod['metadata']['name']}",
+                body={"metadata": {"finalizers": None}},
+                content_type=MERGE_PATCH,
+            )
+
+    try:
+        kube.request("DELETE", f"/api/v1/namespaces/{leaving}")
+        wait_until(
+            lambda: gone_work.pods("held") and gone_work.pods("held")[0]["metadata"].get("deletionTimestamp"),
+            30,
+            f"the namespace controller to mark {pod_name} for deletion",
+        )
+        answers: list[tuple[str, EvictionResult]] = []
+        drainer = Drainer(kube, on_event=lambda ref, result: answers.append((str(ref), result)))
+        outcome: list[DrainResult] = []
+        drain = threading.Thread(target=lambda: outcome.append(drainer.drain(target, DrainOptions(timeout=60))))
+        drain.start()
+
+        drain.join(6.0)
+        ended = [(r.outcome, r.message) for r in outcome]
+        assert drain.is_alive() and not outcome, f"the drain ended while {pod_name} was still there: {ended}"
+        assert (pod_name, EvictionResult.NAMESPACE_TERMINATING) in answers, answers
+        let_go()
+        drain.join(60)
+
+        (result,) = outcome
+        assert result.outcome is DrainOutcome.DRAINED, result.message
+        assert pod_name in result.evicted and not result.remaining
+        assert not gone_work.pods("held"), f"{pod_name} is gone"
+    finally:
+        let_go()

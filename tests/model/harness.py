@@ -144,6 +144,9 @@ class Reports:
     def refused_effect(self, what: str, message: str) -> None:
         self.refused_effects.append(f"{what}: {message}")
 
+    def malformed(self, kind: str, field: str) -> None:
+        return None
+
 
 class World:
     """What outlives a leader: AWS, the API server's objects, the clock."""

@@ -20,6 +20,7 @@ KUSTOMIZATION = MANIFESTS / "kustomization.yaml"
 IAM_POLICY = MANIFESTS / "iam-policy.json"
 CONTROLLER_ENV = MANIFESTS / "controller.env"
 NODEWATCH_POLICY = "spotguard-nodewatch"
+CONTROLLER_STATE_POLICY = "spotguard-controller-state"
 CONTROLLER = "spotguard-controller"
 NODEWATCH = "spotguard-nodewatch"
 
@@ -86,7 +87,12 @@ def policy_variable(policy: Mapping[str, Any], name: str) -> str:
 
 def allowed_annotation_keys(policy: Mapping[str, Any]) -> list[str]:
     """The string literals of the admission policy's ``allowedKeys`` list."""
-    return re.findall(r"'([^']*)'", policy_variable(policy, "allowedKeys"))
+    return literals(policy, "allowedKeys")
+
+
+def literals(policy: Mapping[str, Any], variable: str) -> list[str]:
+    """The string literals of one of the admission policy's variables (a list of keys)."""
+    return re.findall(r"'([^']*)'", policy_variable(policy, variable))
 
 
 def kustomize(kubectl: Path | str, directory: Path = MANIFESTS) -> list[Obj]:

@@ -9,7 +9,9 @@ from controller.adapters.election import ElectionConfig, InMemoryLeaseStore, Lea
 from controller.clock import FakeClock
 
 START = dt.datetime(2025, 1, 15, 10, 0, 0, tzinfo=dt.UTC)
-CONFIG = ElectionConfig()  # client-go's defaults: 15 s lease, 10 s renew deadline, 2 s retry, 2 s fence margin
+CONFIG = ElectionConfig(
+    fence_margin=2.0
+)  # client-go's defaults: 15 s lease, 10 s renew deadline, 2 s retry; 2 s fence margin
 
 
 class ExitRecorder:

@@ -26,10 +26,33 @@ REASONS = {
 }
 
 
-def api_error(status: int, message: str = "") -> ApiException:
+def api_error(status: int, message: str = "", details: JSON | None = None) -> ApiException:
     exc = ApiException(status=status, reason=REASONS.get(status, "Error"))
-    exc.body = json.dumps({"kind": "Status", "code": status, "message": message or REASONS.get(status, "error")})
+    body: JSON = {"kind": "Status", "code": status, "message": message or REASONS.get(status, "error")}
+    if details is not None:
+        body["details"] = details
+    exc.body = json.dumps(body)
     return exc
+
+
+def namespace_terminating(namespace: str, name: str) -> ApiException:
+    """NamespaceLifecycle's answer to a create (an eviction too) in a namespace being deleted."""
+    return api_error(
+        403,
+        f'pods "{name}" is forbidden: unable to create new content in namespace {namespace} because it is being '
+        "terminated",
+        {
+            "name": name,
+            "kind": "pods",
+            "causes": [
+                {
+                    "reason": "NamespaceTerminating",
+                    "message": f"namespace {namespace} is being terminated",
+                    "field": "metadata.namespace",
+                }
+            ],
+        },
+    )
 
 
 class FakeDrainApi:
@@ -50,6 +73,9 @@ class FakeDrainApi:
         self.patches: list[tuple[str, JSON, str]] = []
         self.page_size = 0  # >0: list pods in pages of this size
         self.list_failures_after_eviction = 0  # how many pod lists fail (503) once an eviction was accepted
+        #: namespaces being deleted -> (when the namespace controller marks their pods for deletion, when they are
+        #: gone), on the clock's monotonic time; evictions in them are refused with 403 NamespaceTerminating
+        self.terminating: dict[str, tuple[float, float]] = {}
         self._lock = threading.RLock()
         for item in pods:
             self.add(item)
@@ -91,8 +117,14 @@ class FakeDrainApi:
 
     # -- behaviour -----------------------------------------------------------------------------------------
     def _kubelet(self) -> None:
-        """kwok: delete every terminating pod whose grace period is over."""
+        """kwok: delete every terminating pod whose grace period is over; the namespace controller: mark the pods
+        of a namespace being deleted, then delete them."""
         now = self.clock.monotonic()
+        for (namespace, name), item in list(self.pods.items()):
+            marked, gone = self.terminating.get(namespace, (float("inf"), float("inf")))
+            if now >= marked and (namespace, name) not in self.deleted_at:
+                item["metadata"]["deletionTimestamp"] = self.clock.now().isoformat()
+                self.deleted_at[(namespace, name)] = gone
         for key, when in list(self.deleted_at.items()):
             if when <= now:
                 self.pods.pop(key, None)
@@ -128,6 +160,8 @@ class FakeDrainApi:
         wanted_uid = (body.get("deleteOptions") or {}).get("preconditions", {}).get("uid")
         if wanted_uid and wanted_uid != pod["metadata"]["uid"]:
             raise api_error(409, "Precondition failed: UID in precondition does not match the UID in object")
+        if namespace in self.terminating:
+            raise namespace_terminating(namespace, name)
         script = self.scripted.get(name)
         if script:
             status = script.pop(0)

@@ -60,7 +60,7 @@ def test_emptydir_pod_blocks_the_drain_until_its_data_loss_is_consented_to() -> 
     assert not refused.can_start
     assert [str(b.pod) for b in refused.blocked] == ["default/cache-1"]
     assert "emptyDir volume(s) scratch" in refused.blocked[0].reason
-    assert "delete_emptydir_data" in refused.blocked[0].reason
+    assert "set SPOT_GUARD_DELETE_EMPTYDIR_DATA=true to allow it" in refused.blocked[0].reason
     assert "config" not in refused.blocked[0].reason
     assert names(refused.evict_refs) == ["web-1"]
     assert consented.can_start and names(consented.evict_refs) == ["cache-1", "web-1"]
@@ -73,7 +73,8 @@ def test_pod_without_a_controller_blocks_the_drain_until_forced() -> None:
     forced = plan_drain([bare], DrainOptions(force=True))
 
     assert not refused.can_start
-    assert "no controller" in refused.blocked[0].reason and "force" in refused.blocked[0].reason
+    assert "no controller" in refused.blocked[0].reason and "no setting allows it" in refused.blocked[0].reason
+    assert "kubectl delete pod -n default debug" in refused.blocked[0].reason
     assert names(forced.evict_refs) == ["debug"]
 
 

@@ -6,6 +6,7 @@ import threading
 from typing import Any
 
 import pytest
+from kubernetes.client.exceptions import ApiException
 
 from controller.adapters.kube import MERGE_PATCH
 from controller.checks.drain_plan import DrainOptions, PodRef
@@ -18,7 +19,7 @@ from controller.effects.drain import (
     EvictionResult,
     equal_jitter,
 )
-from tests.unit.controller.fake_drain_api import FakeDrainApi
+from tests.unit.controller.fake_drain_api import FakeDrainApi, api_error
 from tests.unit.controller.k8s_objects import JSON, pod
 
 NODE = "od-1"
@@ -191,13 +192,80 @@ def test_forbidden_eviction_fails_at_once_pointing_at_rbac(clock: FakeClock) -> 
     assert len(api.evictions) == 1 and clock.slept == []
 
 
+def test_an_rbac_refusal_says_which_permission_to_grant_and_where(clock: FakeClock) -> None:
+    api, drainer, _ = make(clock, [web("web-1")])
+    api.scripted["web-1"] = [403]
+    api.messages = {  # type: ignore[attr-defined]
+        "web-1": 'pods "web-1" is forbidden: User "system:serviceaccount:kube-system:spotguard-controller" cannot '
+        'create resource "pods/eviction" in API group "" in the namespace "default"'
+    }
+    real = api._evict
+
+    def evict(namespace: str, name: str, body: JSON) -> JSON:
+        try:
+            return real(namespace, name, body)
+        except ApiException as exc:
+            raise api_error(403, api.messages[name]) from exc  # type: ignore[attr-defined]
+
+    api._evict = evict  # type: ignore[method-assign]
+    result = drainer.drain(NODE, DrainOptions(timeout=60))
+
+    assert result.outcome is DrainOutcome.FAILED
+    assert "grant its ServiceAccount create on pods/eviction (manifests/controller-rbac.yaml)" in result.message
+
+
+def test_a_pod_of_a_namespace_being_deleted_is_waited_out_as_kubectl_does(clock: FakeClock) -> None:
+    """403 NamespaceTerminating: retried until the namespace controller marks the pod, then waited until gone."""
+    doomed = web("doomed", namespace="leaving")
+    api, drainer, events = make(clock, [web("web-1"), doomed])
+    start = clock.monotonic()
+    api.terminating["leaving"] = (start + 7.0, start + 12.0)  # marked after 7 s, gone after 12 s
+
+    result = drainer.drain(NODE, DrainOptions(timeout=60, backoff_initial=1.0, backoff_max=4.0))
+
+    assert result.outcome is DrainOutcome.DRAINED, result.message
+    assert set(result.evicted) == {"default/web-1", "leaving/doomed"}
+    assert clock.monotonic() - start >= 12.0, "drained once the pod was gone, not before"
+    refused = [r for p, r in events.seen if p == "leaving/doomed"]
+    assert set(refused) == {EvictionResult.NAMESPACE_TERMINATING} and len(refused) >= 3, "tried again meanwhile"
+    assert "leaving/doomed" not in api.names()
+
+
+def test_a_namespace_that_is_not_deleted_in_time_times_out_naming_the_pod(clock: FakeClock) -> None:
+    api, drainer, _ = make(clock, [web("stuck", namespace="leaving")])
+    api.terminating["leaving"] = (clock.monotonic() + 1000.0, clock.monotonic() + 2000.0)
+
+    result = drainer.drain(NODE, DrainOptions(timeout=30, backoff_initial=1.0, backoff_max=4.0))
+
+    assert result.outcome is DrainOutcome.TIMED_OUT
+    assert "leaving/stuck" in result.message and "being terminated" in result.message
+
+
+def test_the_servers_retry_after_is_respected(clock: FakeClock) -> None:
+    api, drainer, _ = make(clock, [web("web-1")])
+    real = api._evict
+    answers = [api_error(429, "too many requests", {"retryAfterSeconds": 3})]
+
+    def evict(namespace: str, name: str, body: JSON) -> JSON:
+        if answers:
+            raise answers.pop()
+        return real(namespace, name, body)
+
+    api._evict = evict  # type: ignore[method-assign]
+    result = drainer.drain(NODE, DrainOptions(timeout=60, backoff_initial=0.1, backoff_max=10.0))
+
+    assert result.outcome is DrainOutcome.DRAINED
+    assert clock.slept[0] == 3.0, "waited as long as the server asked, not the 0.1 s backoff"
+
+
 def test_blocked_plan_touches_nothing_and_names_the_pod_and_the_consent(clock: FakeClock) -> None:
     api, drainer, _ = make(clock, [web("web-1"), web("debug", owner_kind=None)])
 
     result = drainer.drain(NODE)
 
     assert result.outcome is DrainOutcome.BLOCKED
-    assert "default/debug" in result.message and "force" in result.message
+    assert "default/debug" in result.message and "no setting allows it" in result.message
+    assert "kubectl delete pod -n default debug" in result.message
     assert api.patches == [] and api.evictions == []
     assert api.unschedulable[NODE] is False
 

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
 import boto3
 import pytest
+from botocore.exceptions import ClientError
 from moto import mock_aws
 
-from controller.adapters.aws import AutoScaling
+from controller.adapters.aws import AutoScaling, AwsError
 from controller.capacity.groups import GroupResolver, Pair, Refusal
 from controller.config import Settings
 
@@ -120,3 +122,94 @@ def test_refresh_ahead_reloads_the_groups_only_when_they_are_stale_or_about_to_b
     now[0] = 500.0
     resolver.pairs()
     assert calls["DescribeAutoScalingGroups"] == 2 * loaded, "the reload counts from when it was made"
+
+
+def test_a_missing_spot_group_is_reported_once_and_not_asked_about_on_every_pass(
+    aws: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="controller.capacity.groups")
+    calls: Counter[str] = Counter()
+    now = [0.0]
+    asg = AutoScaling(aws, on_call=lambda operation, error: calls.update([operation]))
+    resolver = GroupResolver(Settings(spot_asg_name="spot-new", on_demand_asg_name="od-a"), asg, lambda: now[0])
+    node = f"aws:///us-east-1a/{_instances(aws, 'spot-a')[0]}"
+
+    refusals = [resolver.resolve(node) for _ in range(100)]  # the replacement loop's passes, many a second
+    now[0] += resolver.refresh_seconds
+    refusals += [resolver.resolve(node) for _ in range(100)]  # the listing is due again: once
+
+    refusal = refusals[-1]
+    assert isinstance(refusal, Refusal) and refusal.reason == "unconfigured-group"
+    assert all(r == refusal for r in refusals)
+    assert resolver.missing("spot-new")
+    assert calls["DescribeAutoScalingGroups"] == 4, "two listings (tagged, configured), one per refresh period"
+    assert calls["DescribeAutoScalingInstances"] == 1, "the instance's own group is looked up once"
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == [
+        "spot ASG spot-new is configured but AWS does not know it (DescribeAutoScalingGroups does not return it): "
+        "check SPOT_ASG_NAME (was the group renamed or deleted?); reported once, listed again every 300s"
+    ]
+
+    aws.create_auto_scaling_group(
+        AutoScalingGroupName="spot-new",
+        LaunchConfigurationName="lc",
+        MinSize=0,
+        MaxSize=10,
+        DesiredCapacity=0,
+        AvailabilityZones=["us-east-1a"],
+    )
+    now[0] += resolver.refresh_seconds
+    resolver.pairs()
+    assert not resolver.missing("spot-new")
+    assert "spot ASG spot-new exists again" in caplog.text
+
+
+def test_a_renamed_spot_group_is_named_in_the_refusal_of_its_nodes(aws: Any) -> None:
+    calls: Counter[str] = Counter()
+    asg = AutoScaling(aws, on_call=lambda operation, error: calls.update([operation]))
+    resolver = GroupResolver(Settings(spot_asg_name="spot-old", on_demand_asg_name="od-a"), asg, lambda: 0.0)
+
+    refusal = resolver.resolve(f"aws:///us-east-1a/{_instances(aws, 'spot-a')[0]}")
+
+    assert isinstance(refusal, Refusal) and refusal.reason == "unconfigured-group"
+    assert "configured spot ASG spot-old does not exist: was it renamed?" in refusal.message
+
+
+class _Refusing:
+    """An Auto Scaling client whose every DescribeAutoScalingGroups is refused (IAM), until ``allow``."""
+
+    def __init__(self, real: Any) -> None:
+        self.real = real
+        self.refuse = True
+
+    def get_paginator(self, name: str) -> Any:
+        if self.refuse:
+            raise ClientError({"Error": {"Code": "AccessDenied", "Message": "not authorized"}}, name)
+        return self.real.get_paginator(name)
+
+
+def test_a_failing_listing_backs_off_and_is_reported_once(aws: Any, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="controller.capacity.groups")
+    calls: Counter[str] = Counter()
+    now = [0.0]
+    client = _Refusing(aws)
+    asg = AutoScaling(client, on_call=lambda operation, error: calls.update([operation]))
+    resolver = GroupResolver(Settings(spot_asg_name="spot-a", on_demand_asg_name="od-a"), asg, lambda: now[0])
+    node = f"aws:///us-east-1a/{_instances(aws, 'spot-a')[0]}"
+
+    attempts = []
+    for second in range(0, 40):
+        now[0] = float(second)
+        for _ in range(10):  # ten passes a second
+            with pytest.raises(AwsError, match="AccessDenied"):
+                resolver.resolve(node)
+        attempts.append(calls["DescribeAutoScalingGroups"])
+    # Tried at 0 s, then after 5, 10 and 20 s more: 4 calls in 40 s instead of 400.
+    assert attempts[-1] == 4
+    assert [attempts.index(n) for n in (1, 2, 3, 4)] == [0, 5, 15, 35]
+    assert sum("listing the Auto Scaling groups failed" in r.getMessage() for r in caplog.records) == 1
+
+    client.refuse = False
+    now[0] = 100.0
+    assert resolver.resolve(node) == (node.rsplit("/", 1)[1], Pair("spot-a", "od-a"))
+    assert any("works again" in r.getMessage() for r in caplog.records)

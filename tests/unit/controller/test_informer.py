@@ -6,10 +6,14 @@ import threading
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
+import pytest
+import urllib3
 from kubernetes.client.exceptions import ApiException
 
-from controller.adapters.kube import Informer, WatchCache
+from controller.adapters.kube import Informer, WatchCache, wait_until_synced
+from controller.clock import Cancellation
 from controller.model.node import NodeView
+from controller.model.sgfe import FallbackEvent
 
 
 def _node(name: str, rv: str, annotations: dict[str, str] | None = None) -> dict[str, Any]:
@@ -203,3 +207,127 @@ def test_a_pin_lapses_so_a_lost_event_cannot_freeze_an_object() -> None:
     _run_once(cache, kube)
 
     assert cache.snapshot()["a"].annotations == {"spotguard.io/replacement": "after-a-gap"}
+
+
+# -- bad objects and stalled watches ------------------------------------------------------------------------------
+
+
+def _event(name: str, rv: str, *, readable: bool) -> dict[str, Any]:
+    """An SGFE as the API server would send it; an unreadable one has text where a boolean belongs."""
+    return {
+        "metadata": {"name": name, "namespace": "kube-system", "resourceVersion": rv},
+        "spec": {
+            "spotASGName": "spot-a",
+            "onDemandASGName": "od-a",
+            "onDemandNodeName": "od-1",
+            "timestamp": "2025-01-15T10:00:00Z",
+            "minimumWaitDuration": "10m",
+        },
+        "status": {"phase": "Pending", "scaleDownInitiated": False if readable else "yes"},
+    }
+
+
+def test_an_object_that_cannot_be_read_is_left_out_reported_once_and_stops_no_other() -> None:
+    reported: list[tuple[str, str]] = []
+    seen: list[tuple[str, str]] = []
+    kube = FakeKube(
+        lists=[
+            {
+                "metadata": {"resourceVersion": "10"},
+                "items": [_event("good", "8", readable=True), _event("bad", "9", readable=False)],
+            }
+        ],
+        watches=[
+            [
+                {"type": "MODIFIED", "object": _event("bad", "9", readable=False)},  # the same bad version again
+                {"type": "MODIFIED", "object": _event("good", "11", readable=False)},  # a good one turns bad
+                {"type": "ADDED", "object": _event("later", "12", readable=True)},
+            ]
+        ],
+    )
+    cache: WatchCache[FallbackEvent] = WatchCache(
+        kube,  # type: ignore[arg-type]
+        "/apis/aws.amazon.com/v1/namespaces/kube-system/spotguardfallbackevents",
+        FallbackEvent.from_json,
+        lambda kind, item: seen.append((kind, item.name)),
+        what="SpotGuardFallbackEvent",
+        backoff=lambda n: 0.0,
+        on_malformed=lambda kind, field: reported.append((kind, field)),
+    )
+    cache.run(kube.stop)
+
+    assert cache.synced.is_set()
+    assert sorted(cache.items) == ["good", "later"], "the bad one left out, the others all there"
+    assert cache.items["good"].resource_version == "8", "its last good version stays"
+    assert seen == [("ADDED", "good"), ("ADDED", "later")]
+    assert reported == [
+        ("SpotGuardFallbackEvent", "status.scaleDownInitiated"),
+        ("SpotGuardFallbackEvent", "status.scaleDownInitiated"),
+    ], "once per bad version: bad@9 once, good@11 once"
+    assert cache.lists == 1, "a bad object is no reason to list again"
+
+
+def test_a_watch_that_delivers_nothing_within_its_read_timeout_is_restarted_at_once() -> None:
+    stalled: list[str] = []
+    delays: list[int] = []
+    kube = FakeKube(
+        lists=[{"metadata": {"resourceVersion": "10"}, "items": [_node("a", "9")]}],
+        watches=[
+            urllib3.exceptions.ReadTimeoutError(None, "/api/v1/nodes", "Read timed out."),  # type: ignore[arg-type]
+            [{"type": "ADDED", "object": _node("b", "11")}],
+        ],
+    )
+    informer = Informer(
+        kube,  # type: ignore[arg-type]
+        lambda kind, node: None,
+        backoff=lambda n: delays.append(n) or 0.0,  # type: ignore[func-returns-value]
+        on_stall=stalled.append,
+    )
+    informer.run(kube.stop)
+
+    assert informer.stalls == 1 and stalled == ["node"]
+    assert delays == [], "a stall is restarted at once, not after a backoff"
+    assert [(kind, q.get("resourceVersion")) for kind, q in kube.requests] == [
+        ("LIST", None),
+        ("WATCH", "10"),
+        ("WATCH", "10"),  # resumed where it was: no second list
+        ("WATCH", "11"),
+    ]
+    assert sorted(informer.items) == ["a", "b"]
+
+
+def test_watches_ask_the_server_to_end_them_before_the_read_timeout() -> None:
+    kube = FakeKube(lists=[{"metadata": {"resourceVersion": "10"}, "items": []}], watches=[[]])
+    timeouts: list[float] = []
+    stream = kube.stream
+
+    def recording(path: str, query: Mapping[str, str | int], timeout: float) -> Iterator[dict[str, Any]]:
+        timeouts.append(timeout)
+        return stream(path, query, timeout)
+
+    kube.stream = recording  # type: ignore[method-assign]
+    informer = Informer(kube, lambda kind, node: None, backoff=lambda n: 0.0)  # type: ignore[arg-type]
+    informer.run(kube.stop)
+
+    server_side = int(kube.requests[1][1]["timeoutSeconds"])
+    assert server_side <= 10, "the API server ends a quiet watch within seconds"
+    assert timeouts and all(server_side < t <= server_side + 10 for t in timeouts)
+    with pytest.raises(ValueError, match="read_timeout"):
+        Informer(kube, lambda kind, node: None, watch_timeout=5, read_timeout=5)  # type: ignore[arg-type]
+
+
+def test_waiting_for_the_first_list_never_gives_up_on_its_own_only_when_cancelled() -> None:
+    kube = FakeKube(lists=[], watches=[])
+    never: WatchCache[NodeView] = Informer(kube, lambda kind, node: None)  # type: ignore[arg-type]
+    cancel = Cancellation()
+    result: list[bool] = []
+    waiter = threading.Thread(target=lambda: result.append(wait_until_synced([never], cancel, step=0.01)))
+    waiter.start()
+    waiter.join(0.5)
+    assert waiter.is_alive(), "still waiting: an unsynced cache is not an empty cluster"
+    cancel.cancel("stop")
+    waiter.join(5)
+    assert result == [False]
+
+    never.synced.set()
+    assert wait_until_synced([never], Cancellation(), step=0.01)

@@ -70,15 +70,26 @@ def test_environment_settings_are_used() -> None:
     [
         ([], {}, "node name is missing"),
         (["--node-name", "n", "--poll-interval", "fast"], {}, "--poll-interval='fast' is invalid"),
-        (["--node-name", "n", "--poll-interval", "0.01"], {}, "below 0.1 s"),
+        (["--node-name", "n", "--poll-interval", "0.01"], {}, "NODEWATCH_POLL_INTERVAL) 0.01 must be 0.1 to 60 s"),
+        (["--node-name", "n"], {"NODEWATCH_POLL_INTERVAL": "1e300"}, "NODEWATCH_POLL_INTERVAL) 1e+300 must be 0.1 to"),
+        (["--node-name", "n"], {"NODEWATCH_POLL_INTERVAL": "inf"}, "NODEWATCH_POLL_INTERVAL='inf' is invalid"),
         (["--node-name", "n", "--poll-interval", "nan"], {}, "not a finite number"),
-        (["--node-name", "n", "--max-backoff", "1"], {}, "--max-backoff 1 must be at least --poll-interval 2"),
+        (
+            ["--node-name", "n", "--max-backoff", "1"],
+            {},
+            "--max-backoff (NODEWATCH_MAX_BACKOFF) 1 must be at least --poll-interval (NODEWATCH_POLL_INTERVAL) 2",
+        ),
+        (["--node-name", "n"], {"NODEWATCH_UNREADY_AFTER": "1e9"}, "NODEWATCH_UNREADY_AFTER) 1e+09 must be at least"),
         (["--node-name", "n", "--imds-token-ttl", "21601"], {}, "1 to 21600 seconds"),
         (["--node-name", "n", "--imds-url", "https://169.254.169.254"], {}, "must start with http://"),
         (["--node-name", "n", "--listen", "9732"], {}, "is not HOST:PORT"),
         (["--node-name", "n"], {"LOG_LEVEL": "loud"}, "LOG_LEVEL='loud' is not a log level"),
         (["--node-name", "n"], {"NODEWATCH_IMDS_V1_FALLBACK": "maybe"}, "NODEWATCH_IMDS_V1_FALLBACK is invalid"),
-        (["--node-name", "n"], {"NODEWATCH_IMDS_TIMEOUT": "0"}, "--imds-timeout 0 must be above 0"),
+        (
+            ["--node-name", "n"],
+            {"NODEWATCH_IMDS_TIMEOUT": "0"},
+            "--imds-timeout (NODEWATCH_IMDS_TIMEOUT) 0 must be above 0",
+        ),
     ],
 )
 def test_bad_settings_exit_with_status_2_and_say_why(
