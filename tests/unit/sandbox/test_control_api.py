@@ -25,6 +25,9 @@ def test_state_lists_groups_instances_and_settings(sandbox: Sandbox) -> None:
         "capacity_short": False,
         "retry_seconds": 10.0,
         "terminating_seconds": 0.0,
+        "launch_failure": None,
+        "pool_retry_seconds": 0.0,
+        "az_rebalance_seconds": 10.0,
     }
     instance = spot["instances"][0]
     assert instance["lifecycle_state"] == "InService"

@@ -30,8 +30,11 @@ def test_startup_creates_tagged_spot_and_on_demand_groups_with_in_service_instan
     assert spot_tags["spotguard.io/on-demand-partner"] == ON_DEMAND
     assert {t["Key"]: t["Value"] for t in on_demand["Tags"]}["spotguard.io/capacity-type"] == "on-demand"
     assert (on_demand["DesiredCapacity"], on_demand["Instances"]) == (0, [])
-    launch_template = spot["LaunchTemplate"]["LaunchTemplateName"]
-    assert launch_template == on_demand["LaunchTemplate"]["LaunchTemplateName"] == "spotguard-nodes"
+    spot_template = spot["MixedInstancesPolicy"]["LaunchTemplate"]["LaunchTemplateSpecification"]["LaunchTemplateName"]
+    assert spot_template == on_demand["LaunchTemplate"]["LaunchTemplateName"] == "spotguard-nodes"
+    assert spot["MixedInstancesPolicy"]["InstancesDistribution"]["OnDemandPercentageAboveBaseCapacity"] == 0
+    for group in (spot, on_demand):  # as a Spot Guard operator sets them up (spotguard doctor checks it)
+        assert [p["ProcessName"] for p in group["SuspendedProcesses"]] == ["AZRebalance"]
 
 
 def test_spot_instances_launch_as_spot_in_ec2(sandbox: Sandbox) -> None:
