@@ -40,6 +40,7 @@ _TRUE = "true"
 # moto calls after which the simulator looks at the group again.
 _SETTINGS_CALLS = frozenset(
     {
+        "CreateAutoScalingGroup",
         "UpdateAutoScalingGroup",
         "SuspendProcesses",
         "ResumeProcesses",
@@ -146,6 +147,11 @@ class AwsFrontend:
         name = request.params.get("AutoScalingGroupName")
         group = moto_bridge.groups(self.simulator.region).get(name or "")
         if group is None or name is None:
+            return
+        if request.action == "CreateAutoScalingGroup":
+            if policies := request.member_list("TerminationPolicies"):
+                moto_bridge.set_termination_policies(group, policies)
+            self.simulator.group_created(name)
             return
         if request.action == "UpdateAutoScalingGroup":
             if kept_policy is not None:

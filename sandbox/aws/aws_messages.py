@@ -45,6 +45,15 @@ def desired_updated_by_user(moment: datetime, min_size: int, max_size: int, old:
     )
 
 
+def group_created_by_user(moment: datetime, desired: int) -> str:
+    """First sentence of the causes of a new group's first launches (the User Guide's "Troubleshoot Amazon EC2 Auto
+    Scaling" example)."""
+    return (
+        f"At {aws_timestamp(moment)} a user request created an AutoScalingGroup changing the desired capacity from 0 "
+        f"to {desired}."
+    )
+
+
 def launch_cause(moment: datetime, actual: int, desired: int) -> str:
     return (
         f"At {aws_timestamp(moment)} an instance was started in response to a difference between desired and "

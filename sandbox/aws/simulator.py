@@ -688,6 +688,8 @@ class CapacitySimulator:
             group.rebalance_prefix = msg.rebalance_launched_cause(now, short_zones)
             log.info("AZRebalance of %s: launched %s in %s (zones %s)", group.name, tracked.instance_id, zone, load)
             self._settle_rebalance(group)
+            if tracked.lifecycle == IN_SERVICE:  # InService at once: the termination follows now
+                self._reconcile(group)
             return
 
     # ---- instance refresh ----
@@ -958,6 +960,25 @@ class CapacitySimulator:
                 raise AwsApiError("ActiveInstanceRefreshNotFound", msg.no_active_instance_refresh(group_name))
             refresh.finish(REFRESH_CANCELLED, self.clock.now())
             return refresh.refresh_id
+
+    def group_created(self, group_name: str) -> None:
+        """CreateAutoScalingGroup: moto launched the group's first instances itself (InService, on-demand, in one
+        zone); take them back unrecorded and launch them as AWS would, with the creation's cause (the User Guide's
+        "Troubleshoot Amazon EC2 Auto Scaling" example: "a user request created an AutoScalingGroup changing the
+        desired capacity from 0 to 1")."""
+        with self.lock:
+            self._sync_groups()
+            group = self._groups.get(group_name)
+            if group is None:
+                return
+            for tracked in list(group.tracked.values()):
+                group.tracked.pop(tracked.instance_id)
+                moto.remove_and_terminate(group.moto_group, tracked.state)
+            desired = moto.group_sizes(group.moto_group)[2]
+            if desired:
+                group.cause_prefix = msg.group_created_by_user(self.clock.now(), desired)
+            self.changed.set()
+            self._reconcile(group)
 
     def after_update(self, group_name: str) -> None:
         """A moto call changed the group's settings (suspended processes, protection, ...): act on them now."""
