@@ -137,6 +137,7 @@ _EVICTION_RESULTS = {
 AWS_OPERATIONS = (
     "DescribeAutoScalingGroups",
     "DescribeAutoScalingInstances",
+    "DescribeLifecycleHooks",
     "DescribeScalingActivities",
     "SetDesiredCapacity",
     "TerminateInstanceInAutoScalingGroup",
