@@ -4,7 +4,8 @@ The spot group is a MixedInstancesPolicy group (all spot, price-capacity-optimiz
 spot node groups and as the User Guide's "Auto Scaling groups with multiple instance types and purchase options"
 recommends; ``spot_mixed_instances=False`` makes it a plain launch-template group tagged spot instead (its failed
 launches then carry no error code). Both groups have AZRebalance suspended, as a Spot Guard operator must do
-(``spotguard doctor`` fails a decremented group without it): ``suspend_az_rebalance=False`` leaves it running."""
+(``spotguard doctor`` fails a decremented group without it): ``suspend_az_rebalance=False`` leaves it running. Both
+carry ``spotguard.io/managed=true``, as docs/install.md tells operators to tag them."""
 
 from __future__ import annotations
 
@@ -12,6 +13,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from sandbox.aws.capacity import CAPACITY_TYPE_TAG, ON_DEMAND, ON_DEMAND_PARTNER_TAG, SPOT
+
+# The tag the controller's IAM policy (manifests/iam-policy.json) requires on every group it changes.
+MANAGED_TAG = "spotguard.io/managed"
 
 
 @dataclass(frozen=True)
@@ -112,10 +116,16 @@ def create_startup_groups(spec: StartupGroups, region: str, ec2: Any, autoscalin
         spot_name = spec.spot_name.format(i=i)
         on_demand_name = spec.on_demand_name.format(i=i)
         pair = (
-            (on_demand_name, {CAPACITY_TYPE_TAG: ON_DEMAND}, None, spec.on_demand_desired, ON_DEMAND),
+            (
+                on_demand_name,
+                {CAPACITY_TYPE_TAG: ON_DEMAND, MANAGED_TAG: "true"},
+                None,
+                spec.on_demand_desired,
+                ON_DEMAND,
+            ),
             (
                 spot_name,
-                {CAPACITY_TYPE_TAG: SPOT, ON_DEMAND_PARTNER_TAG: on_demand_name},
+                {CAPACITY_TYPE_TAG: SPOT, ON_DEMAND_PARTNER_TAG: on_demand_name, MANAGED_TAG: "true"},
                 on_demand_name,
                 spec.spot_desired,
                 SPOT,

@@ -28,6 +28,8 @@ def test_startup_creates_tagged_spot_and_on_demand_groups_with_in_service_instan
     spot_tags = {t["Key"]: t["Value"] for t in spot["Tags"]}
     assert spot_tags["spotguard.io/capacity-type"] == "spot"
     assert spot_tags["spotguard.io/on-demand-partner"] == ON_DEMAND
+    for group in (spot, on_demand):  # what manifests/iam-policy.json requires of a group the controller changes
+        assert {t["Key"]: t["Value"] for t in group["Tags"]}["spotguard.io/managed"] == "true"
     assert {t["Key"]: t["Value"] for t in on_demand["Tags"]}["spotguard.io/capacity-type"] == "on-demand"
     assert (on_demand["DesiredCapacity"], on_demand["Instances"]) == (0, [])
     spot_template = spot["MixedInstancesPolicy"]["LaunchTemplate"]["LaunchTemplateSpecification"]["LaunchTemplateName"]
