@@ -33,8 +33,9 @@ from sandbox.aws import aws_messages as msg
 from sandbox.aws import launch_errors
 from sandbox.aws.call_log import CallLog
 from sandbox.aws.faults import Fault, FaultInjector
+from sandbox.aws.group_state import UnknownGroupError
 from sandbox.aws.pools import PoolSettings
-from sandbox.aws.simulator import CapacitySimulator, UnknownGroupError
+from sandbox.aws.simulator import CapacitySimulator
 
 log = logging.getLogger(__name__)
 

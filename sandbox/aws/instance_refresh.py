@@ -15,7 +15,9 @@ from __future__ import annotations
 import dataclasses
 import math
 import uuid
-from datetime import datetime
+from collections.abc import Collection, Mapping
+from datetime import datetime, timedelta
+from typing import Protocol
 
 from sandbox.aws.activities import aws_time
 from sandbox.aws.query_protocol import AwsApiError, elements
@@ -27,6 +29,10 @@ FAILED = "Failed"
 CANCELLING = "Cancelling"
 CANCELLED = "Cancelled"
 ACTIVE = (PENDING, IN_PROGRESS, CANCELLING)
+
+# Processes whose suspension pauses a refresh ("Suspend and resume a process for an Auto Scaling group").
+PAUSING_PROCESSES = frozenset({"InstanceRefresh", "Launch", "Terminate"})
+IN_SERVICE = "InService"
 
 WAIT = "Wait"
 IGNORE = "Ignore"
@@ -76,6 +82,22 @@ class Preferences:
     def batch_size(self, desired: int) -> int:
         """How many instances may be out of service at once: (100 - minimum healthy)% of desired, at least one."""
         return max(1, math.floor(desired * (100 - self.min_healthy_percentage) / 100))
+
+
+class Member(Protocol):
+    """What a refresh looks at of an instance of the group."""
+
+    @property
+    def instance_id(self) -> str: ...
+
+    @property
+    def lifecycle(self) -> str: ...
+
+    @property
+    def protected(self) -> bool: ...
+
+    @property
+    def launched_at(self) -> datetime: ...
 
 
 @dataclasses.dataclass
@@ -136,3 +158,68 @@ class InstanceRefresh:
             )
             + f"<Preferences>{preferences}</Preferences>"
         )
+
+    def step(
+        self,
+        *,
+        now: datetime,
+        desired: int,
+        counted: Mapping[str, Member],
+        leaving: Collection[str],
+        suspended: Collection[str],
+    ) -> list[str]:
+        """Move the refresh on: the instances to terminate now (the next batch), if any. ``counted`` are the group's
+        instances that count toward its capacity, ``leaving`` the ones being terminated."""
+        if self.status == PENDING:
+            self.status = IN_PROGRESS
+        paused_by = sorted(PAUSING_PROCESSES.intersection(suspended))
+        if paused_by:
+            self.status_reason = f"Paused: the group's {', '.join(paused_by)} process is suspended."
+            return []
+        if self.in_flight and not self._batch_done(now, desired, counted, leaving):
+            return []
+        self.to_replace = [i for i in self.to_replace if i in counted]
+        if not self.to_replace:
+            self.replaced = self.total
+            self.finish(SUCCESSFUL, now)
+            return []
+        movable = [
+            i
+            for i in self.to_replace
+            if not counted[i].protected or self.preferences.scale_in_protected_instances == REFRESH
+        ]
+        if not movable:
+            self.waiting_since = self.waiting_since or now
+            if (now - self.waiting_since).total_seconds() >= PROTECTED_WAIT_SECONDS:
+                self.finish(FAILED, now, "Instances protected from scale in were not released within an hour.")
+            else:
+                self.status_reason = (
+                    f"Waiting for {len(self.to_replace)} instance(s) protected from scale in to be released."
+                )
+            return []
+        self.waiting_since = None
+        batch = movable[: self.preferences.batch_size(desired)]
+        for instance_id in batch:
+            self.to_replace.remove(instance_id)
+            self.in_flight.add(instance_id)
+            self.replaced += 1
+        self.status_reason = None
+        return batch
+
+    def _batch_done(self, now: datetime, desired: int, counted: Mapping[str, Member], leaving: Collection[str]) -> bool:
+        """The batch in flight is gone, its replacements are InService and warmed up."""
+        booting = [m for m in counted.values() if m.lifecycle != IN_SERVICE]
+        if len(counted) < desired or booting or any(i in leaving or i in counted for i in self.in_flight):
+            self.status_reason = "Waiting for the replacement instances to be InService."
+            return False
+        if self.warm_until is None:
+            self.warm_until = now + timedelta(seconds=self.warmup_seconds)
+        if now < self.warm_until:
+            newest = max(counted.values(), key=lambda m: m.launched_at)
+            self.status_reason = (
+                f"Waiting for instances to warm up before continuing. For example: {newest.instance_id} is warming up."
+            )
+            return False
+        self.in_flight.clear()
+        self.warm_until = None
+        return True

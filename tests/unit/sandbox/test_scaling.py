@@ -8,7 +8,7 @@ import threading
 import pytest
 from botocore.exceptions import ClientError
 
-from sandbox.aws.simulator import LAUNCH_SLICE
+from sandbox.aws.engine import LAUNCH_SLICE
 from tests.unit.sandbox.conftest import ON_DEMAND, SPOT, Sandbox
 
 SPOT_SHORTAGE = (
@@ -175,7 +175,7 @@ def test_another_groups_call_gets_in_between_the_slices_of_a_scale_out(
         caller.join(timeout=10)
         assert not caller.is_alive(), "a DescribeAutoScalingGroups call waited for the whole scale-out"
 
-    monkeypatch.setattr("sandbox.aws.simulator.time.sleep", pause)
+    monkeypatch.setattr("sandbox.aws.engine.time.sleep", pause)
     sandbox.server.simulator.tick()
 
     # the call launched the first slice; the tick launched the others, letting the caller in after each but the last

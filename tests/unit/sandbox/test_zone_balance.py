@@ -3,9 +3,17 @@ instance nobody chose in the fullest one; not while AZRebalance is suspended."""
 
 from __future__ import annotations
 
+from sandbox.aws.zone_balance import rebalance_target
 from tests.unit.sandbox.conftest import Sandbox, create_group, instances, zone_counts
 
 GROUP = "balanced"
+
+
+def test_a_zone_two_below_another_is_unbalanced_and_the_first_emptiest_zone_gets_the_launch() -> None:
+    assert rebalance_target({"a": 1, "b": 1, "c": 2}) is None
+    assert rebalance_target({"a": 5}) is None
+    target = rebalance_target({"a": 2, "b": 0, "c": 0})
+    assert target is not None and (target.zone, target.short_zones) == ("b", ("b", "c"))
 
 
 def _six(sandbox: Sandbox, **kwargs: object) -> None:
