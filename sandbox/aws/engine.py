@@ -355,18 +355,33 @@ class GroupEngine:
         began = group.scale_out_from[0]
         cause = msg.join_causes(group.cause_prefix, msg.launch_cause(now, began, desired))
         shape = self._shape(group)
+        # counted once per slice, then kept up to date: launching n instances is O(n), not O(n^2)
+        load = self._zone_load(group, shape)
+        markets = [t.market for t in self._counted(group)]
+        on_demand = [markets.count(ON_DEMAND_MARKET)]
         launched = 0
         while actual + launched < desired and launched < LAUNCH_SLICE:
-            if not self._launch_one(group, shape, desired, cause, now):
+            if not self._launch_one(
+                group, shape, desired=desired, cause=cause, now=now, load=load, on_demand=on_demand
+            ):
                 return False
             launched += 1
         return actual + launched < desired
 
-    def _launch_one(self, group: GroupState, shape: GroupShape, desired: int, cause: str, now: datetime) -> bool:
-        """Try pools until one launches an instance; False (and when to try again) if none did."""
-        load = self._zone_load(group, shape)
-        on_demand = sum(1 for t in self._counted(group) if t.market == ON_DEMAND_MARKET)
-        market = shape.market_for(desired, on_demand)
+    def _launch_one(
+        self,
+        group: GroupState,
+        shape: GroupShape,
+        *,
+        desired: int,
+        cause: str,
+        now: datetime,
+        load: dict[str, int],
+        on_demand: list[int],
+    ) -> bool:
+        """Try pools until one launches an instance (counting it in ``load`` and ``on_demand``); False (and when to
+        try again) if none did."""
+        market = shape.market_for(desired, on_demand[0])
         group_failure = self._group_failure(group)
         if group_failure is not None:
             first = pools_to_try(shape, load, market, group.pools)[0]
@@ -380,6 +395,8 @@ class GroupEngine:
             failure = self._pool_failure(group, pool)
             if failure is None:
                 self._launch(group, pool, market, cause, now)
+                load[pool.zone] = load.get(pool.zone, 0) + 1
+                on_demand[0] += market == ON_DEMAND_MARKET
                 return True
             self._record_failure(group, shape=shape, pool=pool, market=market, failure=failure, cause=cause, now=now)
             group.failed_pools[pool] = now + timedelta(seconds=group.settings.retry_seconds)
@@ -472,14 +489,14 @@ class GroupEngine:
         protected desired capacity drops but nothing is terminated until the protection is removed)."""
         now = self.clock.now()
         facts = self._facts(group, self._shape(group))
-        remaining = list(counted)
-        candidates = [
-            t for t in remaining if not t.state.protected_from_scale_in and t.instance_id != group.rebalance_launch
-        ]
+        remaining = {t.instance_id: t.member() for t in counted}  # built once: a scale-in of n is O(n) per victim
+        candidates = {
+            i: m for i, m in remaining.items() if not group.tracked[i].protected and i != group.rebalance_launch
+        }
         prefix = group.rebalance_prefix or group.cause_prefix
         while len(remaining) > target:
             victim_member = choose_victim(
-                [t.member() for t in candidates], [t.member() for t in remaining], facts, len(remaining) - 1, now
+                list(candidates.values()), list(remaining.values()), facts, len(remaining) - 1, now
             )
             if victim_member is None:
                 if not group.protected_warned:
@@ -496,8 +513,7 @@ class GroupEngine:
             # every termination of the step names the whole step, as AWS's do
             cause = msg.join_causes(prefix, msg.scale_in_cause(now, len(counted), target, victim.instance_id))
             self._terminate(group, victim, cause, now)
-            remaining.remove(victim)
-            candidates.remove(victim)
+            del remaining[victim.instance_id], candidates[victim.instance_id]
         group.protected_warned = False
         group.rebalance_prefix = None
 

@@ -82,8 +82,9 @@ Narrow = Callable[[list[Member], GroupFacts, dt.datetime], list[Member]]
 
 
 def _minimal(members: list[Member], key: Callable[[Member], float]) -> list[Member]:
-    best = min(key(m) for m in members)
-    return [m for m in members if key(m) == best]
+    keyed = [(key(m), m) for m in members]
+    best = min(k for k, _ in keyed)
+    return [m for k, m in keyed if k == best]
 
 
 def _outdated_configuration(members: list[Member], group: GroupFacts, _now: dt.datetime) -> list[Member]:
@@ -111,8 +112,15 @@ def _allocation_strategy(members: list[Member], group: GroupFacts, _now: dt.date
     (or most expensive) type; spot, the most expensive pool (lowest-price) or the least spare capacity."""
     shape = group.shape
     priority = {t: i for i, t in enumerate(shape.instance_types)}
+    costs: dict[tuple[str, str, str], float] = {}
 
     def cost(m: Member) -> float:
+        pool = (m.market, m.instance_type, m.zone)
+        if pool not in costs:
+            costs[pool] = pool_cost(m)
+        return costs[pool]
+
+    def pool_cost(m: Member) -> float:
         if m.market == ON_DEMAND_MARKET:
             if shape.distribution.on_demand_strategy == LOWEST_PRICE:
                 return -on_demand_price(m.instance_type)
