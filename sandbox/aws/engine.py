@@ -214,7 +214,8 @@ class GroupEngine:
         return self._reconcile(group)
 
     def _booted(self, group: GroupState, tracked: TrackedInstance, now: datetime) -> None:
-        """The instance finished its Pending time: its launch hooks hold it in Pending:Wait, or it is InService."""
+        """The instance finished its Pending time: its launch hooks hold it in Pending:Wait, or it is InService
+        (User Guide, "How lifecycle hooks work"; sandbox.aws.lifecycle_hooks)."""
         tracked.in_service_at = None
         hooks = [h for h in moto.lifecycle_hooks(group.moto_group) if h.transition == moto.LAUNCHING_TRANSITION]
         self.changed.set()
@@ -289,7 +290,8 @@ class GroupEngine:
 
     def _reconcile(self, group: GroupState) -> bool:
         """Launch (a slice) or terminate toward the group's desired capacity, then let AZRebalance look at the
-        zones; True if launches are left, in which case the ticker is woken to carry on."""
+        zones; True if launches are left, in which case the ticker is woken to carry on. A suspended Launch or
+        Terminate process stops that half (User Guide, "Suspend and resume a process for an Auto Scaling group")."""
         desired = moto.group_sizes(group.moto_group)[2]
         counted = self._counted(group)
         suspended = moto.suspended_processes(group.moto_group)
@@ -326,7 +328,7 @@ class GroupEngine:
         return load
 
     def _group_failure(self, group: GroupState) -> LaunchFailureShape | None:
-        """A failure every launch of the group meets, whatever the pool."""
+        """A failure every launch of the group meets, whatever the pool (shapes: sandbox.aws.launch_errors)."""
         if not moto.template_exists(group.moto_group):
             return launch_errors.LAUNCH_TEMPLATE_NOT_FOUND
         if group.settings.launch_failure is not None:
@@ -380,7 +382,12 @@ class GroupEngine:
         on_demand: list[int],
     ) -> bool:
         """Try pools until one launches an instance (counting it in ``load`` and ``on_demand``); False (and when to
-        try again) if none did."""
+        try again) if none did. Each refusal is its own Failed activity and the group goes on to its next pool, as
+        the User Guide's "Auto Scaling groups with multiple instance types and purchase options" ("keeps trying to
+        launch from other Spot Instance pools") and "Amazon EC2 Auto Scaling benefits" (Instance distribution:
+        "attempts to launch the instances in another Availability Zone until it succeeds") describe; a failure of the
+        whole group (its launch template gone, a quota or configuration error, every pool short) is one Failed
+        activity per ``retry_seconds``."""
         market = shape.market_for(desired, on_demand[0])
         group_failure = self._group_failure(group)
         if group_failure is not None:
