@@ -37,7 +37,7 @@ from botocore.config import Config as BotoConfig
 from botocore.exceptions import BotoCoreError, ClientError
 
 from controller.fence import FenceCheck, no_fence
-from controller.model.asg import Activity, Group, Instance, Membership
+from controller.model.asg import Activity, Group, Instance, LifecycleHook, Membership
 
 log = logging.getLogger(__name__)
 
@@ -244,6 +244,23 @@ class AutoScaling:
         activities.sort(key=lambda a: a.start_time, reverse=True)
         return activities
 
+    def lifecycle_hooks(self, group: str) -> list[LifecycleHook]:
+        """The group's lifecycle hooks (AWS fills in HeartbeatTimeout 3600 and DefaultResult ABANDON when unset)."""
+        response = self._call(
+            "DescribeLifecycleHooks",
+            group,
+            lambda: self.client.describe_lifecycle_hooks(AutoScalingGroupName=group),
+        )
+        return [
+            LifecycleHook(
+                name=h["LifecycleHookName"],
+                transition=h.get("LifecycleTransition", ""),
+                heartbeat_timeout=int(h.get("HeartbeatTimeout", 3600)),
+                default_result=h.get("DefaultResult", "ABANDON"),
+            )
+            for h in response.get("LifecycleHooks", [])
+        ]
+
     # -- capacity changes (fenced) ----------------------------------------------------------------
     def capacity_changes(self, group: str) -> tuple[int, int]:
         """A count that moves whenever this process begins or ends a capacity change that may touch ``group``:
@@ -383,4 +400,6 @@ def _group(raw: dict[str, Any]) -> Group:
             for i in raw.get("Instances", [])
         ),
         tags={t["Key"]: t["Value"] for t in raw.get("Tags", [])},
+        suspended_processes=frozenset(p["ProcessName"] for p in raw.get("SuspendedProcesses", [])),
+        new_instances_protected=bool(raw.get("NewInstancesProtectedFromScaleIn", False)),
     )

@@ -7,7 +7,10 @@ controller's Lease (leader, pause switch); a Ready nodewatch pod on every spot n
 
 AWS (boto3 from the environment: AWS_DEFAULT_REGION, AWS_ENDPOINT_URL, credentials): the credentials work; the
 spot/on-demand pairs (SPOT_ASG_NAME/ON_DEMAND_ASG_NAME and the partner tag) exist; each spot ASG has
-MaxSize headroom and Capacity Rebalancing off; the IAM permissions. Auto Scaling has no DryRun parameter,
+MaxSize headroom and Capacity Rebalancing off; every group setting that breaks Spot Guard, on both groups of each
+pair (AZRebalance not suspended, the managed tag missing, a launch hook longer than the capacity-check deadline,
+scale-in protection on new instances, an EKS managed node group, a partner tag missing or contradicting the
+configured pair); the IAM permissions. Auto Scaling has no DryRun parameter,
 so IAM is checked with iam:SimulatePrincipalPolicy for the caller (or ``--role-arn``) where that is allowed
 and implemented, else reported as a WARN.
 
@@ -53,6 +56,12 @@ NODEWATCH_SELECTORS = (
 CONTROLLER_SERVICE_ACCOUNT = "spotguard-controller"
 APPLY_HINT = "kubectl apply -k manifests/"
 DEFAULT_PARTNER_TAG = "spotguard.io/on-demand-partner"
+#: manifests/iam-policy.json allows capacity changes only on groups carrying this tag with the value "true".
+MANAGED_TAG = "spotguard.io/managed"
+#: EKS tags the Auto Scaling group of each managed node group with the node group's name.
+EKS_NODEGROUP_TAG = "eks:nodegroup-name"
+AZ_REBALANCE = "AZRebalance"
+DEFAULT_CAPACITY_CHECK_TIMEOUT = 180.0  # seconds: the controller's default SPOT_GUARD_CAPACITY_CHECK_TIMEOUT
 SHOWN = 10  # names listed in one finding before "and N more"
 
 
@@ -130,6 +139,7 @@ def required_permissions(namespace: str, lease_namespace: str, lease_name: str) 
 AWS_ACTIONS = (
     "autoscaling:DescribeAutoScalingGroups",
     "autoscaling:DescribeAutoScalingInstances",
+    "autoscaling:DescribeLifecycleHooks",
     "autoscaling:DescribeScalingActivities",
     "autoscaling:SetDesiredCapacity",
     "autoscaling:TerminateInstanceInAutoScalingGroup",
@@ -146,6 +156,7 @@ class DoctorOptions:
     impersonate: str | None = None  # --as: the RBAC checks ask for this user
     role_arn: str | None = None  # --role-arn: the IAM principal to simulate (default: the caller)
     check_aws: bool = True
+    capacity_check_timeout: float = DEFAULT_CAPACITY_CHECK_TIMEOUT  # SPOT_GUARD_CAPACITY_CHECK_TIMEOUT, seconds
 
 
 Step = tuple[str, Callable[[], list[Finding]]]
@@ -500,7 +511,120 @@ class Doctor:
         od_group = groups.get(on_demand)
         if od_group is not None:
             findings.append(_headroom(od_group, "on-demand", WARN, "a fallback to on-demand cannot add capacity"))
+        if spot_group is not None:
+            findings += self._partner_tag_findings(spot_group, on_demand)
+        for group, role in ((spot_group, "spot"), (od_group, "on-demand")):
+            if group is not None:
+                findings += self._group_setting_findings(group, role, asg)
         return findings
+
+    def _partner_tag_findings(self, spot_group: Group, on_demand: str) -> list[Finding]:
+        """The spot group names its on-demand partner in the partner tag, and the same one as the configuration."""
+        tag = self.options.partner_tag
+        check = f"partner-tag/{spot_group.name}"
+        tagged = spot_group.tags.get(tag, "")
+        fix = (
+            f"aws autoscaling create-or-update-tags --tags ResourceId={spot_group.name},"
+            f"ResourceType=auto-scaling-group,Key={tag},Value={on_demand},PropagateAtLaunch=false"
+        )
+        if not tagged:
+            return [
+                Finding(
+                    check,
+                    WARN,
+                    f"{spot_group.name} has no tag {tag}: only SPOT_ASG_NAME/ON_DEMAND_ASG_NAME pair it with "
+                    f"{on_demand}, so a controller or spotguard command started without them does not know the pair",
+                    fix,
+                )
+            ]
+        if tagged != on_demand:
+            return [
+                Finding(
+                    check,
+                    FAIL,
+                    f"{spot_group.name} is configured with on-demand partner {on_demand} but tagged {tag}={tagged}: "
+                    "the controller uses the configuration, other tools the tag",
+                    f"make them agree: {fix} (or fix ON_DEMAND_ASG_NAME)",
+                )
+            ]
+        return [Finding(check, PASS, f"{spot_group.name} is tagged {tag}={on_demand}")]
+
+    def _group_setting_findings(self, group: Group, role: str, asg: AutoScaling) -> list[Finding]:
+        """The settings of one group of a pair that break Spot Guard, each with what to do."""
+        name = group.name
+        findings = [_az_rebalance_finding(group), _managed_tag_finding(group)]
+        findings.append(self._launch_hooks_finding(group, role, asg))
+        if group.new_instances_protected:
+            findings.append(
+                Finding(
+                    f"scale-in-protection/{name}",
+                    WARN,
+                    f"new instances of {role} ASG {name} are protected from scale in: the ones Spot Guard adds stay "
+                    "when anyone (you, a scaler, AWS) lowers desired capacity, while desired drops anyway; Spot "
+                    "Guard's own retirements (TerminateInstanceInAutoScalingGroup) are not blocked",
+                    f"aws autoscaling update-auto-scaling-group --auto-scaling-group-name {name} "
+                    "--no-new-instances-protected-from-scale-in (or keep it if you mean it)",
+                )
+            )
+        else:
+            findings.append(
+                Finding(f"scale-in-protection/{name}", PASS, f"new instances of {name} are not protected from scale in")
+            )
+        nodegroup = group.tags.get(EKS_NODEGROUP_TAG)
+        if nodegroup:
+            findings.append(
+                Finding(
+                    f"eks-managed/{name}",
+                    WARN,
+                    f"{role} ASG {name} belongs to EKS managed node group {nodegroup}: EKS (or the desiredSize your "
+                    "IaC applies next) may set desired capacity back after Spot Guard changed it, and spot managed "
+                    "node groups come with Capacity Rebalancing on",
+                    "use self-managed node groups for Spot Guard's pairs, or keep desiredSize out of your IaC (e.g. "
+                    "Terraform ignore_changes) and turn Capacity Rebalancing off on the group",
+                )
+            )
+        return findings
+
+    def _launch_hooks_finding(self, group: Group, role: str, asg: AutoScaling) -> Finding:
+        """A launch hook may hold a new instance in Pending:Wait up to its heartbeat timeout: longer than the
+        capacity-check deadline, a replacement that is only waiting for its hook falls back as if spot were short."""
+        from controller.adapters.aws import AwsError
+        from controller.config import format_duration
+
+        check = f"launch-hooks/{group.name}"
+        deadline = self.options.capacity_check_timeout
+        try:
+            hooks = [h for h in asg.lifecycle_hooks(group.name) if h.launching]
+        except AwsError as error:
+            return Finding(
+                check,
+                WARN,
+                f"cannot read the lifecycle hooks of {group.name}: {error.code}: {error.aws_message}",
+                "allow autoscaling:DescribeLifecycleHooks (manifests/iam-policy.json grants it) and run doctor again",
+            )
+        if not hooks:
+            return Finding(check, PASS, f"{group.name} has no launch lifecycle hook")
+        too_long = [h for h in hooks if h.heartbeat_timeout > deadline]
+        listed = ", ".join(f"{h.name} ({format_duration(h.heartbeat_timeout)})" for h in (too_long or hooks))
+        if not too_long:
+            return Finding(
+                check,
+                PASS,
+                f"the launch hooks of {group.name} time out within the capacity-check deadline "
+                f"({format_duration(deadline)}): {listed}",
+            )
+        longest = max(h.heartbeat_timeout for h in too_long)
+        return Finding(
+            check,
+            WARN,
+            f"launch hooks of {role} ASG {group.name} may hold a new instance in Pending:Wait longer than the "
+            f"capacity-check deadline ({format_duration(deadline)}): {listed}; a replacement still waiting for its "
+            "hook then falls back to on-demand as if spot were short",
+            f"complete the hook sooner and lower its heartbeat timeout below {format_duration(deadline)} (aws "
+            f"autoscaling put-lifecycle-hook --auto-scaling-group-name {group.name} --lifecycle-hook-name "
+            f"{too_long[0].name} --heartbeat-timeout {int(deadline)} ...), or raise SPOT_GUARD_CAPACITY_CHECK_TIMEOUT "
+            f"above {format_duration(longest)}",
+        )
 
     def check_iam(self, caller_arn: str) -> list[Finding]:
         from botocore.exceptions import ClientError
@@ -595,6 +719,41 @@ def _headroom(group: Group, role: str, status: str, consequence: str) -> Finding
     )
 
 
+def _az_rebalance_finding(group: Group) -> Finding:
+    """AZRebalance must be suspended on a group Spot Guard decrements: its terminations leave zones unbalanced, and
+    AWS then launches in the emptiest zone and terminates an instance in the fullest one, undrained (EC2 Auto Scaling
+    User Guide, "Rebalancing activities")."""
+    check = f"az-rebalance/{group.name}"
+    if AZ_REBALANCE in group.suspended_processes:
+        return Finding(check, PASS, f"AZRebalance is suspended on {group.name}")
+    return Finding(
+        check,
+        FAIL,
+        f"AZRebalance is not suspended on {group.name}: when Spot Guard's exact terminations leave its zones "
+        "unbalanced, AWS launches in the emptiest zone and then terminates an instance Spot Guard did not choose, "
+        "without draining it",
+        f"aws autoscaling suspend-processes --auto-scaling-group-name {group.name} --scaling-processes AZRebalance",
+    )
+
+
+def _managed_tag_finding(group: Group) -> Finding:
+    """manifests/iam-policy.json conditions SetDesiredCapacity and TerminateInstanceInAutoScalingGroup on the tag."""
+    check = f"managed-tag/{group.name}"
+    value = group.tags.get(MANAGED_TAG)
+    if value == "true":
+        return Finding(check, PASS, f"{group.name} is tagged {MANAGED_TAG}=true")
+    found = f"tagged {MANAGED_TAG}={value}" if value is not None else f"not tagged {MANAGED_TAG}"
+    return Finding(
+        check,
+        FAIL,
+        f"{group.name} is {found}: the controller's IAM policy (manifests/iam-policy.json) allows SetDesiredCapacity "
+        "and TerminateInstanceInAutoScalingGroup only on groups tagged "
+        f"{MANAGED_TAG}=true, so every scale-up, fallback and retirement on it is denied",
+        f"aws autoscaling create-or-update-tags --tags ResourceId={group.name},ResourceType=auto-scaling-group,"
+        f"Key={MANAGED_TAG},Value=true,PropagateAtLaunch=false",
+    )
+
+
 def _list_all(kube: Kube, path: str, query: Mapping[str, str]) -> list[dict[str, Any]]:
     items: list[dict[str, Any]] = []
     params: dict[str, str | int] = {**query, "limit": 500}
@@ -680,6 +839,14 @@ def render(findings: Sequence[Finding]) -> str:
 )
 @click.option("--role-arn", default=None, help="IAM principal to simulate (default: the caller's role or user).")
 @click.option("--no-aws", "no_aws", is_flag=True, help="Skip the AWS checks.")
+@click.option(
+    "--capacity-check-timeout",
+    envvar="SPOT_GUARD_CAPACITY_CHECK_TIMEOUT",
+    default=None,
+    metavar="DURATION",
+    help="The controller's capacity-check deadline (default 180s), which launch hooks must fit in "
+    "[$SPOT_GUARD_CAPACITY_CHECK_TIMEOUT].",
+)
 def doctor(
     *,
     target: Target,
@@ -690,6 +857,7 @@ def doctor(
     impersonate: str | None,
     role_arn: str | None,
     no_aws: bool,
+    capacity_check_timeout: str | None,
 ) -> None:
     """Pre-flight checks of the cluster and AWS, each PASS, WARN or FAIL with what to do.
 
@@ -699,6 +867,14 @@ def doctor(
         raise click.UsageError("--spot-asg and --on-demand-asg (SPOT_ASG_NAME, ON_DEMAND_ASG_NAME) go together")
     if spot_asg and spot_asg == on_demand_asg:
         raise click.UsageError(f"--spot-asg and --on-demand-asg are both {spot_asg!r}: they must differ")
+    deadline = DEFAULT_CAPACITY_CHECK_TIMEOUT
+    if capacity_check_timeout:
+        from controller.config import ConfigError, parse_duration
+
+        try:
+            deadline = parse_duration("SPOT_GUARD_CAPACITY_CHECK_TIMEOUT", capacity_check_timeout)
+        except ConfigError as error:
+            raise click.BadParameter(str(error), param_hint="--capacity-check-timeout") from None
     svc = services()
     options = DoctorOptions(
         namespace=target.namespace,
@@ -709,6 +885,7 @@ def doctor(
         impersonate=impersonate,
         role_arn=role_arn,
         check_aws=not no_aws,
+        capacity_check_timeout=deadline,
     )
     kube: Kube | None = None
     rbac_kube: Kube | None = None

@@ -47,6 +47,8 @@ class Group:
     capacity_rebalance: bool
     instances: tuple[Instance, ...]
     tags: dict[str, str]
+    suspended_processes: frozenset[str] = frozenset()  # SuspendProcesses: AZRebalance, Launch, Terminate, ...
+    new_instances_protected: bool = False  # NewInstancesProtectedFromScaleIn
 
     @property
     def in_service(self) -> list[Instance]:
@@ -54,6 +56,25 @@ class Group:
 
     def instance_ids(self) -> set[str]:
         return {i.instance_id for i in self.instances}
+
+
+LAUNCHING_TRANSITION = "autoscaling:EC2_INSTANCE_LAUNCHING"
+TERMINATING_TRANSITION = "autoscaling:EC2_INSTANCE_TERMINATING"
+
+
+@dataclasses.dataclass(frozen=True)
+class LifecycleHook:
+    """A group's lifecycle hook (DescribeLifecycleHooks): it holds new instances in Pending:Wait (launching) or
+    leaving ones in Terminating:Wait for up to ``heartbeat_timeout`` seconds per heartbeat."""
+
+    name: str
+    transition: str
+    heartbeat_timeout: int
+    default_result: str
+
+    @property
+    def launching(self) -> bool:
+        return self.transition == LAUNCHING_TRANSITION
 
 
 @dataclasses.dataclass(frozen=True)

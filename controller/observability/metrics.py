@@ -139,6 +139,7 @@ _EVICTION_RESULTS = {
 AWS_OPERATIONS = (
     "DescribeAutoScalingGroups",
     "DescribeAutoScalingInstances",
+    "DescribeLifecycleHooks",
     "DescribeScalingActivities",
     "SetDesiredCapacity",
     "TerminateInstanceInAutoScalingGroup",

@@ -30,6 +30,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--spot-name", default="spotguard-spot-{i}", help="spot group name format, {i} from 1")
     parser.add_argument("--on-demand-name", default="spotguard-ondemand-{i}", help="on-demand group name format")
     parser.add_argument("--instance-type", default="m5.large")
+    parser.add_argument(
+        "--spot-instance-types",
+        help="comma-separated instance types of the spot group's MixedInstancesPolicy (default: --instance-type)",
+    )
+    parser.add_argument(
+        "--spot-launch-template",
+        action="store_true",
+        help="make the spot group a plain launch-template group (no MixedInstancesPolicy: uncoded failures)",
+    )
+    parser.add_argument(
+        "--az-rebalance",
+        action="store_true",
+        help="leave AZRebalance running (default: suspended, as Spot Guard needs)",
+    )
     parser.add_argument("--zones", help="comma-separated availability zones (default: the region's a, b and c)")
     parser.add_argument("--max-size", type=int, default=10)
     parser.add_argument("--spot-desired", type=int, default=3, help="initial spot desired capacity (InService)")
@@ -61,6 +75,11 @@ def main(argv: list[str] | None = None) -> int:
             spot_name=args.spot_name,
             on_demand_name=args.on_demand_name,
             instance_type=args.instance_type,
+            spot_instance_types=tuple(t.strip() for t in args.spot_instance_types.split(","))
+            if args.spot_instance_types
+            else (),
+            spot_mixed_instances=not args.spot_launch_template,
+            suspend_az_rebalance=not args.az_rebalance,
             availability_zones=tuple(z.strip() for z in args.zones.split(",")) if args.zones else None,
             max_size=args.max_size,
             spot_desired=args.spot_desired,

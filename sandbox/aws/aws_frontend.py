@@ -1,6 +1,10 @@
 """The WSGI layer in front of moto: logs each AWS call, fires injected faults, and answers the Auto Scaling
 operations the capacity simulator owns (SetDesiredCapacity, TerminateInstanceInAutoScalingGroup,
-DescribeScalingActivities); everything else goes to moto unchanged."""
+DescribeScalingActivities, and those moto lacks: CompleteLifecycleAction, RecordLifecycleActionHeartbeat,
+StartInstanceRefresh, DescribeInstanceRefreshes, CancelInstanceRefresh); everything else goes to moto, and the
+simulator acts on what moto changed (UpdateAutoScalingGroup keeps a MixedInstancesPolicy the request does not
+name and takes TerminationPolicies, which moto drops or ignores; SuspendProcesses, SetInstanceProtection and the
+like take effect at once)."""
 
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ from sandbox.aws import aws_messages as msg
 from sandbox.aws import moto_bridge
 from sandbox.aws.call_log import CallLog
 from sandbox.aws.faults import FaultInjector
+from sandbox.aws.instance_refresh import Preferences
 from sandbox.aws.query_protocol import (
     AwsApiError,
     QueryRequest,
@@ -32,6 +37,19 @@ Answer = tuple[int, list[tuple[str, str]], bytes]
 
 DEFAULT_MAX_RECORDS = 100
 _TRUE = "true"
+# moto calls after which the simulator looks at the group again.
+_SETTINGS_CALLS = frozenset(
+    {
+        "CreateAutoScalingGroup",
+        "UpdateAutoScalingGroup",
+        "SuspendProcesses",
+        "ResumeProcesses",
+        "SetInstanceProtection",
+        "PutLifecycleHook",
+        "DeleteLifecycleHook",
+        "CreateOrUpdateTags",
+    }
+)
 
 
 def _read_body(environ: dict[str, Any]) -> bytes:
@@ -68,6 +86,11 @@ class AwsFrontend:
             "SetDesiredCapacity": self._set_desired_capacity,
             "TerminateInstanceInAutoScalingGroup": self._terminate_instance,
             "DescribeScalingActivities": self._describe_scaling_activities,
+            "CompleteLifecycleAction": self._complete_lifecycle_action,
+            "RecordLifecycleActionHeartbeat": self._record_lifecycle_action_heartbeat,
+            "StartInstanceRefresh": self._start_instance_refresh,
+            "DescribeInstanceRefreshes": self._describe_instance_refreshes,
+            "CancelInstanceRefresh": self._cancel_instance_refresh,
         }
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
@@ -88,9 +111,10 @@ class AwsFrontend:
             elif self._is_own(request):
                 status, headers, payload = self._answer_own(request)
             else:
+                kept_policy = self._mixed_policy_of(request)
                 status, headers, payload = self._call_moto(environ)
-                if status < 400 and request.action == "UpdateAutoScalingGroup":
-                    self._apply_capacity_rebalance(request)
+                if status < 400:
+                    self._after_moto(request, kept_policy)
             self.calls.record(
                 time=received,
                 answered=self.simulator.clock.now().isoformat(),
@@ -107,15 +131,38 @@ class AwsFrontend:
         start_response(f"{status} {HTTPStatus(status).phrase}", headers)
         return [payload]
 
-    def _apply_capacity_rebalance(self, request: QueryRequest) -> None:
-        """moto honours CapacityRebalance only at creation; AWS also takes it in UpdateAutoScalingGroup."""
-        value = request.params.get("CapacityRebalance")
-        name = request.params.get("AutoScalingGroupName")
-        if value is None or name is None:
+    def _mixed_policy_of(self, request: QueryRequest) -> dict[str, Any] | None:
+        """The group's MixedInstancesPolicy before an UpdateAutoScalingGroup that does not name one."""
+        if request.action != "UpdateAutoScalingGroup" or request.service != "autoscaling":
+            return None
+        if any(k.startswith("MixedInstancesPolicy.") for k in request.params):
+            return None
+        group = moto_bridge.groups(self.simulator.region).get(request.params.get("AutoScalingGroupName", ""))
+        return None if group is None else moto_bridge.mixed_instances_policy(group)
+
+    def _after_moto(self, request: QueryRequest, kept_policy: dict[str, Any] | None) -> None:
+        """What AWS does with a call moto answered and moto does not: see the module docstring."""
+        if request.service != "autoscaling" or request.action not in _SETTINGS_CALLS:
             return
-        group = moto_bridge.groups(self.simulator.region).get(name)
-        if group is not None:
-            group.capacity_rebalance = value.lower() == "true"
+        name = request.params.get("AutoScalingGroupName")
+        group = moto_bridge.groups(self.simulator.region).get(name or "")
+        if group is None or name is None:
+            return
+        if request.action == "CreateAutoScalingGroup":
+            if policies := request.member_list("TerminationPolicies"):
+                moto_bridge.set_termination_policies(group, policies)
+            self.simulator.group_created(name)
+            return
+        if request.action == "UpdateAutoScalingGroup":
+            if kept_policy is not None:
+                moto_bridge.restore_mixed_instances_policy(group, kept_policy)
+            policies = request.member_list("TerminationPolicies")
+            if policies:
+                moto_bridge.set_termination_policies(group, policies)
+            # moto honours CapacityRebalance only at creation; AWS also takes it in UpdateAutoScalingGroup.
+            if (value := request.params.get("CapacityRebalance")) is not None:
+                group.capacity_rebalance = value.lower() == "true"
+        self.simulator.after_update(name)
 
     def _group_named_by(self, request: QueryRequest) -> str | None:
         if request.service not in (None, "autoscaling"):
@@ -197,3 +244,42 @@ class AwsFrontend:
             f"<NextToken>sandbox-{start + max_records}</NextToken>" if start + max_records < len(activities) else ""
         )
         return f"<Activities>{members}</Activities>{next_token}"
+
+    def _complete_lifecycle_action(self, request: QueryRequest) -> str | None:
+        self.simulator.complete_lifecycle_action(
+            group_name=request.params.get("AutoScalingGroupName", ""),
+            hook_name=request.params.get("LifecycleHookName", ""),
+            result=request.params.get("LifecycleActionResult", ""),
+            instance_id=request.params.get("InstanceId") or None,
+            token=request.params.get("LifecycleActionToken") or None,
+        )
+        return ""
+
+    def _record_lifecycle_action_heartbeat(self, request: QueryRequest) -> str | None:
+        self.simulator.record_lifecycle_action_heartbeat(
+            group_name=request.params.get("AutoScalingGroupName", ""),
+            hook_name=request.params.get("LifecycleHookName", ""),
+            instance_id=request.params.get("InstanceId") or None,
+            token=request.params.get("LifecycleActionToken") or None,
+        )
+        return ""
+
+    def _start_instance_refresh(self, request: QueryRequest) -> str | None:
+        strategy = request.params.get("Strategy", "Rolling")
+        if strategy != "Rolling":
+            raise AwsApiError("ValidationError", f"Strategy must be Rolling, got {strategy!r}")
+        refresh = self.simulator.start_instance_refresh(
+            request.params.get("AutoScalingGroupName", ""), Preferences.from_params(request.params)
+        )
+        return f"<InstanceRefreshId>{refresh.refresh_id}</InstanceRefreshId>"
+
+    def _describe_instance_refreshes(self, request: QueryRequest) -> str | None:
+        refreshes = self.simulator.describe_instance_refreshes(
+            request.params.get("AutoScalingGroupName", ""), request.member_list("InstanceRefreshIds")
+        )
+        members = "".join(f"<member>{r.to_xml()}</member>" for r in refreshes)
+        return f"<InstanceRefreshes>{members}</InstanceRefreshes>"
+
+    def _cancel_instance_refresh(self, request: QueryRequest) -> str | None:
+        refresh_id = self.simulator.cancel_instance_refresh(request.params.get("AutoScalingGroupName", ""))
+        return f"<InstanceRefreshId>{refresh_id}</InstanceRefreshId>"

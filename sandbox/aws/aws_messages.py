@@ -1,43 +1,19 @@
-"""The texts real EC2 Auto Scaling puts in errors and scaling activities, in one place.
+"""The texts real EC2 Auto Scaling puts in errors and scaling activities (failed launches: sandbox.aws.launch_errors).
 
-Each text is written from AWS's documented and commonly logged wording; where AWS's exact wording is not
-certain the docstring says so.
+Each text is written from AWS's documented and commonly logged wording, its source named; where AWS's exact wording
+is not certain the docstring says so.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
-
-# Capacity-failure codes EC2 Auto Scaling reports in a Failed activity's StatusMessage.
-INSUFFICIENT_INSTANCE_CAPACITY = "InsufficientInstanceCapacity"
 
 
 def aws_timestamp(moment: datetime) -> str:
     """The `2025-01-15T10:00:30Z` form AWS uses inside activity causes."""
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def spot_capacity_failure(instance_type: str) -> str:
-    """StatusMessage of a Failed launch activity when EC2 has no spot capacity for the group."""
-    del instance_type  # AWS's spot wording does not name the type
-    return (
-        f"Could not launch Spot Instances. {INSUFFICIENT_INSTANCE_CAPACITY} - "
-        "There is no Spot capacity available that matches your request. Launching EC2 instance failed."
-    )
-
-
-def on_demand_capacity_failure(instance_type: str, zone: str, other_zones: Sequence[str]) -> str:
-    """StatusMessage of a Failed launch activity when EC2 has no on-demand capacity in the zone tried."""
-    alternatives = ", ".join(other_zones)
-    advice = f" or choosing {alternatives}" if alternatives else ""
-    return (
-        f"We currently do not have sufficient {instance_type} capacity in the Availability Zone you requested "
-        f"({zone}). Our system will be working on provisioning additional capacity. You can currently get "
-        f"{instance_type} capacity by not specifying an Availability Zone in your request{advice}. "
-        "Launching EC2 instance failed."
-    )
 
 
 def failed_launch_description(status_message: str) -> str:
@@ -66,6 +42,15 @@ def desired_updated_by_user(moment: datetime, min_size: int, max_size: int, old:
     return (
         f"At {aws_timestamp(moment)} a user request update of AutoScalingGroup constraints to min: {min_size}, "
         f"max: {max_size}, desired: {new} changing the desired capacity from {old} to {new}."
+    )
+
+
+def group_created_by_user(moment: datetime, desired: int) -> str:
+    """First sentence of the causes of a new group's first launches (the User Guide's "Troubleshoot Amazon EC2 Auto
+    Scaling" example)."""
+    return (
+        f"At {aws_timestamp(moment)} a user request created an AutoScalingGroup changing the desired capacity from 0 "
+        f"to {desired}."
     )
 
 
@@ -109,6 +94,52 @@ def detach_cause(moment: datetime, instance_id: str) -> str:
     return f"At {aws_timestamp(moment)} instance {instance_id} was detached in response to a user request."
 
 
+def rebalance_launched_cause(moment: datetime, zones: Sequence[str]) -> str:
+    """First sentence of the causes while an AZRebalance launch is in the group (the two spaces are AWS's):
+    PrairieLearn/PrairieLearn issue 3271, spacelift-io/terraform-aws-spacelift-workerpool-on-ec2 PR 97."""
+    return (
+        f"At {aws_timestamp(moment)} instances were launched to balance instances in zones  {' '.join(zones)} with "
+        "other zones resulting in more than desired number of instances in the group."
+    )
+
+
+def rebalance_launch_cause(moment: datetime, load: Mapping[str, int]) -> str:
+    """Cause of the AZRebalance launch itself (PrairieLearn/PrairieLearn issue 3271)."""
+    zones = " ".join(load)
+    counts = " ".join(str(n) for n in load.values())
+    return (
+        f"At {aws_timestamp(moment)} availability zones  {zones} had  {counts} instances respectively. An instance was "
+        "launched to aid in balancing the group's zones."
+    )
+
+
+def instance_refresh_cause(moment: datetime, instance_id: str) -> str:
+    """Cause of an instance refresh's termination. Wording by analogy with the scale-in cause; no public source
+    quotes it whole (the User Guide's "Check the status of an instance refresh" only says the terminations and
+    launches appear in the activity history)."""
+    stamp = aws_timestamp(moment)
+    return (
+        f"At {stamp} an instance was taken out of service in response to an instance refresh.  At {stamp} instance "
+        f"{instance_id} was selected for termination."
+    )
+
+
+def lifecycle_abandoned(token: str, timed_out: bool) -> str:
+    """StatusMessage of a launch a lifecycle hook abandoned (StatusCode Cancelled): the User Guide's
+    "Troubleshoot Amazon EC2 Auto Scaling" example and the knowledge-center article "lifecycle actions don't complete"
+    (both endings)."""
+    ending = "Heartbeat Timeout" if timed_out else "Lifecycle Action Completed with ABANDON Result"
+    return (
+        f"Instance failed to complete user's Lifecycle Action: Lifecycle Action with token {token} was abandoned: "
+        f"{ending}"
+    )
+
+
+def status_reason_description(description: str, status_message: str) -> str:
+    """An activity's description once it ended with a reason (AWS puts two spaces before 'Status Reason')."""
+    return f"{description}.  Status Reason: {status_message}"
+
+
 def join_causes(*sentences: str | None) -> str:
     """AWS separates the sentences of a cause with two spaces."""
     return "  ".join(s for s in sentences if s)
@@ -147,6 +178,35 @@ def decrement_below_min(min_size: int) -> str:
 def scaling_activity_in_progress(activity_id: str) -> str:
     """Code ScalingActivityInProgress."""
     return f"Scaling activity {activity_id} is in progress and blocks this action."
+
+
+def no_active_lifecycle_action(instance_id: str | None, token: str | None) -> str:
+    """CompleteLifecycleAction/RecordLifecycleActionHeartbeat with nothing waiting (ValidationError):
+    convox/rack issue 2432, spacelift-io/terraform-aws-spacelift-workerpool-on-ec2 PR 197."""
+    if token:
+        return f"No active Lifecycle Action found with token {token}"
+    return f"No active Lifecycle Action found with instance ID {instance_id}"
+
+
+def invalid_lifecycle_result(result: str) -> str:
+    return f"LifecycleActionResult must be CONTINUE or ABANDON, got {result!r}"
+
+
+def instance_refresh_in_progress() -> str:
+    """Code InstanceRefreshInProgress: the API Reference's description of the error (StartInstanceRefresh)."""
+    return "The request failed because an active instance refresh already exists for the specified Auto Scaling group."
+
+
+def no_active_instance_refresh(group_name: str) -> str:
+    """Code ActiveInstanceRefreshNotFound: the API Reference's description of the error (CancelInstanceRefresh)."""
+    return (
+        "The request failed because an active instance refresh or rollback for the specified Auto Scaling group "
+        f"{group_name} was not found."
+    )
+
+
+def group_not_found(group_name: str) -> str:
+    return f"AutoScalingGroup name not found - AutoScalingGroup {group_name} not found"
 
 
 THROTTLING = "Rate exceeded"

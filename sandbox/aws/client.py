@@ -23,6 +23,22 @@ class CapacitySettingsJson(TypedDict):
     capacity_short: bool
     retry_seconds: float
     terminating_seconds: float
+    launch_failure: str | None
+    pool_retry_seconds: float
+    az_rebalance_seconds: float
+
+
+class PoolSettingsJson(TypedDict):
+    short: bool | None
+    spot_price: float | None
+    capacity_score: float | None
+
+
+class LaunchFailureJson(TypedDict):
+    name: str
+    code: str
+    category: str
+    source: str
 
 
 class InstanceJson(TypedDict):
@@ -48,6 +64,10 @@ class GroupJson(TypedDict):
     tags: dict[str, str]
     settings: CapacitySettingsJson
     instances: list[InstanceJson]
+    instance_types: list[str]
+    mixed_instances: bool
+    suspended_processes: list[str]
+    pools: dict[str, PoolSettingsJson]
 
 
 class StateJson(TypedDict):
@@ -100,6 +120,9 @@ class StartupGroupJson(TypedDict):
     max_size: int
     availability_zones: list[str]
     instance_type: str
+    instance_types: list[str]
+    mixed_instances: bool
+    suspended_processes: list[str]
 
 
 class AnnouncementJson(TypedDict):
@@ -183,6 +206,8 @@ class SandboxAWSClient:
         capacity_short: bool | None = None,
         retry_seconds: float | None = None,
         terminating_seconds: float | None = None,
+        pool_retry_seconds: float | None = None,
+        az_rebalance_seconds: float | None = None,
     ) -> CapacitySettingsJson:
         """Change the given settings of one group; the others keep their values."""
         changes = {
@@ -192,10 +217,47 @@ class SandboxAWSClient:
                 "capacity_short": capacity_short,
                 "retry_seconds": retry_seconds,
                 "terminating_seconds": terminating_seconds,
+                "pool_retry_seconds": pool_retry_seconds,
+                "az_rebalance_seconds": az_rebalance_seconds,
             }.items()
             if v is not None
         }
         return cast(CapacitySettingsJson, self._call("POST", f"/groups/{urllib.parse.quote(group)}/capacity", changes))
+
+    def set_launch_failure(self, group: str, failure: str | None) -> CapacitySettingsJson:
+        """Every launch of ``group`` fails with this shape (a name from ``launch_failures()``); None: none does."""
+        path = f"/groups/{urllib.parse.quote(group)}/capacity"
+        return cast(CapacitySettingsJson, self._call("POST", path, {"launch_failure": failure}))
+
+    def launch_failures(self) -> list[LaunchFailureJson]:
+        return cast(list[LaunchFailureJson], self._call("GET", "/launch-failures")["launch_failures"])
+
+    # ---- pools ----
+
+    def pools(self, group: str) -> dict[str, PoolSettingsJson]:
+        return cast(dict[str, PoolSettingsJson], self._call("GET", f"/groups/{urllib.parse.quote(group)}/pools"))
+
+    def set_pool(
+        self,
+        group: str,
+        *,
+        zone: str | None = None,
+        instance_type: str | None = None,
+        short: bool | None = None,
+        spot_price: float | None = None,
+        capacity_score: float | None = None,
+    ) -> PoolSettingsJson:
+        """Change the settings of ``group``'s pools of ``instance_type`` in ``zone`` (None: every type or zone); with
+        no setting given, clear them."""
+        body: dict[str, object] = {"zone": zone, "instance_type": instance_type}
+        body.update(
+            {
+                k: v
+                for k, v in {"short": short, "spot_price": spot_price, "capacity_score": capacity_score}.items()
+                if v is not None
+            }
+        )
+        return cast(PoolSettingsJson, self._call("POST", f"/groups/{urllib.parse.quote(group)}/pools", body))
 
     # ---- faults ----
 

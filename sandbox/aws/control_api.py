@@ -4,7 +4,12 @@ Routes:
   GET  /_sandbox/health
   GET  /_sandbox/state                         every group with its instances and capacity settings
   GET  /_sandbox/groups/<name>/capacity        one group's capacity settings
-  POST /_sandbox/groups/<name>/capacity        change some settings, e.g. {"capacity_short": true}
+  POST /_sandbox/groups/<name>/capacity        change some settings, e.g. {"capacity_short": true},
+                                               {"launch_failure": "vcpu-limit"} (names: /launch-failures)
+  GET  /_sandbox/groups/<name>/pools           the group's pool settings, by "type/zone" ("*" for any)
+  POST /_sandbox/groups/<name>/pools           {"zone"?, "instance_type"?, "short"?, "spot_price"?, "capacity_score"?}
+                                               (a missing zone or type means every one; all values null clears)
+  GET  /_sandbox/launch-failures               every launch failure shape: name, code, category, source
   GET  /_sandbox/activities[?asg=NAME]         scaling activities, newest first
   GET  /_sandbox/faults                        faults still waiting to fire
   POST /_sandbox/faults                        {"operation", "code", "message"?, "http_status"?, "count"?, "asg"?}
@@ -25,9 +30,12 @@ from typing import Any
 from werkzeug.wrappers import Request, Response
 
 from sandbox.aws import aws_messages as msg
+from sandbox.aws import launch_errors
 from sandbox.aws.call_log import CallLog
 from sandbox.aws.faults import Fault, FaultInjector
-from sandbox.aws.simulator import CapacitySimulator, UnknownGroupError
+from sandbox.aws.group_state import UnknownGroupError
+from sandbox.aws.pools import PoolSettings
+from sandbox.aws.simulator import CapacitySimulator
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +92,8 @@ class ControlApi:
         parts = path.strip("/").split("/")
         if len(parts) == 3 and parts[0] == "groups" and parts[2] == "capacity":
             return self._capacity(request.method, parts[1], request)
+        if len(parts) == 3 and parts[0] == "groups" and parts[2] == "pools":
+            return self._pools(request.method, parts[1], request)
         if path == "/faults":
             return self._faults(request.method, request)
         handler = self._routes().get((request.method, path))
@@ -103,6 +113,14 @@ class ControlApi:
             ("GET", "/calls"): self._calls,
             ("POST", "/calls/reset"): self._reset_calls,
             ("POST", "/reset"): lambda _r: _json(self.reset()),
+            ("GET", "/launch-failures"): lambda _r: _json(
+                {
+                    "launch_failures": [
+                        {"name": f.name, "code": f.code, "category": f.category, "source": f.source}
+                        for f in launch_errors.SHAPES
+                    ]
+                }
+            ),
         }
 
     def _calls(self, request: Request) -> Response:
@@ -125,6 +143,37 @@ class ControlApi:
             ) from None
         except ValueError as error:
             raise ControlError(400, f"capacity settings of {group} unchanged: {error}") from None
+        raise ControlError(405, f"{method} is not allowed on {request.path}; use GET or POST")
+
+    def _pools(self, method: str, group: str, request: Request) -> Response:
+        try:
+            if method == "GET":
+                return _json({k: v.to_json() for k, v in self.simulator.pool_settings(group).items()})
+            if method in ("POST", "PUT", "PATCH"):
+                body = _body(request)
+                unknown = sorted(set(body) - {"zone", "instance_type", "short", "spot_price", "capacity_score"})
+                if unknown:
+                    raise ValueError(f"unknown pool field(s) {unknown}")
+                zone, instance_type = body.pop("zone", None), body.pop("instance_type", None)
+                for name, value in (("zone", zone), ("instance_type", instance_type)):
+                    if value is not None and not isinstance(value, str):
+                        raise ValueError(f"{name} must be a string or null, got {value!r}")
+                changes = PoolSettings.from_json(body)
+                clear = not body or all(v is None for v in body.values())
+                updated = self.simulator.update_pool(
+                    group,
+                    instance_type if isinstance(instance_type, str) else None,
+                    zone if isinstance(zone, str) else None,
+                    changes,
+                    clear=clear,
+                )
+                return _json(updated.to_json())
+        except UnknownGroupError:
+            raise ControlError(
+                404, f"no Auto Scaling group {group!r}; groups are {self.simulator.group_names()}"
+            ) from None
+        except ValueError as error:
+            raise ControlError(400, f"pool settings of {group} unchanged: {error}") from None
         raise ControlError(405, f"{method} is not allowed on {request.path}; use GET or POST")
 
     def _activities(self, group: str | None) -> Response:

@@ -1,4 +1,11 @@
-"""The launch template and spot/on-demand group pairs the sandbox creates at start-up (through plain boto3)."""
+"""The launch template and spot/on-demand group pairs the sandbox creates at start-up (through plain boto3).
+
+The spot group is a MixedInstancesPolicy group (all spot, price-capacity-optimized), as eksctl creates self-managed
+spot node groups and as the User Guide's "Auto Scaling groups with multiple instance types and purchase options"
+recommends; ``spot_mixed_instances=False`` makes it a plain launch-template group tagged spot instead (its failed
+launches then carry no error code). Both groups have AZRebalance suspended, as a Spot Guard operator must do
+(``spotguard doctor`` fails a decremented group without it): ``suspend_az_rebalance=False`` leaves it running. Both
+carry ``spotguard.io/managed=true``, as docs/install.md tells operators to tag them."""
 
 from __future__ import annotations
 
@@ -6,6 +13,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from sandbox.aws.capacity import CAPACITY_TYPE_TAG, ON_DEMAND, ON_DEMAND_PARTNER_TAG, SPOT
+
+# The tag the controller's IAM policy (manifests/iam-policy.json) requires on every group it changes.
+MANAGED_TAG = "spotguard.io/managed"
 
 
 @dataclass(frozen=True)
@@ -26,6 +36,13 @@ class StartupGroups:
     max_size: int = 10
     spot_desired: int = 3
     on_demand_desired: int = 0
+    spot_mixed_instances: bool = True
+    spot_instance_types: tuple[str, ...] = ()  # empty: instance_type alone
+    spot_allocation_strategy: str = "price-capacity-optimized"
+    suspend_az_rebalance: bool = True
+
+    def spot_types(self) -> tuple[str, ...]:
+        return self.spot_instance_types or (self.instance_type,)
 
     def zones(self, region: str) -> list[str]:
         return list(self.availability_zones or (f"{region}a", f"{region}b", f"{region}c"))
@@ -50,6 +67,9 @@ class CreatedGroup:
     max_size: int
     availability_zones: tuple[str, ...]
     instance_type: str
+    instance_types: tuple[str, ...] = ()
+    mixed_instances: bool = False
+    suspended_processes: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -61,6 +81,9 @@ class CreatedGroup:
             "max_size": self.max_size,
             "availability_zones": list(self.availability_zones),
             "instance_type": self.instance_type,
+            "instance_types": list(self.instance_types or (self.instance_type,)),
+            "mixed_instances": self.mixed_instances,
+            "suspended_processes": list(self.suspended_processes),
         }
 
 
@@ -93,26 +116,54 @@ def create_startup_groups(spec: StartupGroups, region: str, ec2: Any, autoscalin
         spot_name = spec.spot_name.format(i=i)
         on_demand_name = spec.on_demand_name.format(i=i)
         pair = (
-            (on_demand_name, {CAPACITY_TYPE_TAG: ON_DEMAND}, None, spec.on_demand_desired, ON_DEMAND),
+            (
+                on_demand_name,
+                {CAPACITY_TYPE_TAG: ON_DEMAND, MANAGED_TAG: "true"},
+                None,
+                spec.on_demand_desired,
+                ON_DEMAND,
+            ),
             (
                 spot_name,
-                {CAPACITY_TYPE_TAG: SPOT, ON_DEMAND_PARTNER_TAG: on_demand_name},
+                {CAPACITY_TYPE_TAG: SPOT, ON_DEMAND_PARTNER_TAG: on_demand_name, MANAGED_TAG: "true"},
                 on_demand_name,
                 spec.spot_desired,
                 SPOT,
             ),
         )
         for name, tags, partner, desired, capacity_type in pair:
+            mixed = capacity_type == SPOT and spec.spot_mixed_instances
+            template = {"LaunchTemplateName": spec.launch_template_name, "Version": "$Latest"}
+            source: dict[str, Any] = {"LaunchTemplate": template}
+            types = spec.spot_types() if capacity_type == SPOT else (spec.instance_type,)
+            if mixed:
+                source = {
+                    "MixedInstancesPolicy": {
+                        "LaunchTemplate": {
+                            "LaunchTemplateSpecification": template,
+                            "Overrides": [{"InstanceType": t} for t in types],
+                        },
+                        "InstancesDistribution": {
+                            "OnDemandBaseCapacity": 0,
+                            "OnDemandPercentageAboveBaseCapacity": 0,
+                            "SpotAllocationStrategy": spec.spot_allocation_strategy,
+                        },
+                    }
+                }
             autoscaling.create_auto_scaling_group(
                 AutoScalingGroupName=name,
-                LaunchTemplate={"LaunchTemplateName": spec.launch_template_name, "Version": "$Latest"},
                 MinSize=spec.min_size,
                 MaxSize=spec.max_size,
                 DesiredCapacity=0,
                 AvailabilityZones=zones,
                 CapacityRebalance=False,
                 Tags=_tags(name, tags),
+                **source,
             )
+            suspended: tuple[str, ...] = ()
+            if spec.suspend_az_rebalance:
+                autoscaling.suspend_processes(AutoScalingGroupName=name, ScalingProcesses=["AZRebalance"])
+                suspended = ("AZRebalance",)
             created.append(
                 CreatedGroup(
                     name=name,
@@ -122,7 +173,10 @@ def create_startup_groups(spec: StartupGroups, region: str, ec2: Any, autoscalin
                     min_size=spec.min_size,
                     max_size=spec.max_size,
                     availability_zones=tuple(zones),
-                    instance_type=spec.instance_type,
+                    instance_type=types[0],
+                    instance_types=types,
+                    mixed_instances=mixed,
+                    suspended_processes=suspended,
                 )
             )
     return sorted(created, key=lambda g: (g.capacity_type != SPOT, g.name))

@@ -178,9 +178,13 @@ def _offered_first(region: str, instance_type: str) -> None:
     _OFFERED_FIRST.add((region, instance_type))
 
 
-def launch_instance(group: MotoGroup, zone: str, lifecycle_state: str, spot: bool) -> MotoInstanceState:
-    """Run one EC2 instance from the group's launch template in `zone` and add it to the group."""
-    _offered_first(group.ec2_backend.region_name, group.instance_type)
+def launch_instance(
+    group: MotoGroup, zone: str, lifecycle_state: str, spot: bool, instance_type: str | None = None
+) -> MotoInstanceState:
+    """Run one EC2 instance from the group's launch template in `zone` (of `instance_type`, default the template's)
+    and add it to the group."""
+    instance_type = instance_type or group.instance_type
+    _offered_first(group.ec2_backend.region_name, instance_type)
     tags = dict(group.get_propagated_tags())
     tags[ASG_NAME_TAG] = group.name
     tags.update(group.instance_tags)
@@ -192,7 +196,7 @@ def launch_instance(group: MotoGroup, zone: str, lifecycle_state: str, spot: boo
         1,
         group.user_data,
         group.security_groups,
-        instance_type=group.instance_type,
+        instance_type=instance_type,
         tags={"instance": tags},
         placement=zone,
         launch_config=group.launch_config,
@@ -245,3 +249,117 @@ def group_instance_type(group: MotoGroup) -> str:
 
 def group_zones(group: MotoGroup) -> list[str]:
     return list(group.availability_zones)
+
+
+# ---- what a group is configured to do (plain values, read under the simulator's lock) ----
+
+LAUNCHING_TRANSITION = "autoscaling:EC2_INSTANCE_LAUNCHING"
+TERMINATING_TRANSITION = "autoscaling:EC2_INSTANCE_TERMINATING"
+
+
+@dataclass(frozen=True)
+class HookConfig:
+    """A lifecycle hook as PutLifecycleHook stored it (moto defaults: HeartbeatTimeout 3600, DefaultResult ABANDON,
+    as the API Reference's PutLifecycleHook documents)."""
+
+    name: str
+    transition: str
+    heartbeat_timeout: int
+    default_result: str
+
+
+def mixed_instances_policy(group: MotoGroup) -> dict[str, Any] | None:
+    policy = group.mixed_instances_policy
+    return policy if policy else None
+
+
+def restore_mixed_instances_policy(group: MotoGroup, policy: dict[str, Any] | None) -> None:
+    """Put back a policy moto's UpdateAutoScalingGroup dropped (moto sets it to the request's, None when absent)."""
+    group.mixed_instances_policy = policy
+
+
+def termination_policies(group: MotoGroup) -> tuple[str, ...]:
+    return tuple(group.termination_policies or ("Default",))
+
+
+def set_termination_policies(group: MotoGroup, policies: list[str]) -> None:
+    group.termination_policies = list(policies) or ["Default"]
+
+
+def suspended_processes(group: MotoGroup) -> frozenset[str]:
+    return frozenset(p["ProcessName"] for p in group.suspended_processes)
+
+
+def lifecycle_hooks(group: MotoGroup) -> list[HookConfig]:
+    hooks = group.autoscaling_backend.lifecycle_hooks.values()
+    return [
+        HookConfig(
+            name=hook.name,
+            transition=hook.lifecycle_transition,
+            heartbeat_timeout=int(hook.heartbeat_timeout),
+            default_result=str(hook.default_result).upper(),
+        )
+        for hook in hooks
+        if hook.auto_scaling_group_name == group.name
+    ]
+
+
+def health_check_grace_period(group: MotoGroup) -> int:
+    return int(group.health_check_grace_period or 0)
+
+
+def launch_configuration_name(group: MotoGroup) -> str | None:
+    return getattr(group, "launch_configuration_name", None) if group.launch_config is not None else None
+
+
+def template_exists(group: MotoGroup) -> bool:
+    """False once the group's launch template was deleted from EC2 (the group keeps pointing at it)."""
+    template = group.ec2_launch_template
+    return template is None or template.id in group.ec2_backend.launch_templates
+
+
+def current_template(group: MotoGroup) -> tuple[str, int] | None:
+    """(launch template id, version number) the group launches from now; None for a launch configuration group."""
+    template = group.ec2_launch_template
+    if template is None or not template_exists(group):
+        return None
+    return template.id, template.get_version(group.launch_template_version).number
+
+
+def template_id(group: MotoGroup) -> str | None:
+    template = group.ec2_launch_template
+    return None if template is None else str(template.id)
+
+
+def image_id(group: MotoGroup) -> str:
+    try:
+        return str(group.image_id)
+    except Exception:  # the template is gone
+        return ""
+
+
+def template_market(group: MotoGroup) -> str | None:
+    """``spot`` when the group's launch template requests spot (InstanceMarketOptions.MarketType), else None."""
+    template = group.ec2_launch_template
+    if template is None or not template_exists(group):
+        return None
+    data = template.get_version(group.launch_template_version).data or {}
+    options = data.get("InstanceMarketOptions") or {}
+    return "spot" if str(options.get("MarketType", "")).lower() == "spot" else None
+
+
+def subnet_in_zone(group: MotoGroup, zone: str) -> str | None:
+    return _subnet_in_zone(group, zone)
+
+
+_ZONES_OFFERING: dict[str, dict[str, frozenset[str]]] = {}
+
+
+def zones_offering(region: str, instance_type: str) -> frozenset[str]:
+    """The zones of ``region`` where EC2 offers ``instance_type`` (moto's copy of DescribeInstanceTypeOfferings)."""
+    if region not in _ZONES_OFFERING:
+        by_type: dict[str, set[str]] = {}
+        for offering in INSTANCE_TYPE_OFFERINGS["availability-zone"].get(region, []):
+            by_type.setdefault(offering["InstanceType"], set()).add(offering["Location"])
+        _ZONES_OFFERING[region] = {t: frozenset(zones) for t, zones in by_type.items()}
+    return _ZONES_OFFERING[region].get(instance_type, frozenset())

@@ -1,10 +1,11 @@
-"""Node sync: one kwok-managed Kubernetes Node per InService instance of the simulated groups.
+"""Node sync: one kwok-managed Kubernetes Node per booted instance of the simulated groups.
 
-A Node appears when its instance becomes InService and goes away when the instance leaves its group (a
-Terminating instance keeps the Node it already has). Nodes are named after the instance's private DNS name and
-carry `spec.providerID: aws:///<zone>/<instance-id>`. Only Nodes this module created (label spotguard.io/asg
-plus the owner annotation) are ever changed or deleted. kwok (started with
---manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake) makes them Ready.
+A Node appears when its instance has booted (InService, or held by a launch lifecycle hook in Pending:Wait or
+Pending:Proceed: its kubelet registers whatever the group's state) and goes away when the instance leaves its
+group (a Terminating, Terminating:Wait or Terminating:Proceed instance keeps the Node it already has). Nodes are
+named after the instance's private DNS name and carry `spec.providerID: aws:///<zone>/<instance-id>`. Only Nodes
+this module created (label spotguard.io/asg plus the owner annotation) are ever changed or deleted. kwok (started
+with --manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake) makes them Ready.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ KWOK_ANNOTATION_VALUE = "fake"
 
 IN_SERVICE = "InService"
 TERMINATING = "Terminating"
+BOOTED_STATES = frozenset({IN_SERVICE, "Pending:Wait", "Pending:Proceed"})
+LEAVING_STATES = frozenset({TERMINATING, "Terminating:Wait", "Terminating:Proceed"})
 WATCH_SECONDS = 5  # each deletion watch ends after this long and is resumed: a stop is never kept waiting longer
 
 
@@ -171,8 +174,8 @@ class NodeSync:
     def sync_once(self) -> SyncResult:
         result = SyncResult()
         instances = [i for g in self.snapshot() for i in g.instances]
-        wanted = {i.private_dns_name: i for i in instances if i.lifecycle_state == IN_SERVICE}
-        keep = {i.private_dns_name: i for i in instances if i.lifecycle_state == TERMINATING}
+        wanted = {i.private_dns_name: i for i in instances if i.lifecycle_state in BOOTED_STATES}
+        keep = {i.private_dns_name: i for i in instances if i.lifecycle_state in LEAVING_STATES}
         existing = self._existing()
 
         for name, node_provider_id in existing.items():

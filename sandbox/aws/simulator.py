@@ -1,408 +1,63 @@
-"""The capacity simulator: launches, pending time, capacity shortages and scaling activities for moto's groups.
+"""The capacity simulator: EC2 Auto Scaling for moto's groups, with the operations callers ask for.
 
-moto keeps the groups and instances; the simulator decides when instances are launched, how long they stay
-Pending, when launches fail, and when terminated instances leave, and it records every such step as a scaling
-activity. All state changes happen under `lock`, which the server also holds while moto answers a request.
-
-A scale-out launches at most ``LAUNCH_SLICE`` instances per hold of the lock: the first slice with the call that
-made the gap (what a single replacement sees at once), the rest from the ticker, slice by slice, with the lock let go
-in between. AWS answers SetDesiredCapacity at once and launches in the background, and one group's launches never
-hold up another group's calls; here a call waits for one slice at most, not for a whole scale-out of hundreds.
+moto keeps the groups and instances; the engine (sandbox.aws.engine) decides when instances are launched (in which
+pool), how long they stay Pending, when and how launches fail, which instance a scale-in terminates, what lifecycle
+hooks, AZRebalance and instance refreshes do, and when terminated instances leave, and it records every such step as
+a scaling activity. This class answers the Auto Scaling operations moto lacks or the simulator owns, and the
+sandbox's own control calls. Each behaviour names the AWS page it follows beside its code; docs/simulator.md lists
+them all. All state changes happen under `lock`, which the server also holds while moto answers a request.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-import threading
-import time
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
 
 from sandbox.aws import aws_messages as msg
 from sandbox.aws import moto_bridge as moto
-from sandbox.aws.activities import Activity, ActivityLog
-from sandbox.aws.capacity import (
-    SPOT,
-    CapacitySettings,
-    GroupView,
-    InstanceView,
-    SimulatorDefaults,
-    capacity_type_of,
+from sandbox.aws.activities import Activity
+from sandbox.aws.capacity import CapacitySettings, GroupView, InstanceView, capacity_type_of
+from sandbox.aws.engine import GroupEngine
+from sandbox.aws.group_state import (
+    IN_PROGRESS,
+    LEAVING_STATES,
+    GroupState,
+    TrackedInstance,
+    UnknownGroupError,
 )
-from sandbox.aws.clock import Clock
+from sandbox.aws.instance_refresh import CANCELLED as REFRESH_CANCELLED
+from sandbox.aws.instance_refresh import IGNORE as REFRESH_IGNORE
+from sandbox.aws.instance_refresh import InstanceRefresh, Preferences
+from sandbox.aws.lifecycle_hooks import RESULTS, LifecycleAction
+from sandbox.aws.pools import (
+    PoolSettings,
+    pool_settings_key,
+    settings_for,
+)
 from sandbox.aws.query_protocol import AwsApiError
 
 log = logging.getLogger(__name__)
 
-PENDING = "Pending"
-IN_SERVICE = "InService"
-TERMINATING = "Terminating"
-# Lifecycle states that count toward the group's capacity.
-COUNTED_STATES = frozenset({PENDING, "Pending:Wait", "Pending:Proceed", IN_SERVICE})
-
-SUCCESSFUL = "Successful"
-FAILED = "Failed"
-IN_PROGRESS = "InProgress"
-
-LAUNCH_SLICE = 20  # instances launched per hold of the lock
-SLICE_PAUSE = 0.001  # seconds between slices with the lock let go, so waiting calls get it
+__all__ = ["CapacitySimulator", "UnknownGroupError"]
 
 
-class UnknownGroupError(LookupError):
-    """The simulator has no group of that name."""
-
-
-@dataclass
-class _TrackedInstance:
-    state: moto.MotoInstanceState
-    in_service_at: datetime | None = None
-    leave_at: datetime | None = None
-    launch_activity: Activity | None = None
-    terminate_activity: Activity | None = None
-
-
-@dataclass
-class _Group:
-    name: str
-    moto_group: moto.MotoGroup
-    settings: CapacitySettings
-    tracked: dict[str, _TrackedInstance] = field(default_factory=dict)
-    next_attempt_at: datetime | None = None
-    cause_prefix: str | None = None
-    scale_out_from: tuple[int, int] | None = None  # (actual, desired) when the scale-out under way began
-
-
-class CapacitySimulator:
-    """Simulates EC2 capacity for every Auto Scaling group moto holds in one account and region."""
-
-    def __init__(self, region: str, clock: Clock, defaults: SimulatorDefaults | None = None) -> None:
-        self.region = region
-        self.clock = clock
-        self.defaults = defaults or SimulatorDefaults()
-        self.lock = threading.RLock()
-        # Set whenever an instance a Node may stand for changes: it goes InService, or enters or leaves a group other
-        # than by a Pending launch (the node sync's wake-up: a burst's hundreds of Pending launches need no sync).
-        self.changed = threading.Event()
-        # Set when a scale-out has slices left: the ticker carries on at once rather than at its next tick.
-        self.work = threading.Event()
-        self.activities = ActivityLog()
-        self._groups: dict[str, _Group] = {}
-
-    @property
-    def account_id(self) -> str:
-        return moto.account_id()
-
-    # ---- keeping up with moto ----
-
-    def tick(self) -> None:
-        """Adopt new groups, notice lost instances, finish due transitions and close desired/actual gaps: every
-        scale-out to its end, a slice per hold of the lock."""
-        self.work.clear()
-        with self.lock:
-            self._sync_groups()
-            busy = [group for group in list(self._groups.values()) if self._advance(group)]
-        while busy:
-            time.sleep(SLICE_PAUSE)
-            with self.lock:
-                busy = [g for g in busy if self._groups.get(g.name) is g and self._reconcile(g)]
-
-    def forget_everything(self) -> None:
-        """Drop all groups, activities and settings (after moto itself was reset)."""
-        with self.lock:
-            self._groups.clear()
-            self.activities.clear()
-            self.changed.set()
-
-    def _sync_groups(self) -> None:
-        current = moto.groups(self.region)
-        for name, group in list(self._groups.items()):
-            if current.get(name) is not group.moto_group:
-                self._drop_group(group)
-        for name, moto_group in current.items():
-            if name not in self._groups:
-                self._adopt(name, moto_group)
-        for group in self._groups.values():
-            self._notice_membership(group)
-
-    def _adopt(self, name: str, moto_group: moto.MotoGroup) -> _Group:
-        capacity_type = capacity_type_of(moto.group_tags(moto_group))
-        group = _Group(name=name, moto_group=moto_group, settings=self.defaults.for_capacity_type(capacity_type))
-        self._groups[name] = group
-        moto.adopt(
-            moto_group,
-            on_desired_set=lambda desired: self._desired_set_by_moto(group, desired),
-            on_replace_requested=lambda: self._membership_changed(group),
-        )
-        self._notice_membership(group)
-        log.info("Capacity simulator now manages Auto Scaling group %s (%s)", name, capacity_type)
-        return group
-
-    def _drop_group(self, group: _Group) -> None:
-        """The group was deleted (or moto was reset): terminate what it still held and stop tracking it."""
-        for tracked in group.tracked.values():
-            moto.remove_and_terminate(None, tracked.state)
-        del self._groups[group.name]
-        self.changed.set()
-        log.info("Auto Scaling group %s is gone; the capacity simulator stopped managing it", group.name)
-
-    def _membership_changed(self, group: _Group) -> None:
-        """moto removed members on its own (EC2 TerminateInstances): record the loss and replace at once."""
-        self._notice_membership(group)
-        self._reconcile(group)
-
-    def _notice_membership(self, group: _Group) -> None:
-        """Track instances moto added on its own; record instances that vanished without the simulator."""
-        present = {s.instance.id: s for s in moto.instance_states(group.moto_group)}
-        for instance_id, state in present.items():
-            if instance_id not in group.tracked:
-                group.tracked[instance_id] = _TrackedInstance(state=state)
-                self.changed.set()
-        for instance_id in [i for i in group.tracked if i not in present]:
-            tracked = group.tracked.pop(instance_id)
-            self.changed.set()
-            if tracked.terminate_activity is None:
-                now = self.clock.now()
-                facts = moto.facts(tracked.state)
-                if facts.ec2_state in ("terminated", "shutting-down", "stopped", "stopping"):
-                    description = msg.terminate_description(instance_id)
-                    cause = msg.health_check_terminate_cause(now, instance_id)
-                else:  # still running: DetachInstances took it out
-                    description = msg.detach_description(instance_id)
-                    cause = msg.detach_cause(now, instance_id)
-                self._record(
-                    group,
-                    description=description,
-                    cause=cause,
-                    status_code=SUCCESSFUL,
-                    progress=100,
-                    end_time=now,
-                    zone=facts.availability_zone,
-                )
-
-    # ---- time passing ----
-
-    def _advance(self, group: _Group) -> bool:
-        """Finish ``group``'s due transitions and reconcile it; True if its scale-out has slices left."""
-        now = self.clock.now()
-        for instance_id, tracked in list(group.tracked.items()):
-            lifecycle = tracked.state.lifecycle_state
-            if lifecycle == PENDING and tracked.in_service_at is not None and now >= tracked.in_service_at:
-                moto.set_lifecycle_state(tracked.state, IN_SERVICE)
-                tracked.in_service_at = None
-                if tracked.launch_activity is not None:
-                    tracked.launch_activity.finish(SUCCESSFUL, now)
-                self.changed.set()
-                log.info("Instance %s of %s is InService", instance_id, group.name)
-            elif lifecycle == TERMINATING and tracked.leave_at is not None and now >= tracked.leave_at:
-                self._leave(group, instance_id, now)
-        return self._reconcile(group)
-
-    def _leave(self, group: _Group, instance_id: str, now: datetime) -> None:
-        tracked = group.tracked.pop(instance_id)
-        moto.remove_and_terminate(group.moto_group, tracked.state)
-        if tracked.terminate_activity is not None:
-            tracked.terminate_activity.finish(SUCCESSFUL, now)
-        self.changed.set()
-        log.info("Instance %s terminated and left %s", instance_id, group.name)
-
-    def _counted(self, group: _Group) -> list[_TrackedInstance]:
-        return [t for t in group.tracked.values() if t.state.lifecycle_state in COUNTED_STATES]
-
-    def _reconcile(self, group: _Group) -> bool:
-        """Launch (a slice) or terminate toward the group's desired capacity; True if launches are left, in which
-        case the ticker is woken to carry on."""
-        desired = moto.group_sizes(group.moto_group)[2]
-        counted = self._counted(group)
-        more = False
-        if desired > len(counted):
-            more = self._scale_out(group, len(counted), desired)
-        else:
-            group.next_attempt_at = None
-            if desired < len(counted):
-                self._scale_in(group, counted, desired)
-        if more:
-            self.work.set()
-        else:
-            group.cause_prefix = None
-            group.scale_out_from = None
-        return more
-
-    def _zone_load(self, group: _Group) -> dict[str, int]:
-        """Counted instances per zone of the group (its zones only)."""
-        zones = moto.group_zones(group.moto_group) or [f"{self.region}a"]
-        load = {zone: 0 for zone in zones}
-        for tracked in self._counted(group):
-            zone = moto.facts(tracked.state).availability_zone
-            if zone in load:
-                load[zone] += 1
-        return load
-
-    def _scale_out(self, group: _Group, actual: int, desired: int) -> bool:
-        """Launch up to ``LAUNCH_SLICE`` instances toward ``desired``; True if more are left to launch."""
-        now = self.clock.now()
-        spot = capacity_type_of(moto.group_tags(group.moto_group)) == SPOT
-        if group.settings.capacity_short:
-            if group.next_attempt_at is not None and now < group.next_attempt_at:
-                return False
-            self._record_capacity_failure(group, actual, desired, spot, now)
-            group.next_attempt_at = now + timedelta(seconds=group.settings.retry_seconds)
-            return False
-        group.next_attempt_at = None
-        if group.scale_out_from is None or group.scale_out_from[1] != desired:
-            group.scale_out_from = (actual, desired)  # every slice's activity names the whole step, as AWS's do
-        began = group.scale_out_from[0]
-        count = min(desired - actual, LAUNCH_SLICE)
-        load = self._zone_load(group)  # counted once, then kept up to date: launching n is O(n), not O(n^2)
-        for _ in range(count):
-            zone = _emptiest(load)
-            self._launch(group, zone, began, desired, spot=spot, now=now)
-            load[zone] += 1
-        return desired - actual > count
-
-    def _record_capacity_failure(self, group: _Group, actual: int, desired: int, spot: bool, now: datetime) -> None:
-        zone = _emptiest(self._zone_load(group))
-        instance_type = moto.group_instance_type(group.moto_group)
-        if spot:
-            status = msg.spot_capacity_failure(instance_type)
-        else:
-            others = [z for z in moto.group_zones(group.moto_group) if z != zone]
-            status = msg.on_demand_capacity_failure(instance_type, zone, others)
-        self._record(
-            group,
-            description=msg.failed_launch_description(status),
-            cause=msg.join_causes(group.cause_prefix, msg.launch_cause(now, actual, desired)),
-            status_code=FAILED,
-            progress=100,
-            end_time=now,
-            status_message=status,
-            zone=zone,
-        )
-        log.warning(
-            "Auto Scaling group %s could not launch (simulated capacity shortage, desired %d, actual %d); "
-            "clear capacity_short to let it launch",
-            group.name,
-            desired,
-            actual,
-        )
-
-    def _launch(self, group: _Group, zone: str, actual: int, desired: int, *, spot: bool, now: datetime) -> None:
-        pending = group.settings.pending_seconds > 0
-        state = moto.launch_instance(group.moto_group, zone, PENDING if pending else IN_SERVICE, spot)
-        instance_id = state.instance.id
-        activity = self._record(
-            group,
-            description=msg.launch_description(instance_id),
-            cause=msg.join_causes(group.cause_prefix, msg.launch_cause(now, actual, desired)),
-            status_code=IN_PROGRESS if pending else SUCCESSFUL,
-            progress=30 if pending else 100,
-            end_time=None if pending else now,
-            zone=zone,
-            subnet_id=moto.facts(state).subnet_id,
-        )
-        group.tracked[instance_id] = _TrackedInstance(
-            state=state,
-            in_service_at=now + timedelta(seconds=group.settings.pending_seconds) if pending else None,
-            launch_activity=activity,
-        )
-        if not pending:
-            self.changed.set()
-        log.info("Launched %s in %s for %s (%s)", instance_id, zone, group.name, PENDING if pending else IN_SERVICE)
-
-    def _scale_in(self, group: _Group, counted: list[_TrackedInstance], desired: int) -> None:
-        now = self.clock.now()
-        candidates = [t for t in counted if not t.state.protected_from_scale_in]
-        for _ in range(len(counted) - desired):
-            if not candidates:
-                log.warning(
-                    "Auto Scaling group %s is above desired capacity %d but every instance is protected from "
-                    "scale-in; remove the protection to let it shrink",
-                    group.name,
-                    desired,
-                )
-                return
-            victim = self._scale_in_victim(candidates)
-            candidates.remove(victim)
-            instance_id = victim.state.instance.id
-            cause = msg.join_causes(group.cause_prefix, msg.scale_in_cause(now, len(counted), desired, instance_id))
-            self._terminate(group, victim, cause, now)
-
-    @staticmethod
-    def _scale_in_victim(candidates: list[_TrackedInstance]) -> _TrackedInstance:
-        """Default termination policy, simplified: the zone with the most instances, then its oldest instance."""
-        by_zone: dict[str, list[_TrackedInstance]] = {}
-        for tracked in candidates:
-            by_zone.setdefault(tracked.state.instance.placement.zone, []).append(tracked)
-        busiest = max(by_zone.values(), key=len)
-        return min(busiest, key=lambda t: t.state.instance.launch_time)
-
-    def _terminate(self, group: _Group, tracked: _TrackedInstance, cause: str, now: datetime) -> Activity:
-        instance_id = tracked.state.instance.id
-        if tracked.launch_activity is not None and tracked.launch_activity.end_time is None:
-            tracked.launch_activity.finish(SUCCESSFUL, now)
-        tracked.in_service_at = None
-        tracked.terminate_activity = self._record(
-            group,
-            description=msg.terminate_description(instance_id),
-            cause=cause,
-            status_code=IN_PROGRESS,
-            progress=50,
-            end_time=None,
-            zone=moto.facts(tracked.state).availability_zone,
-        )
-        moto.set_lifecycle_state(tracked.state, TERMINATING)
-        tracked.leave_at = now + timedelta(seconds=group.settings.terminating_seconds)
-        self.changed.set()
-        if group.settings.terminating_seconds <= 0:
-            self._leave(group, instance_id, now)
-        return tracked.terminate_activity
-
-    def _record(
-        self,
-        group: _Group,
-        *,
-        description: str,
-        cause: str,
-        status_code: str,
-        progress: int,
-        end_time: datetime | None,
-        zone: str,
-        status_message: str | None = None,
-        subnet_id: str | None = None,
-    ) -> Activity:
-        details = {"Subnet ID": subnet_id, "Availability Zone": zone} if subnet_id else {"Availability Zone": zone}
-        activity = Activity(
-            group_name=group.name,
-            group_arn=moto.group_arn(group.moto_group),
-            description=description,
-            cause=cause,
-            start_time=self.clock.now(),
-            end_time=end_time,
-            status_code=status_code,
-            status_message=status_message,
-            progress=progress,
-            details=details,
-        )
-        return self.activities.add(activity)
-
-    def _desired_set_by_moto(self, group: _Group, desired: int | None) -> None:
-        """moto changed desired capacity (UpdateAutoScalingGroup, DetachInstances, ...): record it and reconcile."""
-        self._notice_membership(group)
-        min_size, max_size, old = moto.group_sizes(group.moto_group)
-        new = min_size if desired is None else desired
-        moto.set_desired(group.moto_group, new)
-        if new != old:
-            group.cause_prefix = msg.desired_updated_by_user(self.clock.now(), min_size, max_size, old, new)
-        self._reconcile(group)
+class CapacitySimulator(GroupEngine):
+    """Simulates EC2 Auto Scaling for every group moto holds in one account and region."""
 
     # ---- the Auto Scaling operations the simulator answers itself ----
 
-    def _group(self, name: str) -> _Group:
+    def _group(self, name: str) -> GroupState:
         self._sync_groups()
         group = self._groups.get(name)
         if group is None:
             raise UnknownGroupError(name)
         return group
+
+    def _api_group(self, name: str) -> GroupState:
+        try:
+            return self._group(name)
+        except UnknownGroupError:
+            raise AwsApiError("ValidationError", msg.group_not_found(name)) from None
 
     def set_desired_capacity(self, group_name: str, desired: int) -> None:
         """SetDesiredCapacity: validate like AWS, change DesiredCapacity, then launch or terminate."""
@@ -423,7 +78,9 @@ class CapacitySimulator:
             self._reconcile(group)
 
     def terminate_instance_in_group(self, instance_id: str, should_decrement: bool) -> Activity:
-        """TerminateInstanceInAutoScalingGroup: that exact instance goes; desired drops by one if asked."""
+        """TerminateInstanceInAutoScalingGroup: that exact instance goes, protected or not (scale-in protection does
+        not cover it: "Use instance scale-in protection"); desired drops by one if asked. An instance already leaving
+        is not terminated again: the call answers with its termination under way."""
         with self.lock:
             self._sync_groups()
             owner = next((g for g in self._groups.values() if instance_id in g.tracked), None)
@@ -431,7 +88,7 @@ class CapacitySimulator:
                 raise AwsApiError("ValidationError", msg.instance_not_managed(instance_id))
             tracked = owner.tracked[instance_id]
             now = self.clock.now()
-            if tracked.state.lifecycle_state == TERMINATING and tracked.terminate_activity is not None:
+            if tracked.lifecycle in LEAVING_STATES and tracked.terminate_activity is not None:
                 return dataclasses.replace(tracked.terminate_activity)
             min_size, _max_size, old = moto.group_sizes(owner.moto_group)
             new = old
@@ -465,6 +122,116 @@ class CapacitySimulator:
                 found = [a for a in found if a.activity_id in wanted]
             return [dataclasses.replace(a) for a in found]
 
+    def complete_lifecycle_action(
+        self, group_name: str, hook_name: str, result: str, instance_id: str | None, token: str | None
+    ) -> None:
+        """CompleteLifecycleAction: end the named hook's wait for the instance (by id or token) with ``result``."""
+        with self.lock:
+            if result not in RESULTS:
+                raise AwsApiError("ValidationError", msg.invalid_lifecycle_result(result))
+            group = self._api_group(group_name)
+            tracked, action = self._open_action(group, hook_name, instance_id, token)
+            action.complete(result)
+            log.info(
+                "Lifecycle action %s of %s for %s completed with %s", hook_name, group_name, tracked.instance_id, result
+            )
+            self._actions_changed(group, tracked, self.clock.now())
+            self._reconcile(group)
+
+    def record_lifecycle_action_heartbeat(
+        self, group_name: str, hook_name: str, instance_id: str | None, token: str | None
+    ) -> None:
+        """RecordLifecycleActionHeartbeat: restart the hook's heartbeat timeout."""
+        with self.lock:
+            group = self._api_group(group_name)
+            _tracked, action = self._open_action(group, hook_name, instance_id, token)
+            action.heartbeat(self.clock.now())
+
+    def _open_action(
+        self, group: GroupState, hook_name: str, instance_id: str | None, token: str | None
+    ) -> tuple[TrackedInstance, LifecycleAction]:
+        for tracked in group.tracked.values():
+            for action in tracked.actions:
+                if (
+                    action.open
+                    and action.hook.name == hook_name
+                    and ((token and action.token == token) or (not token and action.instance_id == instance_id))
+                ):
+                    return tracked, action
+        raise AwsApiError("ValidationError", msg.no_active_lifecycle_action(instance_id, token))
+
+    def start_instance_refresh(self, group_name: str, preferences: Preferences) -> InstanceRefresh:
+        """StartInstanceRefresh: replace every instance the group holds now, batch by batch."""
+        with self.lock:
+            group = self._api_group(group_name)
+            if self._active_refresh(group) is not None:
+                raise AwsApiError("InstanceRefreshInProgress", msg.instance_refresh_in_progress())
+            counted = self._counted(group)
+            to_replace = [
+                t.instance_id
+                for t in sorted(counted, key=lambda t: t.launched_at)
+                if not (t.state.protected_from_scale_in and preferences.scale_in_protected_instances == REFRESH_IGNORE)
+            ]
+            warmup = preferences.instance_warmup
+            refresh = InstanceRefresh(
+                group_name=group_name,
+                preferences=preferences,
+                start_time=self.clock.now(),
+                to_replace=to_replace,
+                total=len(to_replace),
+                warmup_seconds=moto.health_check_grace_period(group.moto_group) if warmup is None else warmup,
+            )
+            group.refreshes.insert(0, refresh)
+            log.info(
+                "Instance refresh %s of %s started: %d instance(s) to replace",
+                refresh.refresh_id,
+                group_name,
+                len(to_replace),
+            )
+            return dataclasses.replace(refresh)
+
+    def describe_instance_refreshes(self, group_name: str, refresh_ids: list[str]) -> list[InstanceRefresh]:
+        with self.lock:
+            group = self._api_group(group_name)
+            found = [r for r in group.refreshes if not refresh_ids or r.refresh_id in refresh_ids]
+            return [dataclasses.replace(r, in_flight=set(r.in_flight), to_replace=list(r.to_replace)) for r in found]
+
+    def cancel_instance_refresh(self, group_name: str) -> str:
+        """CancelInstanceRefresh: stop replacing; terminations under way finish (the refresh ends Cancelled)."""
+        with self.lock:
+            group = self._api_group(group_name)
+            refresh = self._active_refresh(group)
+            if refresh is None:
+                raise AwsApiError("ActiveInstanceRefreshNotFound", msg.no_active_instance_refresh(group_name))
+            refresh.finish(REFRESH_CANCELLED, self.clock.now())
+            return refresh.refresh_id
+
+    def group_created(self, group_name: str) -> None:
+        """CreateAutoScalingGroup: moto launched the group's first instances itself (InService, on-demand, in one
+        zone); take them back unrecorded and launch them as AWS would, with the creation's cause (the User Guide's
+        "Troubleshoot Amazon EC2 Auto Scaling" example: "a user request created an AutoScalingGroup changing the
+        desired capacity from 0 to 1")."""
+        with self.lock:
+            self._sync_groups()
+            group = self._groups.get(group_name)
+            if group is None:
+                return
+            for tracked in list(group.tracked.values()):
+                group.tracked.pop(tracked.instance_id)
+                moto.remove_and_terminate(group.moto_group, tracked.state)
+            desired = moto.group_sizes(group.moto_group)[2]
+            if desired:
+                group.cause_prefix = msg.group_created_by_user(self.clock.now(), desired)
+            self.changed.set()
+            self._reconcile(group)
+
+    def after_update(self, group_name: str) -> None:
+        """A moto call changed the group's settings (suspended processes, protection, ...): act on them now."""
+        with self.lock:
+            group = self._groups.get(group_name)
+            if group is not None:
+                self._reconcile(group)
+
     # ---- control ----
 
     def seed_in_service(self, group_name: str, count: int) -> list[str]:
@@ -492,10 +259,40 @@ class CapacitySimulator:
             before = group.settings
             group.settings = before.updated(changes)
             log.info("Capacity settings of %s changed from %s to %s", group_name, before, group.settings)
-            if before.capacity_short and not group.settings.capacity_short:
+            if self._group_failure(group) is None:
                 group.next_attempt_at = None
             self._reconcile(group)
             return dataclasses.replace(group.settings)
+
+    def pool_settings(self, group_name: str) -> dict[str, PoolSettings]:
+        with self.lock:
+            return {k: dataclasses.replace(v) for k, v in self._group(group_name).pools.items()}
+
+    def update_pool(
+        self,
+        group_name: str,
+        instance_type: str | None,
+        zone: str | None,
+        changes: PoolSettings,
+        *,
+        clear: bool = False,
+    ) -> PoolSettings:
+        """Change the settings of the pools of ``instance_type`` in ``zone`` (None: any), or ``clear`` them; a pool
+        that is no longer short may be tried again at once."""
+        with self.lock:
+            group = self._group(group_name)
+            key = pool_settings_key(instance_type, zone)
+            merged = PoolSettings() if clear else changes.merged_over(group.pools.get(key, PoolSettings()))
+            if merged == PoolSettings():
+                group.pools.pop(key, None)
+            else:
+                group.pools[key] = merged
+            group.failed_pools = {p: t for p, t in group.failed_pools.items() if settings_for(p, group.pools).short}
+            if not group.failed_pools:
+                group.next_attempt_at = None
+            log.info("Pool settings %s of %s are now %s", key, group_name, group.pools.get(key))
+            self._reconcile(group)
+            return dataclasses.replace(merged)
 
     def capacity_type(self, group_name: str) -> str:
         with self.lock:
@@ -516,19 +313,20 @@ class CapacitySimulator:
             self._sync_groups()
             return [self._view(group) for group in self._groups.values()]
 
-    def _view(self, group: _Group) -> GroupView:
+    def _view(self, group: GroupState) -> GroupView:
         moto_group = group.moto_group
         tags = moto.group_tags(moto_group)
-        capacity_type = capacity_type_of(tags)
+        shape = self._shape(group)
         min_size, max_size, desired = moto.group_sizes(moto_group)
         instances = []
         for state in moto.instance_states(moto_group):
             facts = moto.facts(state)
+            tracked = group.tracked.get(facts.instance_id)
             instances.append(
                 InstanceView(
                     instance_id=facts.instance_id,
                     group_name=group.name,
-                    capacity_type=capacity_type,
+                    capacity_type=tracked.market if tracked else capacity_type_of(tags),
                     lifecycle_state=facts.lifecycle_state,
                     availability_zone=facts.availability_zone,
                     instance_type=facts.instance_type,
@@ -539,18 +337,17 @@ class CapacitySimulator:
         return GroupView(
             name=group.name,
             arn=moto.group_arn(moto_group),
-            capacity_type=capacity_type,
+            capacity_type=capacity_type_of(tags),
             min_size=min_size,
             max_size=max_size,
             desired_capacity=desired,
             availability_zones=tuple(moto.group_zones(moto_group)),
-            instance_type=moto.group_instance_type(moto_group),
+            instance_type=shape.instance_types[0],
             tags=tags,
             settings=dataclasses.replace(group.settings),
             instances=tuple(instances),
+            instance_types=shape.instance_types,
+            mixed_instances=shape.mixed,
+            suspended_processes=tuple(sorted(moto.suspended_processes(moto_group))),
+            pools={key: value.to_json() for key, value in group.pools.items()},
         )
-
-
-def _emptiest(load: dict[str, int]) -> str:
-    """The zone with the fewest counted instances (the first such, in the group's order): where AWS launches next."""
-    return min(load, key=lambda zone: load[zone])

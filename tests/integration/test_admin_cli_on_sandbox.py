@@ -16,6 +16,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -33,6 +34,7 @@ from controller.clock import SystemClock
 from controller.model.sgfe import Phase, Spec, Status
 from controller.observability.events import EventRecorder, sgfe_ref
 from nodewatch import annotations as contract
+from sandbox.aws.client import SandboxAWSClient
 from sandbox.environment import Sandbox
 
 SPOT_ASG = "spotguard-spot-1"
@@ -349,6 +351,34 @@ def test_doctor_passes_with_nodewatch_on_every_spot_node(run: Run, nodewatch_pod
     assert lines[-1].endswith("0 failed")
     assert "what to do:" in result.stdout  # under the warnings
     assert yaml.safe_load(run("doctor", "-o", "yaml", env=PAIR_ENV).stdout)["ok"] is True
+
+
+def test_doctor_fails_a_group_whose_az_rebalance_runs_and_warns_on_a_launch_hook_longer_than_the_deadline(
+    run: Run, aws_sim: SandboxAWSClient, autoscaling: Any
+) -> None:
+    autoscaling.resume_processes(AutoScalingGroupName=ON_DEMAND_ASG, ScalingProcesses=["AZRebalance"])
+    autoscaling.put_lifecycle_hook(
+        LifecycleHookName="bootstrap",
+        AutoScalingGroupName=SPOT_ASG,
+        LifecycleTransition="autoscaling:EC2_INSTANCE_LAUNCHING",
+        HeartbeatTimeout=900,
+    )
+
+    result = run("doctor", "-o", "json", env=PAIR_ENV)
+
+    found = checks(result)
+    assert found[f"az-rebalance/{ON_DEMAND_ASG}"]["status"] == "FAIL"
+    assert found[f"az-rebalance/{ON_DEMAND_ASG}"]["whatToDo"] == (
+        f"aws autoscaling suspend-processes --auto-scaling-group-name {ON_DEMAND_ASG} --scaling-processes AZRebalance"
+    )
+    assert found[f"az-rebalance/{SPOT_ASG}"]["status"] == "PASS"  # the sandbox suspends it, as operators must
+    assert found[f"launch-hooks/{SPOT_ASG}"]["status"] == "WARN"
+    assert "bootstrap (15m)" in found[f"launch-hooks/{SPOT_ASG}"]["finding"]
+    for name in (SPOT_ASG, ON_DEMAND_ASG):
+        assert found[f"managed-tag/{name}"]["status"] == "PASS"
+
+    autoscaling.suspend_processes(AutoScalingGroupName=ON_DEMAND_ASG, ScalingProcesses=["AZRebalance"])
+    assert checks(run("doctor", "-o", "json", env=PAIR_ENV))[f"az-rebalance/{ON_DEMAND_ASG}"]["status"] == "PASS"
 
 
 def test_doctor_checks_rbac_as_the_controllers_service_account(run: Run) -> None:

@@ -182,6 +182,7 @@ def test_every_call_of_the_controller_succeeds_on_managed_groups(aws: dict[str, 
     victim = aws["instances"]["spot"][0]
     assert asg.group_of_instances([victim]) == {victim: spot}
     assert asg.activities(spot) is not None
+    assert asg.lifecycle_hooks(spot) == []
 
     asg.set_desired_capacity(spot, 3)
     asg.terminate_instance(victim, decrement=True)

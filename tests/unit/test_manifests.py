@@ -69,6 +69,7 @@ NOT_CONTROLLER_NODE_ANNOTATIONS = {
     "spotguard.io/rebalance": "a taint (NodeRestriction keeps kubelets from changing taints)",
     "spotguard.io/scale-down": "a taint (NodeRestriction keeps kubelets from changing taints)",
     "spotguard.io/on-demand-partner": "a tag on Auto Scaling groups",
+    "spotguard.io/managed": "a tag on Auto Scaling groups (the IAM policy allows capacity changes of those only)",
 }
 
 

@@ -74,3 +74,79 @@ def sandbox(sandbox_server: tuple[SandboxAWSServer, ManualClock], _clients: tupl
     return Sandbox(
         server=server, clock=clock, control=SandboxAWSClient(server.endpoint), autoscaling=_clients[0], ec2=_clients[1]
     )
+
+
+ZONES = ("us-east-1a", "us-east-1b", "us-east-1c")
+TEMPLATE = "spotguard-nodes"  # the start-up launch template (m5.large)
+
+
+def create_group(
+    sandbox: Sandbox,
+    name: str,
+    *,
+    instance_types: tuple[str, ...] | None = None,
+    zones: tuple[str, ...] = ZONES,
+    spot: bool = True,
+    on_demand_base: int = 0,
+    on_demand_percentage: int | None = None,
+    spot_strategy: str | None = "price-capacity-optimized",
+    max_size: int = 20,
+    suspend: tuple[str, ...] = (),
+    **extra: Any,
+) -> None:
+    """A group on the start-up launch template: with ``instance_types`` a MixedInstancesPolicy group (all spot unless
+    on-demand settings say otherwise), without them a plain launch-template group tagged spot or on-demand."""
+    tags = [
+        {
+            "ResourceId": name,
+            "ResourceType": "auto-scaling-group",
+            "Key": "spotguard.io/capacity-type",
+            "Value": "spot" if spot else "on-demand",
+            "PropagateAtLaunch": True,
+        }
+    ]
+    source: dict[str, Any] = {"LaunchTemplate": {"LaunchTemplateName": TEMPLATE, "Version": "$Latest"}}
+    if instance_types is not None:
+        distribution: dict[str, Any] = {
+            "OnDemandBaseCapacity": on_demand_base,
+            "OnDemandPercentageAboveBaseCapacity": (0 if spot else 100)
+            if on_demand_percentage is None
+            else on_demand_percentage,
+        }
+        if spot_strategy is not None:
+            distribution["SpotAllocationStrategy"] = spot_strategy
+        source = {
+            "MixedInstancesPolicy": {
+                "LaunchTemplate": {
+                    "LaunchTemplateSpecification": {"LaunchTemplateName": TEMPLATE, "Version": "$Latest"},
+                    "Overrides": [{"InstanceType": t} for t in instance_types],
+                },
+                "InstancesDistribution": distribution,
+            }
+        }
+    sandbox.autoscaling.create_auto_scaling_group(
+        AutoScalingGroupName=name,
+        MinSize=0,
+        MaxSize=max_size,
+        DesiredCapacity=0,
+        AvailabilityZones=list(zones),
+        Tags=tags,
+        **source,
+        **extra,
+    )
+    if suspend:
+        sandbox.autoscaling.suspend_processes(AutoScalingGroupName=name, ScalingProcesses=list(suspend))
+    sandbox.server.simulator.tick()
+    sandbox.control.set_capacity(name, pending_seconds=0)
+
+
+def instances(sandbox: Sandbox, name: str) -> list[dict[str, Any]]:
+    return sandbox.group(name)["Instances"]  # type: ignore[no-any-return]
+
+
+def zone_counts(sandbox: Sandbox, name: str) -> dict[str, int]:
+    counts = dict.fromkeys(sandbox.group(name)["AvailabilityZones"], 0)
+    for instance in instances(sandbox, name):
+        if instance["LifecycleState"] in ("Pending", "Pending:Wait", "Pending:Proceed", "InService"):
+            counts[instance["AvailabilityZone"]] += 1
+    return counts

@@ -25,6 +25,9 @@ def test_state_lists_groups_instances_and_settings(sandbox: Sandbox) -> None:
         "capacity_short": False,
         "retry_seconds": 10.0,
         "terminating_seconds": 0.0,
+        "launch_failure": None,
+        "pool_retry_seconds": 0.0,
+        "az_rebalance_seconds": 10.0,
     }
     instance = spot["instances"][0]
     assert instance["lifecycle_state"] == "InService"
@@ -77,3 +80,29 @@ def test_moto_reset_still_empties_everything(sandbox: Sandbox) -> None:
 def test_unknown_route_is_404_with_a_hint(sandbox: Sandbox) -> None:
     with pytest.raises(SandboxAWSError, match="HTTP 404: no sandbox route GET /_sandbox/nothing"):
         sandbox.control._call("GET", "/nothing")
+
+
+def test_pool_settings_are_set_listed_and_cleared(sandbox: Sandbox) -> None:
+    sandbox.control.set_pool(SPOT, zone="us-east-1b", short=True)
+    sandbox.control.set_pool(SPOT, instance_type="m5.large", zone="us-east-1a", spot_price=0.02)
+
+    assert sandbox.control.pools(SPOT) == {
+        "*/us-east-1b": {"short": True, "spot_price": None, "capacity_score": None},
+        "m5.large/us-east-1a": {"short": None, "spot_price": 0.02, "capacity_score": None},
+    }
+    assert sandbox.control.group(SPOT)["pools"] == sandbox.control.pools(SPOT)
+
+    sandbox.control.set_pool(SPOT, zone="us-east-1b")
+    assert list(sandbox.control.pools(SPOT)) == ["m5.large/us-east-1a"]
+
+
+def test_bad_pool_settings_are_refused_naming_the_field(sandbox: Sandbox) -> None:
+    with pytest.raises(
+        SandboxAWSError, match=r"HTTP 400: pool settings of spotguard-spot-1 unchanged: pool setting 'short'"
+    ):
+        sandbox.control._call("POST", f"/groups/{SPOT}/pools", {"zone": "us-east-1a", "short": "yes"})
+    with pytest.raises(SandboxAWSError, match=r"unknown pool field\(s\) \['depth'\]"):
+        sandbox.control._call("POST", f"/groups/{SPOT}/pools", {"depth": 3})
+    with pytest.raises(SandboxAWSError, match=r"HTTP 404.*no Auto Scaling group 'nope'"):
+        sandbox.control.set_pool("nope", short=True)
+    assert sandbox.control.pools(SPOT) == {}

@@ -8,7 +8,7 @@ import threading
 import pytest
 from botocore.exceptions import ClientError
 
-from sandbox.aws.simulator import LAUNCH_SLICE
+from sandbox.aws.engine import LAUNCH_SLICE
 from tests.unit.sandbox.conftest import ON_DEMAND, SPOT, Sandbox
 
 SPOT_SHORTAGE = (
@@ -28,10 +28,15 @@ def test_startup_creates_tagged_spot_and_on_demand_groups_with_in_service_instan
     spot_tags = {t["Key"]: t["Value"] for t in spot["Tags"]}
     assert spot_tags["spotguard.io/capacity-type"] == "spot"
     assert spot_tags["spotguard.io/on-demand-partner"] == ON_DEMAND
+    for group in (spot, on_demand):  # what manifests/iam-policy.json requires of a group the controller changes
+        assert {t["Key"]: t["Value"] for t in group["Tags"]}["spotguard.io/managed"] == "true"
     assert {t["Key"]: t["Value"] for t in on_demand["Tags"]}["spotguard.io/capacity-type"] == "on-demand"
     assert (on_demand["DesiredCapacity"], on_demand["Instances"]) == (0, [])
-    launch_template = spot["LaunchTemplate"]["LaunchTemplateName"]
-    assert launch_template == on_demand["LaunchTemplate"]["LaunchTemplateName"] == "spotguard-nodes"
+    spot_template = spot["MixedInstancesPolicy"]["LaunchTemplate"]["LaunchTemplateSpecification"]["LaunchTemplateName"]
+    assert spot_template == on_demand["LaunchTemplate"]["LaunchTemplateName"] == "spotguard-nodes"
+    assert spot["MixedInstancesPolicy"]["InstancesDistribution"]["OnDemandPercentageAboveBaseCapacity"] == 0
+    for group in (spot, on_demand):  # as a Spot Guard operator sets them up (spotguard doctor checks it)
+        assert [p["ProcessName"] for p in group["SuspendedProcesses"]] == ["AZRebalance"]
 
 
 def test_spot_instances_launch_as_spot_in_ec2(sandbox: Sandbox) -> None:
@@ -170,7 +175,7 @@ def test_another_groups_call_gets_in_between_the_slices_of_a_scale_out(
         caller.join(timeout=10)
         assert not caller.is_alive(), "a DescribeAutoScalingGroups call waited for the whole scale-out"
 
-    monkeypatch.setattr("sandbox.aws.simulator.time.sleep", pause)
+    monkeypatch.setattr("sandbox.aws.engine.time.sleep", pause)
     sandbox.server.simulator.tick()
 
     # the call launched the first slice; the tick launched the others, letting the caller in after each but the last

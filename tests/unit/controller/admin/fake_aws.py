@@ -17,6 +17,9 @@ def client_error(code: str, message: str, operation: str) -> ClientError:
     return ClientError({"Error": {"Code": code, "Message": message}}, operation)
 
 
+MANAGED_TAG = "spotguard.io/managed"
+
+
 def group(
     name: str,
     *,
@@ -24,7 +27,14 @@ def group(
     max_size: int = 10,
     capacity_rebalance: bool = False,
     tags: dict[str, str] | None = None,
+    managed: bool = True,
+    suspended: tuple[str, ...] = ("AZRebalance",),
+    protect_new_instances: bool = False,
 ) -> dict[str, Any]:
+    """A group as DescribeAutoScalingGroups answers; by default set up as Spot Guard needs (tagged managed,
+    AZRebalance suspended)."""
+    all_tags = {MANAGED_TAG: "true"} if managed else {}
+    all_tags.update(tags or {})
     return {
         "AutoScalingGroupName": name,
         "DesiredCapacity": desired,
@@ -32,13 +42,31 @@ def group(
         "MaxSize": max_size,
         "CapacityRebalance": capacity_rebalance,
         "Instances": [],
-        "Tags": [{"Key": k, "Value": v} for k, v in (tags or {}).items()],
+        "Tags": [{"Key": k, "Value": v} for k, v in all_tags.items()],
+        "SuspendedProcesses": [{"ProcessName": p, "SuspensionReason": ""} for p in suspended],
+        "NewInstancesProtectedFromScaleIn": protect_new_instances,
+    }
+
+
+def hook(name: str, transition: str = "autoscaling:EC2_INSTANCE_LAUNCHING", timeout: int = 3600) -> dict[str, Any]:
+    return {
+        "LifecycleHookName": name,
+        "LifecycleTransition": transition,
+        "HeartbeatTimeout": timeout,
+        "DefaultResult": "ABANDON",
     }
 
 
 class FakeAutoScaling:
     def __init__(self, groups: Iterable[dict[str, Any]]) -> None:
         self.groups = {g["AutoScalingGroupName"]: g for g in groups}
+        self.hooks: dict[str, list[dict[str, Any]]] = {}  # group name -> DescribeLifecycleHooks' answer
+        self.hooks_error: Exception | None = None
+
+    def describe_lifecycle_hooks(self, AutoScalingGroupName: str) -> dict[str, Any]:
+        if self.hooks_error is not None:
+            raise self.hooks_error
+        return {"LifecycleHooks": self.hooks.get(AutoScalingGroupName, [])}
 
     def get_paginator(self, name: str) -> FakeAutoScaling:
         assert name == "describe_auto_scaling_groups"

@@ -26,7 +26,7 @@ from controller.admin.doctor import (
 )
 from controller.observability.metrics import AWS_OPERATIONS
 from tests.unit.controller.admin.conftest import Run
-from tests.unit.controller.admin.fake_aws import FakeAws, FakeIam, client_error, group
+from tests.unit.controller.admin.fake_aws import FakeAws, FakeIam, client_error, group, hook
 from tests.unit.controller.admin.fake_kube import FakeKube, api_error
 
 CRD_PATH = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/spotguardfallbackevents.aws.amazon.com"
@@ -106,6 +106,12 @@ def test_a_healthy_setup_passes_and_exits_0(run: Run, aws: FakeAws) -> None:
         "headroom/spot-a": PASS,
         "capacity-rebalance/spot-a": PASS,
         "headroom/od-a": PASS,
+        "partner-tag/spot-a": PASS,
+        **{
+            f"{check}/{name}": PASS
+            for name in ("spot-a", "od-a")
+            for check in ("az-rebalance", "managed-tag", "launch-hooks", "scale-in-protection")
+        },
         "iam": PASS,
     }
     assert "3 spot nodes" in found["nodewatch"].finding
@@ -123,7 +129,7 @@ def test_the_table_shows_progress_on_stderr_and_a_summary(run: Run) -> None:
     lines = result.stdout.splitlines()
     assert lines[0].split() == ["STATUS", "CHECK", "FINDING"]
     assert lines[1].split()[:2] == ["PASS", "api-server"]
-    assert lines[-1] == "12 passed, 0 warnings, 0 failed"
+    assert lines[-1] == "21 passed, 0 warnings, 0 failed"
     assert "[1/6] the Kubernetes API server" in result.stderr
     assert "[6/6] AWS Auto Scaling groups and IAM" in result.stderr
     assert yaml.safe_load(run("doctor", "-o", "yaml").stdout)["ok"] is True
@@ -301,6 +307,115 @@ def test_a_spot_group_at_its_max_size_or_with_capacity_rebalance_fails(run: Run,
     assert found["capacity-rebalance/spot-a"].status == FAIL
     assert "--no-capacity-rebalance" in found["capacity-rebalance/spot-a"].what_to_do
     assert found["headroom/od-a"].status == WARN
+
+
+@pytest.mark.usefixtures("healthy")
+def test_az_rebalance_running_on_either_group_of_a_pair_fails_with_the_command_that_suspends_it(
+    run: Run, aws: FakeAws
+) -> None:
+    aws.autoscaling.groups["spot-a"] = group("spot-a", tags={TAG: "od-a"}, suspended=())
+    aws.autoscaling.groups["od-a"] = group("od-a", desired=0, suspended=("Launch",))
+
+    code, found = findings(run)
+
+    assert code == 1
+    for name in ("spot-a", "od-a"):
+        finding = found[f"az-rebalance/{name}"]
+        assert finding.status == FAIL
+        assert "terminates an instance Spot Guard did not choose" in finding.finding
+        assert finding.what_to_do == (
+            f"aws autoscaling suspend-processes --auto-scaling-group-name {name} --scaling-processes AZRebalance"
+        )
+
+
+@pytest.mark.usefixtures("healthy")
+def test_a_group_without_the_managed_tag_fails_because_iam_denies_its_capacity_changes(run: Run, aws: FakeAws) -> None:
+    aws.autoscaling.groups["od-a"] = group("od-a", desired=0, managed=False)
+
+    code, found = findings(run)
+
+    assert code == 1
+    finding = found["managed-tag/od-a"]
+    assert finding.status == FAIL
+    assert "not tagged spotguard.io/managed" in finding.finding and "iam-policy.json" in finding.finding
+    assert "Key=spotguard.io/managed,Value=true" in finding.what_to_do
+    assert found["managed-tag/spot-a"].status == PASS
+
+
+@pytest.mark.usefixtures("healthy")
+def test_a_launch_hook_longer_than_the_capacity_check_deadline_is_a_warning(run: Run, aws: FakeAws) -> None:
+    aws.autoscaling.hooks["spot-a"] = [
+        hook("bootstrap", timeout=600),
+        hook("drain", "autoscaling:EC2_INSTANCE_TERMINATING"),
+    ]
+    aws.autoscaling.hooks["od-a"] = [hook("bootstrap", timeout=120)]
+
+    code, found = findings(run)
+
+    assert code == 0  # a warning
+    finding = found["launch-hooks/spot-a"]
+    assert finding.status == WARN
+    assert (
+        "bootstrap (10m)" in finding.finding and "deadline (3m)" in finding.finding and "drain" not in finding.finding
+    )
+    assert "--heartbeat-timeout 180" in finding.what_to_do and "above 10m" in finding.what_to_do
+    assert found["launch-hooks/od-a"].status == PASS
+
+
+@pytest.mark.usefixtures("healthy")
+def test_the_capacity_check_deadline_comes_from_the_controllers_setting(run: Run, aws: FakeAws) -> None:
+    aws.autoscaling.hooks["spot-a"] = [hook("bootstrap", timeout=600)]
+
+    result = run("doctor", "-o", "json", env={"SPOT_GUARD_CAPACITY_CHECK_TIMEOUT": "15m"})
+    checks = {c["check"]: c for c in json.loads(result.stdout)["checks"]}
+
+    assert checks["launch-hooks/spot-a"]["status"] == PASS
+    assert run("doctor", "--capacity-check-timeout", "soon").exit_code == 2
+
+
+@pytest.mark.usefixtures("healthy")
+def test_lifecycle_hooks_that_cannot_be_read_are_a_warning(run: Run, aws: FakeAws) -> None:
+    aws.autoscaling.hooks_error = client_error("AccessDenied", "not authorized", "DescribeLifecycleHooks")
+
+    found = findings(run)[1]
+
+    assert found["launch-hooks/spot-a"].status == WARN
+    assert "autoscaling:DescribeLifecycleHooks" in found["launch-hooks/spot-a"].what_to_do
+
+
+@pytest.mark.usefixtures("healthy")
+def test_scale_in_protection_on_new_instances_and_an_eks_managed_node_group_are_warnings(
+    run: Run, aws: FakeAws
+) -> None:
+    aws.autoscaling.groups["spot-a"] = group(
+        "spot-a", tags={TAG: "od-a", "eks:nodegroup-name": "spot-ng"}, protect_new_instances=True
+    )
+
+    code, found = findings(run)
+
+    assert code == 0
+    assert found["scale-in-protection/spot-a"].status == WARN
+    assert "--no-new-instances-protected-from-scale-in" in found["scale-in-protection/spot-a"].what_to_do
+    eks = found["eks-managed/spot-a"]
+    assert eks.status == WARN
+    assert "spot-ng" in eks.finding and "Capacity Rebalancing" in eks.finding and "desiredSize" in eks.finding
+    assert "eks-managed/od-a" not in found
+
+
+@pytest.mark.usefixtures("healthy")
+def test_a_partner_tag_missing_is_a_warning_and_one_naming_another_group_fails(run: Run, aws: FakeAws) -> None:
+    env = {"SPOT_ASG_NAME": "spot-a", "ON_DEMAND_ASG_NAME": "od-a"}
+    aws.autoscaling.groups["spot-a"] = group("spot-a")
+
+    found = findings(run, "--spot-asg", "spot-a", "--on-demand-asg", "od-a")[1]
+    assert found["partner-tag/spot-a"].status == WARN
+    assert "Key=spotguard.io/on-demand-partner,Value=od-a" in found["partner-tag/spot-a"].what_to_do
+
+    aws.autoscaling.groups["spot-a"] = group("spot-a", tags={TAG: "od-b"})
+    result = run("doctor", "-o", "json", env=env)
+    checks = {c["check"]: c for c in json.loads(result.stdout)["checks"]}
+    assert checks["partner-tag/spot-a"]["status"] == FAIL
+    assert "tagged spotguard.io/on-demand-partner=od-b" in checks["partner-tag/spot-a"]["finding"]
 
 
 @pytest.mark.usefixtures("healthy")
