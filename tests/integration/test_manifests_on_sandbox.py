@@ -155,9 +155,9 @@ def test_the_pod_templates_pass_the_restricted_pod_security_standard(
 
 def _install_docs_overlay() -> str:
     docs = (m.REPO / "docs" / "install.md").read_text()
-    install_section = docs.split("## Install", 1)[1]
+    install_section = docs.split("## Install with kustomize", 1)[1]
     match = re.search(r"```yaml\n(.*?)```", install_section, re.S)
-    assert match, "docs/install.md: no overlay example under ## Install"
+    assert match, "docs/install.md: no overlay example under ## Install with kustomize"
     return match.group(1)
 
 
