@@ -19,6 +19,10 @@ SHIPPED = (
 )
 
 
+def _shown(path: Path) -> str:
+    return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m dashboards", description=__doc__)
     parser.add_argument("--check", action="store_true", help="compare the shipped files with the code; write nothing")
@@ -27,12 +31,12 @@ def main(argv: list[str] | None = None) -> int:
     stale = [path for path in SHIPPED if not path.exists() or path.read_text() != text]
     if args.check:
         for path in stale:
-            print(f"{path.relative_to(REPO)} is not what dashboards/spotguard.py builds: run python -m dashboards")
+            print(f"{_shown(path)} is not what dashboards/spotguard.py builds: run python -m dashboards")
         return 1 if stale else 0
     for path in stale:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
-        print(f"wrote {path.relative_to(REPO)}")
+        print(f"wrote {_shown(path)}")
     return 0
 
 
