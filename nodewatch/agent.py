@@ -1,9 +1,13 @@
 """The poll loop: IMDS notices in, annotation patches of the agent's own Node out.
 
-One loop, one thread. Each poll reads the interruption notice and the rebalance recommendation (and the
-instance identity until it is known), works out which annotations need to change, and patches the Node
-only when something did. Errors are counted, logged once per distinct error, and answered with backoff;
-the loop itself never ends except when asked to stop.
+One loop, one thread. The first good poll learns the instance's purchasing option (IMDS
+``instance-life-cycle``). On a spot instance, or one whose option IMDS does not tell, each poll reads the
+interruption notice and the rebalance recommendation (and the instance identity until it is known), works
+out which annotations need to change, and patches the Node only when something did. On an instance that is
+not spot (on-demand, scheduled, capacity block) AWS sends neither notice: the agent goes idle, polls nothing
+more, never writes to the Node, and says so in its log, on /readyz and in ``spotguard_nodewatch_idle``.
+Errors are counted, logged once per distinct error, and answered with backoff; the loop itself never ends
+except when asked to stop.
 """
 
 from __future__ import annotations
@@ -34,6 +38,12 @@ from nodewatch.notices import (
 
 log = logging.getLogger(__name__)
 
+#: IMDS instance-life-cycle values of instances that never get a rebalance recommendation or an interruption
+#: notice. Any other value (spot, or one AWS adds later) is watched: a poll costs little, a missed notice a node.
+NOT_SPOT_LIFE_CYCLES = frozenset({"on-demand", "scheduled", "capacity-block"})
+#: How long the idle loop sleeps between looks at its stop event (it wakes at once when asked to stop).
+IDLE_WAIT = 3600.0
+
 
 def _describe(values: Mapping[str, str] | None) -> str:
     """``interruption-action=terminate, interruption-time=...`` for log messages."""
@@ -50,6 +60,8 @@ class NoticeSource(Protocol):
     def instance_id(self) -> str: ...
 
     def availability_zone(self) -> str: ...
+
+    def instance_life_cycle(self) -> str | None: ...
 
 
 class NodeAnnotations(Protocol):
@@ -96,6 +108,8 @@ class Agent:
         self._sightings = {kind.name: Sighting() for kind in NOTICE_KINDS}
         self._instance_id: str | None = None
         self._availability_zone: str | None = None
+        self._life_cycle: str | None = None  # IMDS instance-life-cycle, once read ("" when IMDS has none)
+        self._idle_reason: str | None = None
         self._recorded: dict[str, str] | None = None  # nodewatch's annotations on the Node, once read
         self._imds_errors = ErrorReporter(log, "IMDS polling", self._clock)
         self._node_errors = ErrorReporter(log, f"updating node {node_name}", self._clock)
@@ -112,12 +126,18 @@ class Agent:
 
     # -- one poll ------------------------------------------------------------------------------------
 
+    @property
+    def idle_reason(self) -> str | None:
+        """Why the agent watches nothing (this instance is not spot), or None while it watches."""
+        return self._idle_reason
+
     def poll_once(self) -> None:
         """Read IMDS once and bring the Node's annotations up to date (never raises for IMDS/API errors)."""
         self._heartbeat = self._clock.monotonic()
         now_text = format_time(self._clock.now())
         self._read_imds(now_text)
-        self._sync_node()
+        if self._life_cycle is not None and self._idle_reason is None:  # a node that may be spot, once IMDS said so
+            self._sync_node()
 
     def _observe(self, kind_name: str, values: dict[str, str] | None, now_text: str, description: str) -> None:
         sighting = self._sightings[kind_name]
@@ -143,14 +163,39 @@ class Agent:
     def _read_availability_zone(self, _: str) -> None:
         self._availability_zone = self._imds.availability_zone()
 
+    def _read_life_cycle(self, _: str) -> None:
+        value = self._imds.instance_life_cycle()
+        self._life_cycle = value or ""
+        if value in NOT_SPOT_LIFE_CYCLES:
+            self._idle_reason = (
+                f"idle: this is an {value} instance (IMDS instance-life-cycle={value}); AWS sends rebalance "
+                f"recommendations and interruption notices only to spot instances, so nodewatch polls nothing and "
+                f"never writes to node {self.node_name}"
+            )
+            self.metrics.idle.set(1)
+            log.info(self._idle_reason, extra={"life_cycle": value})
+        elif value == "spot":
+            log.info(f"spot instance (IMDS instance-life-cycle=spot): watching for notices for node {self.node_name}")
+        else:
+            shown = "no instance-life-cycle" if value is None else f"instance-life-cycle={value!r}, not a known option"
+            log.warning(
+                f"IMDS has {shown}; watching for notices as on a spot instance (a poll costs little, a missed notice "
+                "a node)",
+                extra={"life_cycle": value},
+            )
+
     def _read_imds(self, now_text: str) -> bool:
         reads: list[Callable[[str], None]] = [self._read_interruption, self._read_rebalance]
+        if self._life_cycle is None:
+            reads.insert(0, self._read_life_cycle)
         if self._instance_id is None:
             reads.append(self._read_instance_id)
         if self._availability_zone is None:
             reads.append(self._read_availability_zone)
         errors: list[IMDSError] = []
         for read in reads:
+            if self._idle_reason is not None:
+                break  # not a spot instance: nothing more to read, now or later
             try:
                 read(now_text)
             except IMDSError as error:
@@ -239,6 +284,8 @@ class Agent:
 
     def readiness(self) -> tuple[bool, str]:
         """(ready, why): not ready before the first good poll and after a sustained IMDS or Node API outage."""
+        if self._idle_reason is not None:
+            return True, self._idle_reason
         now = self._clock.monotonic()
         limit = self.timing.unready_after
         if self._last_good_poll is None:
@@ -256,6 +303,8 @@ class Agent:
 
     def liveness(self) -> tuple[bool, str]:
         """(alive, why): false only when the poll loop is stuck, never because IMDS or the API server fail."""
+        if self._idle_reason is not None:
+            return True, "ok (idle: not a spot instance)"
         age = self._clock.monotonic() - self._heartbeat
         if age > self.timing.stall_after:
             return False, f"the poll loop has not started a poll for {age:.0f} s; it is stuck"
@@ -277,6 +326,10 @@ class Agent:
                     "(this is a bug, please report it with this log line)",
                     exc_info=True,
                 )
+            if self._idle_reason is not None:
+                while not pause(IDLE_WAIT):
+                    pass
+                break
             remaining = self.next_delay() - (self._clock.monotonic() - started)
             if remaining > 0 and pause(remaining):
                 break

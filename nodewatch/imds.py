@@ -1,4 +1,4 @@
-"""IMDSv2 client for the two spot notices and the instance identity.
+"""IMDSv2 client for the two spot notices, the instance identity and its purchasing option (life cycle).
 
 Every request has a short timeout and a bounded number of tries with jittered backoff. The session token
 is requested with a TTL, refreshed shortly before it expires and requested again when IMDS answers 401.
@@ -27,6 +27,7 @@ REBALANCE_PATH = "/latest/meta-data/events/recommendations/rebalance"
 INSTANCE_ACTION_PATH = "/latest/meta-data/spot/instance-action"
 INSTANCE_ID_PATH = "/latest/meta-data/instance-id"
 AVAILABILITY_ZONE_PATH = "/latest/meta-data/placement/availability-zone"
+INSTANCE_LIFE_CYCLE_PATH = "/latest/meta-data/instance-life-cycle"
 
 TOKEN_HEADER = "X-aws-ec2-metadata-token"  # noqa: S105 - a header name
 TOKEN_TTL_HEADER = "X-aws-ec2-metadata-token-ttl-seconds"  # noqa: S105 - a header name
@@ -162,6 +163,21 @@ class IMDSClient:
         value = self._text_document(INSTANCE_ID_PATH)
         if not value.startswith("i-") or any(ch.isspace() for ch in value):
             raise self._malformed(INSTANCE_ID_PATH, f"{value[:40]!r} is not an EC2 instance id")
+        return value
+
+    def instance_life_cycle(self) -> str | None:
+        """The instance's purchasing option (``spot``, ``on-demand``, ...), or None while IMDS answers 404."""
+        status, body = self._get(INSTANCE_LIFE_CYCLE_PATH)
+        if status == 404:
+            return None
+        if status != 200:
+            raise self._unexpected_status(INSTANCE_LIFE_CYCLE_PATH, status)
+        try:
+            value = body.decode("utf-8").strip()
+        except UnicodeDecodeError:
+            raise self._malformed(INSTANCE_LIFE_CYCLE_PATH, f"not UTF-8 text: {body[:40]!r}") from None
+        if not value or any(ch.isspace() for ch in value) or len(value) > 40:
+            raise self._malformed(INSTANCE_LIFE_CYCLE_PATH, f"{value[:40]!r} is not a purchasing option")
         return value
 
     def availability_zone(self) -> str:

@@ -41,6 +41,11 @@ class NodewatchMetrics:
             registry=registry,
         )
         self.ready = Gauge(PREFIX + "ready", "1 while /readyz reports ready", registry=registry)
+        self.idle = Gauge(
+            PREFIX + "idle",
+            "1 while nodewatch idles on an instance that is not spot (IMDS instance-life-cycle): it polls nothing",
+            registry=registry,
+        )
         ProcessCollector(registry=registry)
         for result in ("ok", "error"):
             self.polls.labels(result)

@@ -53,6 +53,7 @@ class Binaries:
     kubectl: Path
     kwok: Path
     aemm: Path
+    helm: Path
     kubernetes_version: str
 
     def all(self) -> list[Path]:
@@ -64,6 +65,7 @@ class Binaries:
             self.kubectl,
             self.kwok,
             self.aemm,
+            self.helm,
         ]
 
 
@@ -80,6 +82,7 @@ def expected(root: Path | None = None) -> Binaries:
         kubectl=kube / "kubectl",
         kwok=root / f"kwok-{v['KWOK_VERSION']}" / "kwok",
         aemm=root / f"aemm-{v['AEMM_VERSION']}" / "amazon-ec2-metadata-mock",
+        helm=root / f"helm-{v['HELM_VERSION']}" / "helm",
         kubernetes_version=v["KUBERNETES_VERSION"],
     )
 

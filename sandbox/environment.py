@@ -171,13 +171,17 @@ class Sandbox:
         availability_zone: str,
         notices: NoticeSchedule | None = None,
         imdsv2_only: bool = False,
+        life_cycle: str = "spot",
     ) -> MetadataMock:
-        """Start (or reschedule) the AEMM for one instance; returns it with its ``url``."""
+        """Start (or reschedule) the AEMM for one instance; returns it with its ``url``. ``life_cycle`` is what
+        it answers for instance-life-cycle (``spot``, or ``on-demand`` for an on-demand instance)."""
         mock = self.mocks.get(instance_id)
-        if mock is None or mock.imdsv2_only != imdsv2_only:
+        if mock is None or mock.imdsv2_only != imdsv2_only or mock.life_cycle != life_cycle:
             if mock is not None:
                 mock.stop()
-            mock = MetadataMock(self.binaries.aemm, self.workdir, instance_id, availability_zone, imdsv2_only)
+            mock = MetadataMock(
+                self.binaries.aemm, self.workdir, instance_id, availability_zone, imdsv2_only, life_cycle=life_cycle
+            )
             self.mocks[instance_id] = mock
         mock.schedule(notices or NoticeSchedule())
         return mock

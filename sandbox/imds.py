@@ -43,12 +43,15 @@ class MetadataMock:
         instance_id: str,
         availability_zone: str,
         imdsv2_only: bool = False,
+        *,
+        life_cycle: str = "spot",
     ) -> None:
         self.binary = binary
         self.workdir = workdir
         self.instance_id = instance_id
         self.availability_zone = availability_zone
         self.imdsv2_only = imdsv2_only
+        self.life_cycle = life_cycle  # /latest/meta-data/instance-life-cycle (AEMM's own default: on-demand)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self._child: Child | None = None
@@ -74,6 +77,7 @@ class MetadataMock:
                         "values": {
                             "instance-id": self.instance_id,
                             "placement-availability-zone": self.availability_zone,
+                            "instance-life-cycle": self.life_cycle,
                         }
                     },
                     "spot": {

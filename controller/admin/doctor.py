@@ -3,7 +3,8 @@
 Kubernetes: the API server answers; the SpotGuardFallbackEvent CRD is installed at v1 (served, stored,
 established, status subresource, the seed's schema); RBAC for everything the controller does, asked
 through SelfSubjectAccessReview (as yourself, or with ``--as`` as the controller's ServiceAccount); the
-controller's Lease (leader, pause switch); a Ready nodewatch pod on every spot node.
+controller's Lease (leader, pause switch); a Ready nodewatch pod on every Linux node (nodewatch runs on each and
+idles, Ready, where IMDS says the instance is not spot).
 
 AWS (boto3 from the environment: AWS_DEFAULT_REGION, AWS_ENDPOINT_URL, credentials): the credentials work; the
 spot/on-demand pairs (SPOT_ASG_NAME/ON_DEMAND_ASG_NAME and the partner tag) exist; each spot ASG has
@@ -47,7 +48,8 @@ STATUS_FIELDS = ("phase", "message", "spotCapacityRestored", "scaleDownInitiated
 PHASES = ("Pending", "Monitoring", "ReadyForScaleDown", "ScalingDown", "Completed", "Failed")
 #: Node events go to "default" (controller.observability.events.NODE_EVENT_NAMESPACE), SGFE events to theirs.
 NODE_EVENT_NAMESPACE = "default"
-SPOT_NODE_SELECTORS = ("eks.amazonaws.com/capacityType=SPOT", "node.kubernetes.io/lifecycle=spot")
+#: The nodes nodewatch runs on (the DaemonSet's nodeSelector): every Linux node; each learns from IMDS if it is spot.
+NODEWATCH_NODE_SELECTOR = "kubernetes.io/os=linux"
 #: The nodewatch DaemonSet's pods: manifests/nodewatch.yaml's labels, and the older single-label form.
 NODEWATCH_SELECTORS = (
     "app.kubernetes.io/name=spotguard,app.kubernetes.io/component=nodewatch",
@@ -190,7 +192,7 @@ class Doctor:
             ("the SpotGuardFallbackEvent CRD", self.check_crd),
             ("RBAC (SelfSubjectAccessReview)", self.check_rbac),
             ("the controller's Lease", self.check_lease),
-            ("nodewatch on the spot nodes", self.check_nodewatch),
+            ("nodewatch on every Linux node", self.check_nodewatch),
         ]
         aws_steps: list[Step] = [("AWS Auto Scaling groups and IAM", self.check_aws)] if self.options.check_aws else []
         total = 1 + len(kube_steps) + len(aws_steps)
@@ -381,18 +383,15 @@ class Doctor:
 
     def check_nodewatch(self) -> list[Finding]:
         assert self.kube is not None
-        spot_nodes: set[str] = set()
-        for selector in SPOT_NODE_SELECTORS:
-            spot_nodes.update(
-                item["metadata"]["name"] for item in _list_all(self.kube, "/api/v1/nodes", {"labelSelector": selector})
-            )
-        if not spot_nodes:
+        query = {"labelSelector": NODEWATCH_NODE_SELECTOR}
+        nodes = {item["metadata"]["name"] for item in _list_all(self.kube, "/api/v1/nodes", query)}
+        if not nodes:
             return [
                 Finding(
                     "nodewatch",
                     WARN,
-                    f"no spot nodes found (labels {' or '.join(SPOT_NODE_SELECTORS)})",
-                    "label your spot nodes (EKS managed node groups do it) so that nodewatch and doctor find them",
+                    f"no Linux nodes found ({NODEWATCH_NODE_SELECTOR}): nodewatch has nowhere to run",
+                    "add nodes; nodewatch runs on every Linux node and watches those that IMDS says are spot",
                 )
             ]
         ready: set[str] = set()
@@ -409,11 +408,15 @@ class Doctor:
             present.add(node)
             if _pod_ready(pod):
                 ready.add(node)
-        without = sorted(spot_nodes - present)
-        not_ready = sorted((spot_nodes & present) - ready)
+        without = sorted(nodes - present)
+        not_ready = sorted((nodes & present) - ready)
         if not without and not not_ready:
             return [
-                Finding("nodewatch", PASS, f"a Ready nodewatch pod runs on each of the {len(spot_nodes)} spot nodes")
+                Finding(
+                    "nodewatch",
+                    PASS,
+                    f"a Ready nodewatch pod runs on each of the {len(nodes)} Linux nodes (idle where not spot)",
+                )
             ]
         parts = []
         if without:
@@ -424,10 +427,11 @@ class Doctor:
             Finding(
                 "nodewatch",
                 FAIL,
-                f"{len(without) + len(not_ready)} of {len(spot_nodes)} spot nodes are unwatched ({'; '.join(parts)})",
+                f"{len(without) + len(not_ready)} of {len(nodes)} Linux nodes are unwatched ({'; '.join(parts)})",
                 f"{APPLY_HINT} (the nodewatch DaemonSet, pods labelled {NODEWATCH_SELECTORS[0]}); then kubectl -n "
-                f"{self.options.namespace} rollout status daemonset/spotguard-nodewatch; a spot node still without "
-                "one needs the label eks.amazonaws.com/capacityType=SPOT (the DaemonSet's nodeSelector)",
+                f"{self.options.namespace} rollout status daemonset/spotguard-nodewatch; a pod that stays not Ready "
+                "says why on /readyz and in its log (mostly IMDS out of reach: the metadata hop limit, "
+                "docs/install.md)",
             )
         ]
 

@@ -42,10 +42,12 @@ def run(kubeconfig: str | None, context: str | None, identity: str | None) -> No
 
 @main.command()
 def demo() -> None:
-    """Show Spot Guard's main job on the sandbox in about a minute.
+    """Show a fallback's whole life on the sandbox in well under two minutes.
 
     A spot node gets a rebalance recommendation (through the EC2 metadata mock), spot capacity is
-    short, and the controller falls back to on-demand; the timeline is printed as it happens.
+    short, and the controller falls back to on-demand; then spot comes back, and the controller
+    returns to it: safety checks, drain, exactly the on-demand instance removed, the
+    SpotGuardFallbackEvent Completed. The timeline is printed as it happens.
     """
     from controller.app.demo import run_demo
 

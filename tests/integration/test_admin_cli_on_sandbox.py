@@ -293,7 +293,10 @@ def checks(result: Result | subprocess.CompletedProcess[str]) -> dict[str, dict[
     return {c["check"]: c for c in json.loads(result.stdout)["checks"]}
 
 
-def test_doctor_on_the_bare_sandbox_fails_on_nodewatch_and_says_what_to_do(sandbox: Sandbox) -> None:
+def test_doctor_on_the_bare_sandbox_fails_on_nodewatch_and_says_what_to_do(
+    sandbox: Sandbox, core: k8s.CoreV1Api
+) -> None:
+    linux = len(core.list_node(label_selector="kubernetes.io/os=linux").items)
     result = spotguard(sandbox, "doctor", "-o", "json", env=PAIR_ENV)
 
     assert result.returncode == 1, result.stderr
@@ -303,8 +306,8 @@ def test_doctor_on_the_bare_sandbox_fails_on_nodewatch_and_says_what_to_do(sandb
     assert not_passed["iam"] == "WARN"  # moto does not implement iam:SimulatePrincipalPolicy
     assert set(not_passed) <= {"nodewatch", "iam", "controller", "pause"}  # no controller runs on the bare sandbox
     assert found["nodewatch"]["whatToDo"].startswith("kubectl apply -k manifests/")
-    spot = sandbox.spot_desired * sandbox.pairs
-    assert f"{spot} of {spot} spot nodes are unwatched" in found["nodewatch"]["finding"]
+    assert linux >= sandbox.spot_desired * sandbox.pairs
+    assert f"{linux} of {linux} Linux nodes are unwatched" in found["nodewatch"]["finding"]
     assert "Auto Scaling has no DryRun parameter" in found["iam"]["finding"]
     assert "cannot verify IAM without iam:SimulatePrincipalPolicy" in found["iam"]["finding"]
     for name in ("crd", "rbac", "aws-credentials", f"headroom/{SPOT_ASG}", f"capacity-rebalance/{SPOT_ASG}"):
@@ -316,8 +319,8 @@ def test_doctor_on_the_bare_sandbox_fails_on_nodewatch_and_says_what_to_do(sandb
 
 @pytest.fixture
 def nodewatch_pods(core: k8s.CoreV1Api, namespace: str) -> list[str]:
-    """A stand-in nodewatch pod on every spot node (kwok makes them Ready), in the test's namespace."""
-    nodes = [n.metadata.name for n in core.list_node(label_selector="node.kubernetes.io/lifecycle=spot").items]
+    """A stand-in nodewatch pod on every Linux node (kwok makes them Ready), in the test's namespace."""
+    nodes = [n.metadata.name for n in core.list_node(label_selector="kubernetes.io/os=linux").items]
     for node in nodes:
         core.create_namespaced_pod(
             namespace,
@@ -340,14 +343,14 @@ def nodewatch_pods(core: k8s.CoreV1Api, namespace: str) -> list[str]:
     return nodes
 
 
-def test_doctor_passes_with_nodewatch_on_every_spot_node(run: Run, nodewatch_pods: list[str]) -> None:
+def test_doctor_passes_with_nodewatch_on_every_linux_node(run: Run, nodewatch_pods: list[str]) -> None:
     result = run("doctor", env=PAIR_ENV)
 
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
     nodewatch = next(line for line in lines if line.split()[1:2] == ["nodewatch"])
     assert nodewatch.split()[0] == "PASS"
-    assert f"each of the {len(nodewatch_pods)} spot nodes" in nodewatch
+    assert f"each of the {len(nodewatch_pods)} Linux nodes" in nodewatch
     assert lines[-1].endswith("0 failed")
     assert "what to do:" in result.stdout  # under the warnings
     assert yaml.safe_load(run("doctor", "-o", "yaml", env=PAIR_ENV).stdout)["ok"] is True

@@ -22,6 +22,7 @@ from tests.support import manifests as m
 from tests.support.waiting import wait_until
 
 SPOT_LABEL = "eks.amazonaws.com/capacityType=SPOT"
+LINUX_LABEL = "kubernetes.io/os=linux"
 ON_DEMAND_LABEL = "eks.amazonaws.com/capacityType=ON_DEMAND"
 ON_DEMAND_ASG = "spotguard-ondemand-1"
 
@@ -54,16 +55,17 @@ def test_server_side_apply_installs_every_object_and_a_second_apply_changes_noth
     assert diff.returncode == 0, f"applying again would change:\n{diff.stdout}{diff.stderr}"
 
 
-def test_nodewatch_runs_on_each_spot_node_and_the_controller_on_two_different_nodes(
+def test_nodewatch_runs_on_each_linux_node_and_the_controller_on_two_different_nodes(
     sandbox: Sandbox, applied: str, core: k8s.CoreV1Api
 ) -> None:
-    spot_nodes = sorted(n.metadata.name for n in core.list_node(label_selector=SPOT_LABEL).items)
-    assert len(spot_nodes) >= 2
+    linux_nodes = sorted(n.metadata.name for n in core.list_node(label_selector=LINUX_LABEL).items)
+    spot_nodes = {n.metadata.name for n in core.list_node(label_selector=SPOT_LABEL).items}
+    assert len(spot_nodes) >= 2 and spot_nodes <= set(linux_nodes)
 
     wait_until(
-        lambda: _running_on(install.pods_of(core, "nodewatch")) == spot_nodes,
+        lambda: _running_on(install.pods_of(core, "nodewatch")) == linux_nodes,
         timeout=60,
-        what=f"one running nodewatch pod on each spot node {spot_nodes}",
+        what=f"one running nodewatch pod on each Linux node {linux_nodes}, spot or not",
         interval=0.2,
     )
     wait_until(
@@ -153,9 +155,9 @@ def test_the_pod_templates_pass_the_restricted_pod_security_standard(
 
 def _install_docs_overlay() -> str:
     docs = (m.REPO / "docs" / "install.md").read_text()
-    install_section = docs.split("## Install", 1)[1]
+    install_section = docs.split("## Install with kustomize", 1)[1]
     match = re.search(r"```yaml\n(.*?)```", install_section, re.S)
-    assert match, "docs/install.md: no overlay example under ## Install"
+    assert match, "docs/install.md: no overlay example under ## Install with kustomize"
     return match.group(1)
 
 

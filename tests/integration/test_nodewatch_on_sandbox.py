@@ -94,9 +94,17 @@ class Harness:
         self.eventually(f"{count} spot Nodes of {SPOT_ASG}", lambda: len(_spot_nodes(self.core)) >= count)
         return _spot_nodes(self.core)[:count]
 
-    def mock(self, node: SpotNode, notices: NoticeSchedule | None = None, imdsv2_only: bool = False) -> MetadataMock:
+    def mock(
+        self,
+        node: SpotNode,
+        notices: NoticeSchedule | None = None,
+        imdsv2_only: bool = False,
+        life_cycle: str = "spot",
+    ) -> MetadataMock:
         """(Re)start the AEMM of ``node``'s instance (same port on a restart) with the given notices."""
-        mock = self.sandbox.metadata_mock(node.instance_id, node.zone, notices=notices, imdsv2_only=imdsv2_only)
+        mock = self.sandbox.metadata_mock(
+            node.instance_id, node.zone, notices=notices, imdsv2_only=imdsv2_only, life_cycle=life_cycle
+        )
         if mock not in self.mocks:
             self.mocks.append(mock)
         return mock
@@ -253,6 +261,24 @@ def test_readyz_follows_the_metadata_service(harness: Harness) -> None:
     harness.mock(target)
     harness.eventually("/readyz ready again once the metadata service answers", process.ready)
     assert process.polls("ok") >= 2
+
+
+def test_on_an_on_demand_instance_nodewatch_idles_ready_and_writes_nothing(harness: Harness) -> None:
+    """AEMM answers instance-life-cycle=on-demand (as IMDS does on an on-demand instance, even one that got a
+    notice scheduled here): nodewatch is Ready, says it idles on /readyz, and never annotates its Node."""
+    (node,) = harness.spot_nodes(1)
+    mock = harness.mock(node, NoticeSchedule(rebalance_in=0), life_cycle="on-demand")
+    assert _imds_get(mock.url, "/latest/meta-data/instance-life-cycle") == (200, "on-demand")
+    process = harness.nodewatch(node, mock)
+
+    harness.eventually("nodewatch to idle", lambda: process.metric("spotguard_nodewatch_idle") == 1)
+    status, why = process.get("/readyz")
+    assert status == 200 and why.startswith("idle: this is an on-demand instance"), why
+    assert process.get("/healthz")[0] == 200
+    time.sleep(3 * POLL_INTERVAL)  # the rebalance recommendation is there to be read: it must stay unread
+    assert _own_annotations(harness.core, node.name) == {}
+    assert process.polls() == 1  # the one poll that read the life cycle
+    assert "idle: this is an on-demand instance" in process.log_tail()
 
 
 def _node_state(node: k8s.V1Node) -> dict[str, Any]:

@@ -1,9 +1,11 @@
 """A real Prometheus server (Debian's package) scrapes a running controller and nodewatch: the series
-operators alert on are there."""
+operators alert on are there, every alert expression evaluates, and every query of the Grafana dashboard
+(charts/spotguard/dashboards/spotguard.json) returns the series its panel shows."""
 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -17,6 +19,7 @@ import pytest
 import yaml
 from kubernetes import client as k8s
 
+from dashboards.spotguard import queries
 from sandbox.aws.client import SandboxAWSClient
 from sandbox.environment import Sandbox
 from sandbox.imds import NoticeSchedule
@@ -37,6 +40,9 @@ CONTROLLER_SERIES = [
     "spotguard_fallback_events",
     "spotguard_oldest_unfinished_fallback_event_age_seconds",
 ]
+#: Grafana's macros, as the dashboard's time range and scrape interval would set them.
+GRAFANA_MACROS = {"$__rate_interval": "1m", "$__range": "5m"}
+DASHBOARD = Path(__file__).resolve().parents[2] / "charts" / "spotguard" / "dashboards" / "spotguard.json"
 NODEWATCH_SERIES = [
     "spotguard_nodewatch_polls_total",
     "spotguard_nodewatch_imds_errors_total",
@@ -90,7 +96,11 @@ def test_prometheus_scrapes_the_controller_and_nodewatch(
         "global": {"scrape_interval": "1s"},
         "scrape_configs": [
             {"job_name": "spotguard-controller", "static_configs": [{"targets": [f"127.0.0.1:{controller_port}"]}]},
-            {"job_name": "spotguard-nodewatch", "static_configs": [{"targets": [f"127.0.0.1:{nodewatch_port}"]}]},
+            {
+                "job_name": "spotguard-nodewatch",
+                # The node label, as the nodewatch ServiceMonitor's relabelling gives it.
+                "static_configs": [{"targets": [f"127.0.0.1:{nodewatch_port}"], "labels": {"node": node.name}}],
+            },
         ],
     }
     (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
@@ -127,9 +137,61 @@ def test_prometheus_scrapes_the_controller_and_nodewatch(
             for rule in group["rules"]:
                 # Every alert expression is valid PromQL for this server and evaluates without error.
                 _query(base, rule["expr"])
+        _check_dashboard(base, node.name)
     finally:
         server.terminate()
         nodewatch.terminate()
         server.wait(timeout=20)
         nodewatch.wait(timeout=20)
         mock.stop()
+
+
+def _dashboard_results(base: str) -> tuple[dict[str, list[dict[str, object]]], list[str]]:
+    """Each panel's series (its queries' results, in order), and the queries that returned none."""
+    results: dict[str, list[dict[str, object]]] = {}
+    empty: list[str] = []
+    for title, shipped, legend in queries(json.loads(DASHBOARD.read_text())):
+        expr = shipped
+        for macro, value in GRAFANA_MACROS.items():
+            expr = expr.replace(macro, value)
+        assert "$" not in expr, f"{title}: a Grafana variable the test does not know: {expr}"
+        series = _query(base, expr)
+        if not series:
+            empty.append(f"{title}: {expr}")
+        wanted = set(re.findall(r"{{\s*(\w+)\s*}}", legend))
+        for one in series:
+            labels = one["metric"]
+            assert isinstance(labels, dict)
+            assert wanted <= set(labels), f"{title}: a series without {wanted - set(labels)}: {one} ({expr})"
+        results.setdefault(title, []).extend(series)
+    return results, empty
+
+
+def _check_dashboard(base: str, node: str) -> None:
+    """Each panel's query returns series, each with the labels its legend names; some panels exactly these."""
+    deadline = time.monotonic() + 60
+    while True:  # rate() and increase() need two scrapes inside their range
+        results, empty = _dashboard_results(base)
+        if not empty:
+            break
+        assert time.monotonic() < deadline, "panels with no series:\n" + "\n".join(empty)
+        time.sleep(1)
+
+    def label_values(title: str, label: str) -> set[str]:
+        return {str(one["metric"][label]) for one in results[title]}  # type: ignore[index]
+
+    assert label_values("Open fallbacks by phase", "phase") == {
+        "Pending",
+        "Monitoring",
+        "ReadyForScaleDown",
+        "ScalingDown",
+    }
+    assert label_values("Scale-up results by group", "asg") >= {"spotguard-spot-1", "spotguard-ondemand-1"}
+    assert label_values("Scale-up results by group", "result") == {"success", "no_capacity", "timeout", "error"}
+    assert label_values("AWS errors by code", "code") >= {"AccessDenied", "UnauthorizedOperation"}
+    assert label_values("Evictions by result", "result") == {"evicted", "blocked", "gone", "error"}
+    assert label_values("Notices seen by kind", "kind") == {"rebalance", "interruption"}
+    assert label_values("Notices showing now, by node", "node") == {node}
+    assert [one["value"][1] for one in results["Leader"]] == ["1"]  # type: ignore[index]
+    # watching, idle, not ready: the one nodewatch runs on AEMM's spot instance.
+    assert [one["value"][1] for one in results["nodewatch agents"]] == ["1", "0", "0"]  # type: ignore[index]

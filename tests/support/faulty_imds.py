@@ -36,6 +36,7 @@ REBALANCE_PATH = "/latest/meta-data/events/recommendations/rebalance"
 INSTANCE_ACTION_PATH = "/latest/meta-data/spot/instance-action"
 INSTANCE_ID_PATH = "/latest/meta-data/instance-id"
 AVAILABILITY_ZONE_PATH = "/latest/meta-data/placement/availability-zone"
+INSTANCE_LIFE_CYCLE_PATH = "/latest/meta-data/instance-life-cycle"
 TOKEN_HEADER = "X-aws-ec2-metadata-token"
 TOKEN_TTL_HEADER = "X-aws-ec2-metadata-token-ttl-seconds"
 
@@ -99,6 +100,7 @@ class FaultyIMDS:
         *,
         instance_id: str = "i-0123456789abcdef0",
         availability_zone: str = "us-east-1a",
+        life_cycle: str | None = "spot",
         v1_token_status: int = 405,
     ) -> None:
         self.mode = mode
@@ -108,6 +110,8 @@ class FaultyIMDS:
             INSTANCE_ID_PATH: instance_id.encode(),
             AVAILABILITY_ZONE_PATH: availability_zone.encode(),
         }
+        if life_cycle is not None:
+            self._documents[INSTANCE_LIFE_CYCLE_PATH] = life_cycle.encode()
         self._faults: dict[str, list[_Injection]] = {}
         self._tokens: dict[str, float] = {}  # token -> monotonic expiry
         self._reject_tokens = 0

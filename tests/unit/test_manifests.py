@@ -219,9 +219,11 @@ def test_the_controllers_lease_is_the_one_its_role_names() -> None:
     assert [r["verbs"] for r in rules if "resourceNames" not in r] == [["create"]]
 
 
-def test_nodewatch_runs_on_every_spot_node_whatever_its_taints() -> None:
+def test_nodewatch_runs_on_every_linux_node_whatever_its_labels_and_taints() -> None:
     pod = m.pod_spec(DAEMONSET)
-    assert pod["nodeSelector"] == {"kubernetes.io/os": "linux", "eks.amazonaws.com/capacityType": "SPOT"}
+    # No spot label to invent: each nodewatch asks IMDS whether its instance is spot (and idles if not).
+    assert pod["nodeSelector"] == {"kubernetes.io/os": "linux"}
+    assert "affinity" not in pod
     assert pod["tolerations"] == [{"operator": "Exists"}]
     assert pod["priorityClassName"] == "system-node-critical"
     assert pod["serviceAccountName"] == m.NODEWATCH

@@ -309,6 +309,9 @@ class _ExplodingIMDS:
     def availability_zone(self) -> str:
         return "us-east-1a"
 
+    def instance_life_cycle(self) -> str | None:
+        return "spot"
+
 
 def test_the_loop_survives_unexpected_errors_and_stops_when_asked(
     clock: ManualClock, caplog: pytest.LogCaptureFixture

@@ -40,8 +40,8 @@ def installed_crd() -> dict[str, Any]:
     return crd
 
 
-def spot_node(kube: FakeKube, name: str, label: tuple[str, str] = ("eks.amazonaws.com/capacityType", "SPOT")) -> None:
-    kube.put(f"/api/v1/nodes/{name}", {"metadata": {"labels": dict([label])}})
+def linux_node(kube: FakeKube, name: str, os: str = "linux") -> None:
+    kube.put(f"/api/v1/nodes/{name}", {"metadata": {"labels": {"kubernetes.io/os": os}}})
 
 
 def nodewatch_pod(kube: FakeKube, node: str, ready: bool = True, selector: str = NODEWATCH_SELECTORS[0]) -> None:
@@ -71,10 +71,11 @@ def healthy(kube: FakeKube, aws: FakeAws) -> None:
     kube.put(CRD_PATH, installed_crd())
     lease(kube)
     for name in ("n1", "n2"):
-        spot_node(kube, name)
+        linux_node(kube, name)
         nodewatch_pod(kube, name)
-    spot_node(kube, "n3", ("node.kubernetes.io/lifecycle", "spot"))
+    linux_node(kube, "n3")
     nodewatch_pod(kube, "n3", selector=NODEWATCH_SELECTORS[1])
+    linux_node(kube, "w1", os="windows")  # nodewatch does not run there, and doctor does not look for it
     aws.autoscaling.groups = {
         g["AutoScalingGroupName"]: g
         for g in (group("spot-a", tags={TAG: "od-a"}), group("od-a", desired=0), group("unrelated"))
@@ -114,7 +115,7 @@ def test_a_healthy_setup_passes_and_exits_0(run: Run, aws: FakeAws) -> None:
         },
         "iam": PASS,
     }
-    assert "3 spot nodes" in found["nodewatch"].finding
+    assert "each of the 3 Linux nodes" in found["nodewatch"].finding
     assert "spot-a -> od-a (tag spotguard.io/on-demand-partner)" in found["asg-pairs"].finding
     assert "Auto Scaling has no DryRun parameter" in found["iam"].finding
     # The caller's assumed role, resolved to the role's real ARN (with its path), was simulated.
@@ -241,7 +242,7 @@ def test_the_permissions_cover_what_the_controller_does() -> None:
 
 
 @pytest.mark.usefixtures("healthy")
-def test_spot_nodes_without_a_ready_nodewatch_fail_with_the_fix(run: Run, kube: FakeKube) -> None:
+def test_linux_nodes_without_a_ready_nodewatch_fail_with_the_fix(run: Run, kube: FakeKube) -> None:
     del kube.objects["/api/v1/namespaces/kube-system/pods/nodewatch-n1"]
     nodewatch_pod(kube, "n2", ready=False)
 
@@ -251,12 +252,13 @@ def test_spot_nodes_without_a_ready_nodewatch_fail_with_the_fix(run: Run, kube: 
     nodewatch = found["nodewatch"]
     assert nodewatch.status == FAIL
     assert (
-        nodewatch.finding == "2 of 3 spot nodes are unwatched (no nodewatch pod on 1: n1; nodewatch not Ready on 1: n2)"
+        nodewatch.finding
+        == "2 of 3 Linux nodes are unwatched (no nodewatch pod on 1: n1; nodewatch not Ready on 1: n2)"
     )
     assert nodewatch.what_to_do.startswith("kubectl apply -k manifests/")
 
 
-def test_no_spot_nodes_is_a_warning(run: Run, kube: FakeKube) -> None:
+def test_no_linux_nodes_is_a_warning(run: Run, kube: FakeKube) -> None:
     kube.put(CRD_PATH, installed_crd())
     assert findings(run, "--no-aws")[1]["nodewatch"].status == WARN
 
@@ -516,5 +518,5 @@ def test_a_check_that_breaks_is_a_failure_not_a_crash(run: Run, kube: FakeKube) 
     code, found = findings(run)
 
     assert code == 1
-    assert found["nodewatch on the spot nodes"].status == FAIL
-    assert "HTTP 500 InternalError: etcd down" in found["nodewatch on the spot nodes"].finding
+    assert found["nodewatch on every Linux node"].status == FAIL
+    assert "HTTP 500 InternalError: etcd down" in found["nodewatch on every Linux node"].finding
