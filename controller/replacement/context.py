@@ -48,6 +48,7 @@ class Memory:
     retry_at: dict[str, float] = dataclasses.field(default_factory=dict)  # node -> no retry of its job before
     drain_attempts: dict[str, int] = dataclasses.field(default_factory=dict)
     refused: dict[str, str] = dataclasses.field(default_factory=dict)  # node -> last refusal (reported once)
+    announced: dict[str, str] = dataclasses.field(default_factory=dict)  # node -> the notice its Event announced
     recording: set[str] = dataclasses.field(default_factory=set)  # batches whose member records are being written
     lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
 
@@ -68,6 +69,21 @@ class Context:
     wake: Callable[[], None]
     paused: Callable[[], bool] = lambda: False
     memory: Memory = dataclasses.field(default_factory=Memory)
+
+    def announce(self, node: NodeView, reason: str, trigger: str, identity: str) -> None:
+        """An Event on the node: a notice was first seen (once per notice and process)."""
+        with self.memory.lock:
+            if self.memory.announced.get(node.name) == identity:
+                return
+            self.memory.announced[node.name] = identity
+        instance = instance_id_from_provider_id(node.provider_id) or "its instance"
+        at = identity.split(":", 1)[1]
+        if trigger == "interruption":
+            message = f"EC2 will interrupt spot instance {instance} at {at} (interruption notice seen by nodewatch)"
+        else:
+            message = f"EC2 recommends rebalancing spot instance {instance} (notice of {at}, seen by nodewatch)"
+        log.info("node %s: %s", node.name, message)
+        self.reporter.node_event(node.name, "Normal", reason, message)
 
     def refuse_once(self, node: str, reason: str, message: str, field: str = "") -> None:
         """Report a refusal once per node and message (``field``: the malformed annotation, when that is why)."""

@@ -27,6 +27,7 @@ from controller.replacement.batching import BatchQueues, Queued
 from controller.replacement.context import Context
 from controller.replacement.decisions import (
     BATCHED,
+    Announce,
     BeginReleasing,
     BeginRetiring,
     DrainForInterruption,
@@ -233,6 +234,7 @@ class ReplacementController:
             claim_pending=claim_pending,
             stands_in_for=stand_ins.get(instance, ""),
             stand_in_noticed=stand_in_noticed,
+            announced=self.ctx.memory.announced.get(node.name, ""),
         )
 
     def _stand_ins(self, entries: Sequence[tuple[NodeView, ReplacementRecord | None, object]]) -> dict[str, str]:
@@ -293,6 +295,9 @@ class ReplacementController:
         ctx = self.ctx
         if isinstance(action, Refuse):
             ctx.refuse_once(node.name, action.reason, action.message, action.field)
+            return
+        if isinstance(action, Announce):
+            ctx.announce(node, action.reason, action.notice.trigger, action.notice.identity)
             return
         if isinstance(action, Wait):
             self._next_wait = min(self._next_wait, now + action.seconds)

@@ -84,6 +84,7 @@ class NodeFacts:
     claim_pending: bool = False  # an open claim of its replacement's group was asked before it was bound
     stands_in_for: str = ""  # what this node stands in for (a node whose replacement has not ended, an open claim)
     stand_in_noticed: bool = False  # the node standing in for this one has a notice of its own
+    announced: str = ""  # the notice this process already announced with an Event on the node
 
 
 # -- actions -----------------------------------------------------------------------------------------------
@@ -94,6 +95,18 @@ class Refuse:
     reason: str  # short, for metrics
     message: str
     field: str = ""  # the malformed annotation (and its field), when that is why
+
+
+@dataclasses.dataclass(frozen=True)
+class Announce:
+    """Say on the node (an Event with the reason users know from aws-node-termination-handler) that a notice was
+    first seen; whatever Spot Guard then does or refuses follows in its own Events."""
+
+    notice: Notice
+
+    @property
+    def reason(self) -> str:
+        return "SpotInterruption" if self.notice.trigger == "interruption" else "RebalanceRecommendation"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -154,6 +167,7 @@ class Wait:
 
 Action = (
     Refuse
+    | Announce
     | Queue
     | Taint
     | BeginRetiring
@@ -172,6 +186,26 @@ Action = (
 
 def decide(facts: NodeFacts, settings: Settings) -> list[Action]:
     """The node's next steps, in order (empty: nothing to do; a batched phase's step is decided per claim)."""
+    actions = _next_steps(facts, settings)
+    if facts.notice is not None and _first_seen(facts.notice, facts):
+        actions.insert(0, Announce(facts.notice))
+    return actions
+
+
+def _first_seen(notice: Notice, facts: NodeFacts) -> bool:
+    """Is ``notice`` one this process has not announced, and no replacement has answered yet? (Not when the record
+    cannot be read, the annotations are an earlier instance's, or the instance is gone.)"""
+    record = facts.record
+    return (
+        notice.identity != facts.announced
+        and not facts.deleting
+        and not facts.record_error
+        and not (facts.annotated_instance and facts.instance_id and facts.annotated_instance != facts.instance_id)
+        and (record is None or (record.phase != Phase.RETIRED and is_new(notice, record)))
+    )
+
+
+def _next_steps(facts: NodeFacts, settings: Settings) -> list[Action]:
     if facts.record_error:
         return [
             Refuse("malformed-record", f"{facts.record_error}; fix or remove the annotation by hand", facts.error_field)

@@ -208,6 +208,8 @@ CONTROLLER_VALUES: dict[str, tuple[str, Any, Any]] = {
     "controller.leaderElection.renewDeadline": ("renew_deadline", "12s", 12.0),
     "controller.leaderElection.retryPeriod": ("retry_period", "3s", 3.0),
     "controller.leaderElection.fenceMargin": ("fence_margin", "4s", 4.0),
+    "controller.awsConnectTimeout": ("aws_connect_timeout", "1200ms", 1.2),
+    "controller.awsReadTimeout": ("aws_read_timeout", "10s", 10.0),
     "controller.metricsHost": ("metrics_host", "127.0.0.1", "127.0.0.1"),
     "controller.metricsPort": ("metrics_port", 9090, 9090),
     "logLevel": ("log_level", "debug", "debug"),

@@ -143,6 +143,10 @@ def test_rebalance_gets_a_spot_replacement_then_exactly_the_old_instance_is_reti
     start_controller()
     _recommend(core, old)
 
+    _until(
+        "an Event on the node saying the recommendation was seen (reason as in NTH)",
+        lambda: any(e.startswith("Normal RebalanceRecommendation: ") for e in _events(core, old.metadata.name)),
+    )
     _until("the old node retired and gone", lambda: _gone(core, old.metadata.name), timeout=60)
     after = _instances(aws_sim, SPOT)
     assert old_instance not in after
@@ -325,6 +329,13 @@ def test_interruption_notice_drains_at_once_and_retires_after_the_replacement(
     )
 
     _until("the node cordoned for the interruption", lambda: core.read_node(old.metadata.name).spec.unschedulable)
+    _until(
+        "an Event on the node saying the interruption notice was seen, with its time",
+        lambda: any(
+            e.startswith("Normal SpotInterruption: ") and "2026-11-21T10:02:00Z" in e
+            for e in _events(core, old.metadata.name)
+        ),
+    )
     record = _record(core, old.metadata.name)
     assert record is not None and record["trigger"] == "interruption"
     assert record["phase"] in {"SpotRequested", "SpotScaledUp"}, "drain started before the replacement was Ready"

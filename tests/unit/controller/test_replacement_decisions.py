@@ -18,6 +18,7 @@ from controller.replacement.decisions import (
     BATCHED,
     IDLE_WAIT,
     Action,
+    Announce,
     BeginReleasing,
     BeginRetiring,
     DrainForInterruption,
@@ -69,20 +70,25 @@ def facts(rec: ReplacementRecord | None = None, **fields: object) -> NodeFacts:
 ROWS: list[tuple[str, NodeFacts, Settings, list[Action]]] = [
     # -- no replacement yet ---------------------------------------------------------------------------------
     ("a node with no notice is left alone", facts(), DRAIN, []),
-    ("a first notice is queued for a spot scale-up", facts(notice=FIRST), DRAIN, [Queue(FIRST)]),
-    ("a notice already queued or in a scale-up is not queued twice", facts(notice=FIRST, waiting=True), DRAIN, []),
+    ("a first notice is queued for a spot scale-up", facts(notice=FIRST), DRAIN, [Announce(FIRST), Queue(FIRST)]),
+    (
+        "a notice already queued or in a scale-up is not queued twice",
+        facts(notice=FIRST, waiting=True, announced=FIRST.identity),
+        DRAIN,
+        [],
+    ),
     ("a node being deleted gets no replacement", facts(notice=FIRST, deleting=True), DRAIN, []),
     (
         "a node that stands in for another gets no replacement of its own (no chains)",
         facts(notice=FIRST, stands_in_for="node a"),
         DRAIN,
-        [Wait(IDLE_WAIT, "stands in for node a")],
+        [Announce(FIRST), Wait(IDLE_WAIT, "stands in for node a")],
     ),
     (
         "paused: a new notice is refused and said so",
         facts(notice=FIRST, paused=True),
         DRAIN,
-        [Refuse("paused", "Spot Guard is paused (spotguard resume to act on new notices)")],
+        [Announce(FIRST), Refuse("paused", "Spot Guard is paused (spotguard resume to act on new notices)")],
     ),
     (
         "annotations of an earlier instance are refused, not acted on",
@@ -130,11 +136,16 @@ ROWS: list[tuple[str, NodeFacts, Settings, list[Action]]] = [
         "an interruption during a scale-up drains the node at once (cordon recorded first)",
         facts(record(Phase.SPOT_SCALED_UP), notice=INTERRUPTION, interrupted=True),
         DRAIN,
-        [DrainForInterruption()],
+        [Announce(INTERRUPTION), DrainForInterruption()],
     ),
     (
         "an interruption drain is not started twice",
-        facts(record(Phase.SPOT_SCALED_UP, cordoned=True), notice=INTERRUPTION, interrupted=True),
+        facts(
+            record(Phase.SPOT_SCALED_UP, cordoned=True),
+            notice=INTERRUPTION,
+            interrupted=True,
+            announced=INTERRUPTION.identity,
+        ),
         DRAIN,
         [],
     ),
@@ -142,7 +153,7 @@ ROWS: list[tuple[str, NodeFacts, Settings, list[Action]]] = [
         "no interruption drain when the setting is off",
         facts(record(Phase.SPOT_SCALED_UP), notice=INTERRUPTION, interrupted=True),
         dataclasses.replace(DRAIN, drain_on_interruption=False),
-        [],
+        [Announce(INTERRUPTION)],
     ),
     # -- replaced -------------------------------------------------------------------------------------------
     (
@@ -173,7 +184,7 @@ ROWS: list[tuple[str, NodeFacts, Settings, list[Action]]] = [
         "keep-until-interruption, the interruption came: retire (and drain at once)",
         facts(record(Phase.SPOT_READY), notice=INTERRUPTION, interrupted=True, replaced_taint=True),
         KEEP,
-        [DrainForInterruption(), BeginRetiring()],
+        [Announce(INTERRUPTION), DrainForInterruption(), BeginRetiring()],
     ),
     (
         "keep-until-interruption, the spare itself got a notice: give it back at once",
@@ -199,13 +210,13 @@ ROWS: list[tuple[str, NodeFacts, Settings, list[Action]]] = [
         "Released, then a new notice: a new replacement that remembers the old outcome",
         facts(record(Phase.RELEASED), notice=LATER),
         DRAIN,
-        [Queue(LATER, previous="Released at 2026-01-15T10:01:00Z")],
+        [Announce(LATER), Queue(LATER, previous="Released at 2026-01-15T10:01:00Z")],
     ),
     (
         "Failed, then an interruption: a new replacement",
         facts(record(Phase.FAILED, failed_reason="on-demand short"), notice=INTERRUPTION, interrupted=True),
         DRAIN,
-        [Queue(INTERRUPTION, previous="Failed at 2026-01-15T10:01:00Z: on-demand short")],
+        [Announce(INTERRUPTION), Queue(INTERRUPTION, previous="Failed at 2026-01-15T10:01:00Z: on-demand short")],
     ),
     (
         "Failed, the same notice still on the node: no second replacement",
@@ -253,7 +264,7 @@ ROWS: list[tuple[str, NodeFacts, Settings, list[Action]]] = [
         "Failed with a new notice while paused: refused, not queued",
         facts(record(Phase.FAILED), notice=LATER, paused=True),
         DRAIN,
-        [Refuse("paused", "Spot Guard is paused (spotguard resume to act on new notices)")],
+        [Announce(LATER), Refuse("paused", "Spot Guard is paused (spotguard resume to act on new notices)")],
     ),
 ]
 
@@ -267,6 +278,17 @@ def test_every_phase_has_a_row() -> None:
     phases = {row[1].record.phase for row in ROWS if row[1].record is not None}
     declared = {value for name, value in vars(Phase).items() if name.isupper() and isinstance(value, str)}
     assert declared - phases == set()
+
+
+def test_the_announcement_uses_the_reasons_users_know_from_nth() -> None:
+    assert Announce(FIRST).reason == "RebalanceRecommendation"
+    assert Announce(INTERRUPTION).reason == "SpotInterruption"
+
+
+def test_a_notice_is_announced_once_per_process() -> None:
+    assert decide(facts(notice=FIRST, announced=FIRST.identity), DRAIN) == [Queue(FIRST)]
+    # a later notice of the same node is announced again
+    assert decide(facts(notice=LATER, announced=FIRST.identity), DRAIN) == [Announce(LATER), Queue(LATER)]
 
 
 @pytest.mark.parametrize(
