@@ -87,7 +87,7 @@ class Settings:
     scale_timeout: float = 60.0
     capacity_check_timeout: float = 180.0
     capacity_poll_interval: float = 5.0
-    batch_window: float = 0.1  # a lone recommendation's quiet period (controller.batching)...
+    batch_window: float = 0.1  # a lone recommendation's quiet period (controller.replacement.batching)...
     batch_max_delay: float = 2.0  # ...but no longer than this after the first (one nodewatch poll interval; twice
     # this after its first arrival for the rest of a burst whose first call closed early)
     minimum_wait_duration: float = 600.0

@@ -34,10 +34,10 @@ GROUP = "aws.amazon.com"
 VERSION = "v1"
 PLURAL = "spotguardfallbackevents"
 KIND = "SpotGuardFallbackEvent"
-#: The CRD's status.phase enum (controller.fallbackevent.Phase.ALL; a unit test keeps them equal).
+#: The CRD's status.phase enum (controller.model.sgfe.Phase.ALL; a unit test keeps them equal).
 PHASES = ("Pending", "Monitoring", "ReadyForScaleDown", "ScalingDown", "Completed", "Failed")
 UNFINISHED = ("Pending", "Monitoring", "ReadyForScaleDown", "ScalingDown")
-#: The lifecycle controller's bookkeeping on each SGFE (controller.lifecycle_record); its ``finishedAt`` is
+#: The lifecycle controller's bookkeeping on each SGFE (controller.model.progress); its ``finishedAt`` is
 #: when the event reached Completed, from which the controller's own TTL counts too.
 LIFECYCLE_ANNOTATION = "spotguard.io/lifecycle"
 DEFAULT_TTL = "24h"

@@ -2,10 +2,11 @@
 or should it wait (and until when)?
 
 Success means new instances InService *and* their Nodes Ready, never that a count went up; which new
-instances are the claim's is ``controller.checks.arrivals``. A claim falls back early when a scaling
-activity of the group that started after the scale-up failed with a capacity code, or when someone else
-lowered the group's desired capacity below what its live instances and open claims need (``short``);
-otherwise at its deadline, exactly.
+instances are the claim's is ``controller.checks.arrivals``. A claim falls back early when a launch of the
+group that started after the scale-up failed (whatever AWS wrote: a code or only a sentence; its category from
+``controller.checks.launch_failures``: capacity, quota, configuration or unknown), or when someone else lowered
+the group's desired capacity below what its live instances and open claims need (``short``); otherwise at its
+deadline, exactly.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import dataclasses
 import datetime as dt
 from collections.abc import Sequence
 
+from controller.checks.launch_failures import CONFIGURATION, LaunchFailure, classify
 from controller.model.asg import Activity, Group
 
 # Activities are stamped by AWS's clock and the scale-up by ours: allow this much skew.
@@ -35,6 +37,7 @@ class Fallback:
     code: str
     instances: tuple[str, ...]
     shortfall: int
+    category: str = ""  # of the failed launch that caused it (launch_failures.CAPACITY ...); "" for other causes
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,10 +48,10 @@ class Wait:
 Decision = Ready | Fallback | Wait
 
 
-def capacity_failure(
+def launch_failure(
     activities: Sequence[Activity], requested_at: dt.datetime, seen_before: dt.datetime | None = None
-) -> Activity | None:
-    """The newest Failed activity with a capacity code that started after the scale-up.
+) -> LaunchFailure | None:
+    """The newest failed launch that started after the scale-up, classified.
 
     ``seen_before`` is the start of the newest activity AWS listed just before the scale-up: anything
     that old or older belongs to an earlier request, however close in time.
@@ -58,9 +61,21 @@ def capacity_failure(
             continue
         if seen_before is not None and activity.start_time <= seen_before:
             continue
-        if activity.capacity_code():
-            return activity
+        failure = classify(activity)
+        if failure is not None:
+            return failure
     return None
+
+
+def _failure_reason(group_name: str, failure: LaunchFailure) -> str:
+    code = f" ({failure.code})" if failure.code else ""
+    if failure.category == CONFIGURATION:
+        return (
+            f"a launch of {group_name} failed on a configuration error{code}: {failure.reason}; AWS wrote: "
+            f"{failure.message} -- fix the group or its launch template (spotguard doctor checks it); "
+            "nothing launches in it until then"
+        )
+    return f"a launch of {group_name} failed ({failure.category}{code}): {failure.reason}; AWS wrote: {failure.message}"
 
 
 def evaluate(
@@ -82,15 +97,14 @@ def evaluate(
     if len(arrived) >= wanted:
         return Ready(arrived[:wanted])
     shortfall = wanted - len(arrived)
-    failure = capacity_failure(activities, requested_at, seen_before)
+    failure = launch_failure(activities, requested_at, seen_before)
     if failure is not None:
-        code = failure.capacity_code() or ""
-        detail = failure.status_message or failure.description
         return Fallback(
-            reason=f"scaling activity of {group_name} failed with {code}: {detail}",
-            code=code,
+            reason=_failure_reason(group_name, failure),
+            code=failure.code or f"LaunchFailed.{failure.category}",
             instances=arrived,
             shortfall=shortfall,
+            category=failure.category,
         )
     if short > 0:
         return Fallback(

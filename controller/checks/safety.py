@@ -1,7 +1,7 @@
 """The safety checks before removing an on-demand node: pure functions over raw JSON snapshots, no I/O.
 
 1. ``check_pods_fit``: every pod the drain would evict (``drain.plan_drain``'s ``to_evict``, so the same
-   filters apply) has another Ready, schedulable node where it fits (see ``controller.placement`` for the
+   filters apply) has another Ready, schedulable node where it fits (see ``controller.checks.placement`` for the
    predicates). Placement is greedy and cumulative, biggest pod first: a pod placed earlier consumes the
    capacity it takes; among the nodes that fit, the least allocated one is chosen, as the scheduler does.
 2. ``check_pdbs``: the PodDisruptionBudgets covering those pods allow all those evictions *taken

@@ -2,13 +2,13 @@
 
 The replacement controller creates a SpotGuardFallbackEvent (SGFE) when it falls back to on-demand: the spot
 ASG then sits at its original size - 1 and the on-demand ASG at + 1. This controller takes each SGFE from
-there (``controller.lifecycle_decisions`` has the phase rules): it waits, watches the spot ASG until it is
+there (``controller.lifecycle.decisions`` has the phase rules): it waits, watches the spot ASG until it is
 stable, scales it back up by one (the bounded capacity check), runs the safety checks, then drains the
-on-demand node and terminates exactly its instance with decrement (``controller.scale_down``): net drift 0.
+on-demand node and terminates exactly its instance with decrement (``controller.lifecycle.scale_down``): net drift 0.
 
 One pass (``reconcile``) lists the SGFEs, reads AWS once per ASG, takes the Node view from the informer's
 cache, and moves each event one step; every write goes through ``FallbackEvents`` with the resourceVersion
-read, and every AWS change is recorded on the SGFE before it is made (``controller.lifecycle_record``), so a
+read, and every AWS change is recorded on the SGFE before it is made (``controller.model.progress``), so a
 successor neither repeats nor skips a step. Scale-downs run in their own threads. A ``NotLeaderError`` from
 the fenced AWS calls stops the controller: the new leader carries on.
 """

@@ -11,7 +11,7 @@ Phases (the seed's): Pending -> Monitoring -> ReadyForScaleDown -> ScalingDown -
   given back, the event stays in Monitoring and the next attempt waits a growing backoff; nothing is drained.
 * ReadyForScaleDown: the spot ASG must still be healthy (else back to Monitoring); then the safety checks;
   all passed -> ScalingDown (the seed's race point); one failed -> stay, check again later (not a failure).
-* ScalingDown: run or resume the scale-down (``controller.scale_down``); a spot relapse before the
+* ScalingDown: run or resume the scale-down (``controller.lifecycle.scale_down``); a spot relapse before the
   terminate intent is recorded aborts it (drain stopped, node uncordoned, back to Monitoring).
 * Completed: deleted ``completed_ttl`` after it finished. Failed: kept, with the reason, for an operator.
 """

@@ -4,7 +4,7 @@ Steps (the seed's Phase 7), each recorded on the SGFE before the next one that c
 
 1. claim: ``owner`` and ``drain_started_at`` in the lifecycle record (optimistic: a loser steps back);
 2. taint ``spotguard.io/scale-down`` and cordon the node, keep the autoscaler protection on it;
-3. drain it with kubectl-drain semantics (``controller.drain``), bounded by ``drain_timeout`` counted from
+3. drain it with kubectl-drain semantics (``controller.effects.drain``), bounded by ``drain_timeout`` counted from
    ``drain_started_at`` (so a successor does not start the clock over), and wait until its pods are gone;
    a node re-created or uncordoned meanwhile is cordoned and drained again;
 4. check the spot ASG once more, then record ``terminate_requested_at`` (intent);

@@ -123,7 +123,7 @@ class ReplacementFailure:
     ALL = (NO_CAPACITY, AWS_ERROR, TIMEOUT)
 
 
-#: controller.drain.EvictionResult values -> this module's EvictionResult labels.
+#: controller.effects.drain.EvictionResult values -> this module's EvictionResult labels.
 _EVICTION_RESULTS = {
     "evicted": EvictionResult.EVICTED,
     "disruption_budget": EvictionResult.BLOCKED,
@@ -246,6 +246,13 @@ class Metrics:
             ["asg"],
             registry=registry,
         )
+        self.launch_failures = Counter(
+            PREFIX + "launch_failures",
+            "Failed launches seen after a Spot Guard scale-up, by group and category (capacity, quota, configuration, "
+            "unknown; controller/checks/launch_failures.py); each made the claim fall back",
+            ["asg", "category"],
+            registry=registry,
+        )
         self.refused_effects = Counter(
             PREFIX + "refused_effects",
             "AWS or node effects Spot Guard refused because what they would touch is not its own (a forged or stale "
@@ -303,7 +310,7 @@ class Metrics:
     # -- recording ------------------------------------------------------------------------------------------
 
     def eviction(self, pod: object, result: str) -> None:
-        """Matches ``controller.drain.Drainer(on_event=...)``: one eviction answer, in this metric's words."""
+        """Matches ``controller.effects.drain.Drainer(on_event=...)``: one eviction answer, in this metric's words."""
         self.evictions.labels(_EVICTION_RESULTS.get(str(result), EvictionResult.ERROR)).inc()
 
     def malformed_object(self, kind: str, field: str) -> None:
@@ -315,7 +322,7 @@ class Metrics:
         self.watch_stalls.labels(kind).inc()
 
     def drain_finished(self, outcome: str) -> None:
-        """One drain ended (``controller.drain.DrainOutcome``): drained, timed_out, or anything else."""
+        """One drain ended (``controller.effects.drain.DrainOutcome``): drained, timed_out, or anything else."""
         result = {"drained": DrainResult.SUCCESS, "timed_out": DrainResult.TIMEOUT}.get(str(outcome), DrainResult.ERROR)
         self.drains.labels(result).inc()
 
@@ -346,6 +353,9 @@ class Metrics:
 
     def outside_change(self, asg: str) -> None:
         self.outside_changes.labels(asg).inc()
+
+    def launch_failed(self, asg: str, category: str) -> None:
+        self.launch_failures.labels(asg, category).inc()
 
     def refused_effect(self, kind: str) -> None:
         self.refused_effects.labels(kind).inc()

@@ -45,6 +45,8 @@ class ReplacementReporter(Protocol):
 
     def fallback(self, spot_asg: str, on_demand_asg: str, reason: str) -> None: ...
 
+    def launch_failed(self, asg: str, category: str) -> None: ...
+
     def replacement_ready(self, capacity_type: str, seconds: float) -> None: ...
 
     def replacement_failed(self, reason: str) -> None: ...
@@ -70,6 +72,9 @@ class LogReplacementReporter:
         return None
 
     def fallback(self, spot_asg: str, on_demand_asg: str, reason: str) -> None:
+        return None
+
+    def launch_failed(self, asg: str, category: str) -> None:
         return None
 
     def replacement_ready(self, capacity_type: str, seconds: float) -> None:
@@ -117,6 +122,9 @@ class KubeReplacementReporter:
 
     def fallback(self, spot_asg: str, on_demand_asg: str, reason: str) -> None:
         self.metrics.fell_back(spot_asg, on_demand_asg, reason)
+
+    def launch_failed(self, asg: str, category: str) -> None:
+        self.metrics.launch_failed(asg, category)
 
     def replacement_ready(self, capacity_type: str, seconds: float) -> None:
         self.metrics.replacement_ready(capacity_type, seconds)

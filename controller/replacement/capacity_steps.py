@@ -9,6 +9,7 @@ someone else's lower desired capacity no longer covers.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import logging
 from collections import defaultdict
@@ -19,6 +20,7 @@ from controller.adapters.aws import AwsError
 from controller.capacity.owner import Change, ChangesHeldError, Plan
 from controller.checks import capacity_check
 from controller.checks.arrivals import GroupClaims
+from controller.checks.launch_failures import CONFIGURATION
 from controller.config import format_duration
 from controller.effects.node_writes import NodeGoneError
 from controller.model.asg import Activity
@@ -181,6 +183,11 @@ def _decide(
         )
         result = "timeout" if decision.code == "CapacityCheckTimeout" else "no_capacity"
         ctx.reporter.scale_up(batch.asg, capacity_type, result)
+        if decision.category:
+            ctx.reporter.launch_failed(batch.asg, decision.category)
+        if decision.category == CONFIGURATION:  # not a shortage: say so where people look, on every node it affects
+            for node, _ in rest:
+                ctx.reporter.node_event(node.name, "Warning", "LaunchConfigurationError", decision.reason)
         if on_demand:
             on_demand_failed(ctx, Batch(batch.asg, batch.batch, rest), decision.reason, given_back)
         else:
@@ -305,6 +312,28 @@ def withdraw(ctx: Context, batch: Batch) -> None:
     request_on_demand(ctx, batch)
 
 
+def settle_orphans(ctx: Context, node: NodeView, record: ReplacementRecord) -> None:
+    """(node lane) A batch's claim is settled but its intent still lists members whose own record was never written
+    (the node went away, or got another replacement): give their share back (exactly their launched instances,
+    then their launches that never happened), then drop them from the intent. Idempotent."""
+    group = record.spot_asg
+    try:
+        gave = ctx.owner.give_back(group, spot_claim_key(record))
+    except AwsError as exc:
+        ctx.report_aws_error(group, [node.name], exc)
+        return
+    if not gave.done:
+        return  # a drain did not finish: the next pass tries again
+    log.info(
+        "spot ASG %s: gave back the share of %s (no record of theirs was written): %d launch(es), %d instance(s)",
+        group,
+        ", ".join(m.node for m in record.members),
+        gave.lowered,
+        len(gave.removed),
+    )
+    ctx.book.write(node.name, record, dataclasses.replace(record, members=()), node)
+
+
 def request_on_demand(ctx: Context, batch: Batch) -> None:
     od_asg = batch.first.on_demand_asg
     members = sorted(batch.members, key=lambda m: m[0].name)
@@ -331,6 +360,7 @@ def request_on_demand(ctx: Context, batch: Batch) -> None:
                     on_demand_activity_mark=plan.read.newest_activity,
                     on_demand_deadline_at=deadline,
                     given_back=(),
+                    members=(),  # the spot claim, its unwritten members' share included, was given back
                 ),
                 None,
             )

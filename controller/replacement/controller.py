@@ -11,6 +11,7 @@ first (intent before effect), so a successor finds where its predecessor stopped
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from collections.abc import Sequence
@@ -169,6 +170,7 @@ class ReplacementController:
                     self._apply(node, record, facts, action, now)
         if to_queue:
             self._detect(to_queue, now)
+        self._settle_orphans(entries)
         # The batched steps see each record as it is after this pass's own writes (a drain's mark, say).
         for node, before, error in entries:
             record = ctx.book.record(node) if before is not None and not error else None
@@ -178,6 +180,14 @@ class ReplacementController:
             group = record.on_demand_asg if on_demand else record.spot_asg
             key = (group, on_demand_claim_key(record) if on_demand else spot_claim_key(record))
             grouped[record.phase].setdefault(key, Batch(group, record.batch, [])).members.append((node, record))
+        # A claim is checked as a whole: not while some of its records are still being written (the request's
+        # intent moves last), or a fallback would give back the launches of members it did not see.
+        for checked, writing in (
+            (Phase.SPOT_SCALED_UP, Phase.SPOT_REQUESTED),
+            (Phase.ON_DEMAND_SCALED_UP, Phase.ON_DEMAND_REQUESTED),
+        ):
+            for key in set(grouped[checked]) & set(grouped[writing]):
+                del grouped[checked][key]
         return {phase: list(found.values()) for phase, found in grouped.items()}
 
     def _facts(
@@ -280,6 +290,22 @@ class ReplacementController:
                         stand_ins[instance] = f"claim {claim.key} (it may be its new instance)"
                         break
         return stand_ins
+
+    def _settle_orphans(self, entries: Sequence[tuple[NodeView, ReplacementRecord | None, object]]) -> None:
+        """Intents whose claim is settled but that still list members without a record of their own."""
+        open_claims = {spot_claim_key(r) for _, r, _ in entries if r is not None and r.phase in Phase.SPOT_CLAIM}
+        for node, record, _ in entries:
+            if (
+                record is None
+                or not record.members
+                or record.spot_target is None
+                or record.phase in Phase.SPOT_CLAIM
+                or spot_claim_key(record) in open_claims
+            ):
+                continue
+            self.ctx.workers.submit(
+                "node", f"orphans/{node.name}", functools.partial(capacity_steps.settle_orphans, self.ctx, node, record)
+            )
 
     def _pending_claims(self) -> dict[str, str]:
         """group -> when its oldest open claim was asked for (an ended record keeps its finalizer until then)."""

@@ -274,7 +274,7 @@ def _ended(facts: NodeFacts, record: ReplacementRecord) -> list[Action]:
     ):
         refusal = _refusal(facts)
         actions.append(refusal or Queue(facts.notice, previous=record.outcome()))
-    elif facts.has_finalizer and not facts.claim_pending and not actions:
+    elif facts.has_finalizer and not facts.claim_pending and not record.members and not actions:
         actions.append(Finish())
     return actions
 

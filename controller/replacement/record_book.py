@@ -149,6 +149,17 @@ def _claims_of(
             withdrawing,
             nodes,
         )
+    elif record.members and record.spot_target is not None:
+        # members whose own record was never written (gone, or replaced otherwise): their share is still claimed,
+        # to be given back (``capacity_steps.settle_orphans``)
+        yield (
+            spot_claim_key(record),
+            record.spot_asg,
+            frozenset(record.spot_known),
+            record.requested_at,
+            True,
+            [m.node for m in record.members],
+        )
     if record.phase in Phase.ON_DEMAND_CLAIM and record.on_demand_target is not None:
         yield (
             on_demand_claim_key(record),

@@ -180,18 +180,21 @@ def write_all(ctx: Context, writes: list[Write]) -> list[bool]:
 def record_batch(ctx: Context, batch: Batch, quiet: threading.Event) -> None:
     """(records lane) The members' own records, then the intent confirmed (SpotScaledUp)."""
     try:
-        write_members(ctx, batch, quiet)
-        confirm(ctx, batch, Phase.SPOT_SCALED_UP)
+        orphans = write_members(ctx, batch, quiet)
+        confirm(ctx, batch, Phase.SPOT_SCALED_UP, orphans=orphans)
         ctx.memory.sent.discard(batch.batch)
     finally:
         ctx.memory.recording.discard(batch.batch)
         ctx.wake()
 
 
-def write_members(ctx: Context, batch: Batch, quiet: threading.Event) -> None:
+def write_members(ctx: Context, batch: Batch, quiet: threading.Event) -> frozenset[str]:
     """Write the own record of every node an intent lists (SpotScaledUp: the call is made), a chunk at a time,
     each once no recommendation waits for its call: hundreds of member records must not hold up a burst's own
-    annotations and calls at the API server."""
+    annotations and calls at the API server. Returns the members whose record was not written (the node is gone,
+    or another replacement of it is under way): their share of the increase stays listed on the intent until it is
+    given back (``controller.replacement.capacity_steps.settle_orphans``)."""
+    orphans: set[str] = set()
     nodes = ctx.nodes()
     now = ctx.clock.now()
     writes: list[Write] = []
@@ -201,16 +204,18 @@ def write_members(ctx: Context, batch: Batch, quiet: threading.Event) -> None:
             if node is None:
                 log.warning(
                     "node %s is gone before its record of batch %s was written; its share of the spot scale-up "
-                    "stays until the batch's claim is settled",
+                    "is given back once the batch's claim is settled",
                     member.node,
                     batch.batch,
                 )
+                orphans.add(member.node)
                 continue
             current = ctx.book.record(node)
             if current is not None and current.batch == batch.batch:
                 continue  # written already (before a crash, or by this process)
             if current is not None and current.phase not in RESTARTABLE:
-                continue  # another replacement of this node is under way
+                orphans.add(member.node)  # another replacement of this node is under way
+                continue
             record = intent.advance(
                 Phase.SPOT_SCALED_UP,
                 now,
@@ -229,12 +234,19 @@ def write_members(ctx: Context, batch: Batch, quiet: threading.Event) -> None:
     for (name, _, record, _), ok in zip(writes, done, strict=True):
         if ok:
             ctx.reporter.node_event(name, "Normal", "SpotScaleUp", scaled_up_message(ctx, record))
+        else:
+            orphans.add(name)
+    return frozenset(orphans)
 
 
-def confirm(ctx: Context, batch: Batch, confirmed: str) -> None:
-    """Move the batch's records from the request (intent) to ``confirmed``: the call is made."""
+def confirm(ctx: Context, batch: Batch, confirmed: str, orphans: frozenset[str] = frozenset()) -> None:
+    """Move the batch's records from the request (intent) to ``confirmed``: the call is made. ``orphans`` stay
+    listed as members: their share is still claimed, to be given back."""
     now = ctx.clock.now()
-    writes: list[Write] = [(n.name, r, r.advance(confirmed, now, members=()), n) for n, r in batch.members]
+    writes: list[Write] = [
+        (n.name, r, r.advance(confirmed, now, members=tuple(m for m in r.members if m.node in orphans)), n)
+        for n, r in batch.members
+    ]
     for (name, _, record, _), done in zip(writes, write_all(ctx, writes), strict=True):
         if done and confirmed == Phase.SPOT_SCALED_UP:
             ctx.reporter.node_event(name, "Normal", "SpotScaleUp", scaled_up_message(ctx, record))

@@ -147,6 +147,9 @@ class Reports:
     def malformed(self, kind: str, field: str) -> None:
         return None
 
+    def launch_failed(self, asg: str, category: str) -> None:
+        return None
+
 
 class World:
     """What outlives a leader: AWS, the API server's objects, the clock."""

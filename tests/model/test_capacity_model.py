@@ -135,19 +135,22 @@ class CapacityModel(RuleBasedStateMachine):
     @rule()
     def everything_settles(self) -> None:
         self._settle()
-        assert invariants.settled(self.world, self.process) == []
+        problems = invariants.settled(self.world, self.process)
+        assert not problems, "\n".join(problems)
 
     # -- checks ------------------------------------------------------------------------------------------------
     @invariant()
     def nothing_wrong_so_far(self) -> None:
         if hasattr(self, "world"):
-            assert invariants.always(self.world) == []
+            problems = invariants.always(self.world)
+            assert not problems, "\n".join(problems)
 
     def teardown(self) -> None:
         try:
             if hasattr(self, "world"):
                 self._settle()
-                assert invariants.settled(self.world, self.process) == []
+                problems = invariants.settled(self.world, self.process)
+                assert not problems, "\n".join(problems)
                 for what in self._what_happened():
                     event(what)
         finally:

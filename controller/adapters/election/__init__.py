@@ -5,7 +5,7 @@ Typical wiring::
     store = KubeLeaseStore.from_configuration(configuration, namespace, "spotguard-controller")
     elector = LeaseElector(store)
     stop = Cancellation()  # cancelled by the SIGTERM handler
-    elector.run(work, stop)  # work(token) runs while leading; calls elector.ensure_leader() before AWS writes
+    elector.run(work, stop)  # work(token) runs while leading; elector.fence guards AWS writes
 """
 
 from controller.adapters.election.config import ElectionConfig, InvalidElectionConfigError, default_identity

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import datetime as dt
 
+import pytest
+
 from controller.checks import capacity_check as capacity
 from controller.model.asg import Activity, Group, Instance
 
@@ -24,8 +26,10 @@ def _group(*states: tuple[str, str], desired: int = 4, max_size: int = 10) -> Gr
     )
 
 
-def _failed(at: dt.datetime) -> Activity:
-    return Activity("a", "Failed", SHORT, "", "", at)
+def _failed(at: dt.datetime, message: str = SHORT, status: str = "Failed") -> Activity:
+    # As EC2 Auto Scaling writes a failed launch (DescribeScalingActivities): the sentence in StatusMessage and
+    # again in the Description's "Status Reason".
+    return Activity("a", status, message, f"Launching a new EC2 instance.  Status Reason: {message}", "", at)
 
 
 def _evaluate(
@@ -68,6 +72,55 @@ def test_a_capacity_failure_after_the_scale_up_falls_back_at_once() -> None:
     decision = _evaluate(activities=(_failed(T0 + dt.timedelta(seconds=1)),))
     assert isinstance(decision, capacity.Fallback)
     assert decision.code == "InsufficientInstanceCapacity" and decision.shortfall == 1
+
+
+# Failed launches as AWS writes them (sources in controller/checks/launch_failures.py): with a code (groups with a
+# MixedInstancesPolicy), without one (launch-template spot groups write the sentence alone), quota, configuration.
+UNCODED_SHORT = "There is no Spot capacity available that matches your request. Launching EC2 instance failed."
+QUOTA = (
+    "You have requested more vCPU capacity than your current vCPU limit of 32 allows for the instance bucket that the "
+    "specified instance type belongs to. Please visit http://aws.amazon.com/contact-us/ec2-request to request an "
+    "adjustment to this limit. Launching EC2 instance failed."
+)
+NO_AMI = "The image id '[ami-0123456789abcdef0]' does not exist. Launching EC2 instance failed."
+
+
+@pytest.mark.parametrize(
+    ("message", "category", "code", "said"),
+    [
+        (SHORT, "capacity", "InsufficientInstanceCapacity", "(capacity (InsufficientInstanceCapacity))"),
+        (UNCODED_SHORT, "capacity", "InsufficientInstanceCapacity", "no capacity"),
+        (QUOTA, "quota", "VcpuLimitExceeded", "vCPU"),
+        (NO_AMI, "configuration", "InvalidAMIID.NotFound", "configuration error"),
+    ],
+    ids=["coded-capacity", "uncoded-capacity", "quota", "configuration"],
+)
+def test_every_failed_launch_falls_back_at_the_next_poll_saying_what_it_is(
+    message: str, category: str, code: str, said: str
+) -> None:
+    decision = _evaluate(activities=(_failed(T0 + dt.timedelta(seconds=1), message),))
+    assert isinstance(decision, capacity.Fallback)
+    assert (decision.category, decision.code) == (category, code)
+    assert said in decision.reason and message in decision.reason and "spot" in decision.reason
+
+
+def test_a_configuration_error_tells_the_operator_to_fix_the_group() -> None:
+    decision = _evaluate(activities=(_failed(T0 + dt.timedelta(seconds=1), NO_AMI),))
+    assert isinstance(decision, capacity.Fallback)
+    assert "fix the group or its launch template" in decision.reason and "spotguard doctor" in decision.reason
+
+
+def test_an_unknown_failed_launch_falls_back_too_with_awss_words() -> None:
+    decision = _evaluate(activities=(_failed(T0 + dt.timedelta(seconds=1), "Something new went wrong."),))
+    assert isinstance(decision, capacity.Fallback)
+    assert decision.category == "unknown" and decision.code == "LaunchFailed.unknown"
+    assert "Something new went wrong." in decision.reason
+
+
+def test_activities_that_are_not_failed_launches_do_not_count() -> None:
+    ok = Activity("a", "Successful", "", "Launching a new EC2 instance: i-1", "", T0 + dt.timedelta(seconds=1))
+    terminate = Activity("b", "Failed", SHORT, "Terminating EC2 instance: i-2", "", T0 + dt.timedelta(seconds=1))
+    assert isinstance(_evaluate(activities=(ok, terminate)), capacity.Wait)
 
 
 def test_a_failure_of_an_earlier_request_does_not_count() -> None:

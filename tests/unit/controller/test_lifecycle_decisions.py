@@ -278,7 +278,15 @@ def test_the_returned_instance_in_service_with_a_ready_node_restores_spot(clock:
 def test_a_short_return_is_withdrawn_and_retried_after_a_growing_backoff(clock: FakeClock) -> None:
     record = in_flight(clock)
     current = stable_event(clock, record)
-    failed = Activity("a-1", "Failed", "InsufficientInstanceCapacity", "Launching a new EC2 instance", "", clock.now())
+    failed = Activity(
+        "a-1",
+        "Failed",
+        "Could not launch Spot Instances. InsufficientInstanceCapacity - There is no Spot capacity available that "
+        "matches your request. Launching EC2 instance failed.",
+        "Launching a new EC2 instance.  Status Reason: Could not launch Spot Instances. InsufficientInstanceCapacity",
+        "",
+        clock.now(),
+    )
     action = decide(
         current,
         record,
@@ -291,7 +299,7 @@ def test_a_short_return_is_withdrawn_and_retried_after_a_growing_backoff(clock: 
     assert action.record.next_return_at == format_time(clock.now() + dt.timedelta(seconds=60))
     assert action.status.phase == Phase.MONITORING and action.status.spot_healthy_since == ""
     assert (
-        "Spot is still short: scaling activity of my-spot-asg failed with InsufficientInstanceCapacity" in action.note
+        "Spot is still short: a launch of my-spot-asg failed (capacity (InsufficientInstanceCapacity))" in action.note
     )
     assert "nothing drained" in action.note and "backoff 1m" in action.note
 
@@ -430,7 +438,10 @@ def test_an_earlier_attempts_failure_does_not_count_against_the_next_return(cloc
     current = stable_event(clock)
     # An earlier attempt failed 3 s ago: within the clock skew allowed between AWS and us, so only its id tells.
     earlier = clock.now() - dt.timedelta(seconds=3)
-    old_failure = Activity("a-1", "Failed", "InsufficientInstanceCapacity", "Launching", "", earlier)
+    short = "Could not launch Spot Instances. InsufficientInstanceCapacity - There is no Spot capacity available."
+    old_failure = Activity(
+        "a-1", "Failed", short, f"Launching a new EC2 instance.  Status Reason: {short}", "", earlier
+    )
     request = decide(current, LifecycleProgress(), facts(clock, activities=(old_failure,)), SETTINGS)
     assert isinstance(request, RequestReturn)
     assert request.record.return_seen_activity == "a-1"

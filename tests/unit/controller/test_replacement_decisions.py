@@ -2,7 +2,7 @@
 
 Each row is a situation an operator would recognise; the expected steps are what a careful person would do by
 hand. The batched phases (SpotRequested ... OnDemandScaledUp) have no per-node step: their step is one per claim,
-decided by ``controller.checks.capacity_check`` (tested in ``test_capacity_check.py``).
+decided by ``controller.checks.capacity_check`` (tested in ``test_capacity.py``).
 """
 
 from __future__ import annotations
