@@ -179,7 +179,8 @@ ROWS: tuple[tuple[str, tuple[PanelSpec, ...]], ...] = (
             ),
             PanelSpec(
                 "Evictions by result",
-                "Pod evictions asked for while draining: evicted, blocked (a PodDisruptionBudget), gone, error.",
+                "Pod evictions asked for while draining: evicted, blocked (a PodDisruptionBudget), "
+                "namespace_terminating (retried), gone, error.",
                 (_q("sum by (result) (increase(spotguard_evictions_total[$__rate_interval]))", "{{result}}"),),
                 stacked=True,
             ),

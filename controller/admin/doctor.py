@@ -137,7 +137,7 @@ def required_permissions(namespace: str, lease_namespace: str, lease_name: str) 
     return perms
 
 
-#: The Auto Scaling actions the controller calls (controller.aws; metrics.AWS_OPERATIONS lists the same).
+#: The Auto Scaling actions the controller calls (controller.adapters.aws; metrics.AWS_OPERATIONS lists the same).
 AWS_ACTIONS = (
     "autoscaling:DescribeAutoScalingGroups",
     "autoscaling:DescribeAutoScalingInstances",

@@ -382,6 +382,10 @@ class CapacityOwner:
             if state is None:
                 return GiveBack(tuple(removed), 0, True)
             instances = [i.instance_id for i in state.arrivals.get(claim_key, ())]
+            # A claim owns at most its count: once its own are leaving, the next new instance is someone else's
+            # (the group's own replacement of an instance AWS reclaimed, say), never more of this claim's.
+            mine = [c for c in self.claims().on(name) if c.key == claim_key]
+            instances = instances[: max(0, (mine[0].count if mine else 0) - len(removed))]
             if not instances:
                 break
             for instance in instances:

@@ -134,7 +134,7 @@ _EVICTION_RESULTS = {
     "refused": EvictionResult.ERROR,
 }
 
-#: The Auto Scaling operations controller.aws makes, and the error codes that mean missing IAM permissions:
+#: The Auto Scaling operations controller.adapters.aws makes, and the error codes that mean missing IAM permissions:
 #: their error series exist from the start so that the AccessDenied alert sees the first one.
 AWS_OPERATIONS = (
     "DescribeAutoScalingGroups",
@@ -327,7 +327,7 @@ class Metrics:
         self.drains.labels(result).inc()
 
     def aws_call(self, operation: str, error_code: str | None) -> None:
-        """Count one AWS call attempt; fits ``controller.aws.AutoScaling(on_call=...)``."""
+        """Count one AWS call attempt; fits ``controller.adapters.aws.AutoScaling(on_call=...)``."""
         self.aws_calls.labels(operation).inc()
         if error_code is not None:
             self.aws_errors.labels(operation, error_code).inc()

@@ -51,8 +51,11 @@ def installed(sandbox: Sandbox, api_client: k8s.ApiClient, tmp_path_factory: pyt
     """``helm install`` of the chart; its notes. The release (and its pods) go afterwards; the CRD stays."""
     values = tmp_path_factory.mktemp("helm") / "values.yaml"
     values.write_text(yaml.safe_dump(VALUES))
-    # --take-ownership: other tests of the session may have applied the kustomize base's objects already.
-    result = helm(sandbox, "install", RELEASE, str(c.CHART), "-n", NS, "-f", str(values), "--take-ownership")
+    # --take-ownership and --force-conflicts: other tests of the session may have applied the kustomize base's objects
+    # already (server-side, as kubectl's field manager, some with the test's own namespace in them).
+    result = helm(
+        sandbox, "install", RELEASE, str(c.CHART), "-n", NS, "-f", str(values), "--take-ownership", "--force-conflicts"
+    )
     yield result.stdout
     helm(sandbox, "uninstall", RELEASE, "-n", NS, "--wait=legacy", check=False)
     install.remove_workloads(sandbox, k8s.CoreV1Api(api_client))

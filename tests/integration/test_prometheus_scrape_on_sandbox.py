@@ -189,7 +189,8 @@ def _check_dashboard(base: str, node: str) -> None:
     assert label_values("Scale-up results by group", "asg") >= {"spotguard-spot-1", "spotguard-ondemand-1"}
     assert label_values("Scale-up results by group", "result") == {"success", "no_capacity", "timeout", "error"}
     assert label_values("AWS errors by code", "code") >= {"AccessDenied", "UnauthorizedOperation"}
-    assert label_values("Evictions by result", "result") == {"evicted", "blocked", "gone", "error"}
+    evictions = {"evicted", "blocked", "namespace_terminating", "gone", "error"}
+    assert label_values("Evictions by result", "result") == evictions
     assert label_values("Notices seen by kind", "kind") == {"rebalance", "interruption"}
     assert label_values("Notices showing now, by node", "node") == {node}
     assert [one["value"][1] for one in results["Leader"]] == ["1"]  # type: ignore[index]

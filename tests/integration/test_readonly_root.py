@@ -181,7 +181,7 @@ def test_the_controllers_aws_calls_need_no_writable_file(
         }
     script = (
         "import boto3, json\n"
-        "from controller.aws import AutoScaling\n"
+        "from controller.adapters.aws import AutoScaling\n"
         f"groups = AutoScaling().describe_groups([{SPOT_ASG!r}, {ON_DEMAND_ASG!r}])\n"
         "method = boto3.Session().get_credentials().method\n"
         "print(json.dumps({'method': method, 'groups': {n: g.desired for n, g in groups.items()}}))\n"

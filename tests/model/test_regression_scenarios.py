@@ -494,3 +494,118 @@ def test_a_failed_replacement_uncordons_its_node_when_the_interruption_clears() 
     s.settle()
     assert s.terminations() == [], "nothing was retired: the node stays"
     assert invariants.settled(s.world, s.process) == []
+
+
+# -- 6. A batch member gone before its own record is written keeps its share claimed until it is given back -------
+
+
+def _hold_records(s: Scenario, limit: int = 20) -> None:
+    """Passes of both controllers and their jobs, except the records lane's: until a spot scale-up's call is made
+    and the job writing its members' own records waits (as it does while other recommendations wait for a call)."""
+    workers = s.process.workers
+    for _ in range(limit):
+        for controller in (s.process.replacement, s.process.lifecycle):
+            controller.reconcile()
+            while others := [i for i, (lane, _, _) in enumerate(workers.pending) if lane != "records"]:
+                workers.run(others[0])
+        if any(lane == "records" for lane, _, _ in workers.pending):
+            return
+        s.world.clock.advance(0.5)
+    raise AssertionError(f"no batch's member records ever waited to be written: {[k for _, k, _ in workers.pending]}")
+
+
+def _instance_of(s: Scenario, node: str) -> str:
+    return str(s.world.kube.nodes[node]["spec"]["providerID"]).rsplit("/", 1)[-1]
+
+
+def _batch_of_three(s: Scenario) -> tuple[str, str, str]:
+    """Three nodes' rebalance recommendations batched into one spot scale-up (desired 4 -> 7): its intent, on the
+    first node, lists the other two, whose own records wait to be written. Returns the three nodes."""
+    first, second, third = s.nodes[:3]
+    for node in (first, second, third):
+        s.world.notice(node, "rebalance")
+    _hold_records(s)
+    assert s.desired("spot-a") == 7, "one scale-up for the batch of three"
+    assert [m.node for m in s.record(first).members] == [second, third], "the intent lists the batch's members"
+    assert s.phase(second) == s.phase(third) == "(none)", "the members' own records are not written yet"
+    return first, second, third
+
+
+def _assert_replaced_and_neutral(s: Scenario, kept: tuple[str, str], spared: str) -> None:
+    """``kept`` get their spot replacements and are retired; the gone member's share (one instance) is given back;
+    no other instance is terminated (``spared``: the gone member's old instance is not Spot Guard's to end). The
+    group's desired capacity matches its live instances, capacity neutral, and nobody's change is taken for
+    someone else's."""
+    old = {_instance_of(s, node) for node in kept}
+    s.until("the batch's replacements ready", lambda: all(s.record(n).replacement_instance for n in kept))
+    replacements = {s.record(n).replacement_instance for n in kept}
+    s.settle()
+
+    def terminations() -> list[str]:
+        return [f"{t.instance[-3:]} by {t.chosen_by}{'' if t.cordoned else ' undrained'}" for t in s.terminations()]
+
+    assert s.world.reports.outside_changes == [], (
+        "Spot Guard took its own scale-up for someone else's change (its claims no longer justified desired "
+        f"capacity): {s.world.reports.details}"
+    )
+    assert all(s.retired(node) for node in kept), f"{list(kept)} retired: {[s.phase(n) for n in kept]}"
+    assert replacements <= s.live("spot-a"), f"their spot replacements {sorted(replacements)} serve"
+    assert s.desired("spot-a") == len(s.live("spot-a")) == 4, (
+        f"spot-a ends with desired {s.desired('spot-a')} and {len(s.live('spot-a'))} live instances; 4 expected "
+        f"(capacity neutral: the gone member's share, one instance, given back); terminations {terminations()}; "
+        f"{s.world._describe_group('spot-a')}"
+    )
+    for t in s.terminations():
+        assert (t.group, t.chosen_by, t.cordoned) == ("spot-a", "spot-guard", True), (
+            f"{t.instance} was terminated by {t.chosen_by} (drained: {t.cordoned}): {terminations()}"
+        )
+        assert t.instance in old or t.instance not in s.world.original, (
+            f"old instance {t.instance} was terminated, not one Spot Guard launched or retired: {terminations()}"
+        )
+    assert sorted(t.instance for t in s.terminations() if t.instance in old) == sorted(old), (
+        f"exactly the old instances of {list(kept)} retired, each once: {terminations()}"
+    )
+    launched = [t.instance for t in s.terminations() if t.instance not in s.world.original]
+    assert len(launched) <= 1, f"at most one new instance (the gone member's share) given back: {terminations()}"
+    assert spared not in {t.instance for t in s.terminations()}, f"{spared} left alone: {terminations()}"
+    assert not [c for c in s.world.aws.set_calls if c[0] == "od-a"], "no on-demand capacity asked for"
+    assert invariants.settled(s.world, s.process) == []
+    assert invariants.always(s.world) == []
+
+
+def test_a_batch_member_whose_node_is_deleted_before_its_record_gives_its_share_back() -> None:
+    """Three rebalance recommendations are batched into one spot scale-up (desired 4 -> 7). Before the members'
+    own records are written, one member's Node is deleted through the API (no finalizer of Spot Guard's on it yet;
+    its instance keeps running, no longer a node of the cluster). The spot instance launched for its share is given
+    back, exactly (drained, with decrement), once the batch's claim is settled; the Node-less instance is not Spot
+    Guard's to terminate. Nothing is reported as someone else's change, the other two nodes get their spot
+    replacements and are retired, and desired capacity equals the live instances, capacity neutral."""
+    s = Scenario()
+    first, gone, third = _batch_of_three(s)
+    orphaned = _instance_of(s, gone)
+    s.world.kube.delete_node(gone)
+    assert gone not in s.world.kube.nodes
+
+    s.run_jobs()  # the members' records: the gone member's cannot be written
+    _assert_replaced_and_neutral(s, (first, third), spared=orphaned)
+    assert orphaned in s.live("spot-a")
+
+
+def test_a_batch_member_reclaimed_by_aws_before_its_record_gives_its_share_back() -> None:
+    """Three rebalance recommendations are batched into one spot scale-up (desired 4 -> 7). Before the members'
+    own records are written, AWS reclaims one member's spot instance (not Spot Guard, not the group's termination
+    policy): it leaves, its Node is deleted, and the group launches a replacement for it along with the batch's
+    three. The gone member's share of the increase stays claimed and is given back once the batch's claim is
+    settled, and only its share: the group's replacement of the reclaimed instance stays. Nothing is reported as
+    someone else's change, the other two nodes get their spot replacements and are retired, and the group ends at
+    its 4 instances, every termination Spot Guard's own, exact and drained."""
+    s = Scenario()
+    first, gone, third = _batch_of_three(s)
+    reclaimed = _instance_of(s, gone)
+    s.world.aws.instances[reclaimed].state = "Terminating"  # EC2 takes the spot instance back
+    s.world.aws.tick()  # it leaves the group, its Node is deleted; the group launches toward desired 7
+    assert gone not in s.world.kube.nodes, f"{gone} went away with its instance, before its record was written"
+    assert len(s.live("spot-a")) == 7, "3 old instances, the batch's 3 launches and the group's own replacement"
+
+    s.run_jobs()  # the members' records: the gone member's cannot be written
+    _assert_replaced_and_neutral(s, (first, third), spared=reclaimed)

@@ -349,7 +349,7 @@ def test_a_leader_frozen_past_its_lease_makes_no_aws_call_when_it_wakes(
 def test_fence_guards_an_aws_call_by_name(store: InMemoryLeaseStore, clock: FakeClock) -> None:
     a = make_elector(store, clock, "a")
     b = make_elector(store, clock, "b")
-    fence: Callable[[str], None] = b.fence  # the shape controller.aws.AutoScaling takes
+    fence: Callable[[str], None] = b.fence  # the shape controller.adapters.aws.AutoScaling takes
     assert a.try_acquire_or_renew()
     assert not b.try_acquire_or_renew()
 
