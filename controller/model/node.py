@@ -23,6 +23,7 @@ class NodeView:
     taints: tuple[Mapping[str, str], ...]
     deleting: bool = False
     finalizers: tuple[str, ...] = ()
+    created: str = ""  # metadata.creationTimestamp (RFC 3339; "" when not known)
 
     @classmethod
     def from_json(cls, obj: dict[str, Any]) -> NodeView:
@@ -44,4 +45,5 @@ class NodeView:
             ),
             deleting=bool(meta.get("deletionTimestamp")),
             finalizers=tuple(meta.get("finalizers") or ()),
+            created=str(meta.get("creationTimestamp") or ""),
         )

@@ -150,7 +150,10 @@ class ReplacementRecord:
         version = values.get("version", SCHEMA_VERSION)
         if version > SCHEMA_VERSION:
             raise contract.MalformedAnnotationError(
-                ANNOTATION, text, f"schema version {SCHEMA_VERSION} (written by a newer Spot Guard: upgrade)"
+                ANNOTATION,
+                text,
+                f"schema version {SCHEMA_VERSION} (written by a newer Spot Guard: upgrade)",
+                field=json_fields.camel("version"),
             )
         _check_values(text, values)
         try:

@@ -85,17 +85,19 @@ class Context:
         log.info("node %s: %s", node.name, message)
         self.reporter.node_event(node.name, "Normal", reason, message)
 
-    def refuse_once(self, node: str, reason: str, message: str, field: str = "") -> None:
-        """Report a refusal once per node and message (``field``: the malformed annotation, when that is why)."""
+    def refuse_once(self, node: str, reason: str, message: str, field: str = "") -> bool:
+        """Report a refusal once per node and message (``field``: the malformed annotation, when that is why);
+        True when it was reported now."""
         with self.memory.lock:
             if self.memory.refused.get(node) == message:
-                return
+                return False
             self.memory.refused[node] = message
         log.warning("not acting on node %s: %s", node, message)
         self.reporter.node_event(node, "Warning", "SpotGuardRefused", message)
         self.reporter.refused(reason)
         if field:
             self.reporter.malformed("Node", field)
+        return True
 
     def report_aws_error(self, asg: str, nodes: Iterable[str], exc: AwsError) -> None:
         hint = AWS_HINTS.get(exc.code, "Spot Guard retries on its next pass")

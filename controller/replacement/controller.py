@@ -40,9 +40,11 @@ from controller.replacement.decisions import (
     Release,
     Retire,
     Taint,
+    Truth,
     Uncordon,
     Wait,
     decide,
+    untrusted,
 )
 from controller.replacement.record_book import on_demand_claim_key, spot_claim_key
 from controller.replacement.scale_up import Batch, record_batch, scale_up
@@ -149,19 +151,37 @@ class ReplacementController:
         ctx = self.ctx
         in_flight = set(self._in_flight)  # before the records: a scale-up writes the intent, then lets go
         entries = ctx.book.entries()
+        # A record that does not agree with what AWS and the cluster say is not Spot Guard's: it drives nothing
+        # (no call, no drain), holds no claim and covers no node; its node gets a Warning (``decisions.untrusted``).
+        truths = self._truths(entries)
+        distrusted = frozenset(
+            node.name
+            for node, record, _ in entries
+            if record is not None
+            and untrusted(record, instance_id_from_provider_id(node.provider_id) or "", truths.get(node.name, Truth()))
+        )
+        ctx.book.distrusted = distrusted
+        trusted = [(n, r, e) for n, r, e in entries if n.name not in distrusted]
         covered = {
-            m.node for _, r, _ in entries if r is not None and r.phase == Phase.SPOT_REQUESTED for m in r.members
+            m.node for _, r, _ in trusted if r is not None and r.phase == Phase.SPOT_REQUESTED for m in r.members
         }
         waiting = self._queues.queued() | in_flight | covered
         pending = self._pending_claims()
-        stand_ins = self._stand_ins(entries)
+        stand_ins = self._stand_ins(trusted)
         grouped: dict[str, dict[tuple[str, str], Batch]] = {phase: {} for phase in BATCHED}
         to_queue: list[tuple[NodeView, ReplacementRecord | None, Queue]] = []
         self._next_wait = now + IDLE
         paused = ctx.paused()
         for node, record, error in entries:
             facts = self._facts(
-                node, record, error, waiting=waiting, paused=paused, pending=pending, stand_ins=stand_ins
+                node,
+                record,
+                error,
+                waiting=waiting,
+                paused=paused,
+                pending=pending,
+                stand_ins=stand_ins,
+                truth=truths.get(node.name, Truth()),
             )
             for action in decide(facts, ctx.settings):
                 if isinstance(action, Queue):
@@ -170,9 +190,9 @@ class ReplacementController:
                     self._apply(node, record, facts, action, now)
         if to_queue:
             self._detect(to_queue, now)
-        self._settle_orphans(entries)
+        self._settle_orphans(trusted)
         # The batched steps see each record as it is after this pass's own writes (a drain's mark, say).
-        for node, before, error in entries:
+        for node, before, error in trusted:
             record = ctx.book.record(node) if before is not None and not error else None
             if record is None or record.phase not in BATCHED:
                 continue
@@ -200,6 +220,7 @@ class ReplacementController:
         paused: bool,
         pending: dict[str, str],
         stand_ins: dict[str, str],
+        truth: Truth,
     ) -> NodeFacts:
         notice: Notice | None = None
         notice_error = ""
@@ -245,7 +266,46 @@ class ReplacementController:
             stands_in_for=stand_ins.get(instance, ""),
             stand_in_noticed=stand_in_noticed,
             announced=self.ctx.memory.announced.get(node.name, ""),
+            truth=truth,
         )
+
+    def _truths(self, entries: Sequence[tuple[NodeView, ReplacementRecord | None, object]]) -> dict[str, Truth]:
+        """node -> what AWS and the cluster say about what its unended record names: the group (and configured
+        pair) of the node's instance, the group of its replacement instance, another record binding that instance,
+        and whether the replacement's Node registered after this one. Groups come from the resolver (instances never
+        change group: each is looked up once); one that cannot be looked up now is left unknown."""
+        ctx = self.ctx
+        unended = [(node, record) for node, record, _ in entries if record is not None and not record.terminal]
+        if not unended:
+            return {}
+        own = {node.name: instance_id_from_provider_id(node.provider_id) or "" for node, _ in unended}
+        wanted = [*filter(None, own.values()), *(r.replacement_instance for _, r in unended if r.replacement_instance)]
+        pairs: dict[str, tuple[str, str]] | None
+        try:
+            ctx.resolver.prefetch(wanted)
+            pairs = {name: (p.spot, p.on_demand) for name, p in ctx.resolver.pairs().items()}
+        except AwsError as exc:
+            log.debug("could not look up the groups of %d instances named by records: %s", len(wanted), exc)
+            pairs = None
+        binders: dict[str, list[str]] = {}
+        for node, record in unended:
+            if record.replacement_instance:
+                binders.setdefault(record.replacement_instance, []).append(node.name)
+        truths: dict[str, Truth] = {}
+        for node, record in unended:
+            group = (ctx.resolver.known_group(own[node.name]) or "") if own[node.name] and pairs is not None else ""
+            replacement = record.replacement_instance
+            replacement_group = bound_by = ""
+            if replacement:
+                replacement_group = ctx.resolver.known_group(replacement) or ""
+                bound_by = next((n for n in binders[replacement] if n != node.name), "")
+            truths[node.name] = Truth(
+                group=group,
+                pair=pairs.get(group) if pairs is not None and group else None,
+                replacement_group=replacement_group,
+                replacement_bound_by=bound_by,
+            )
+        return truths
 
     def _stand_ins(self, entries: Sequence[tuple[NodeView, ReplacementRecord | None, object]]) -> dict[str, str]:
         """instance -> what it stands in for, for the instances that get no replacement of their own: one bound to
@@ -320,7 +380,9 @@ class ReplacementController:
     ) -> None:
         ctx = self.ctx
         if isinstance(action, Refuse):
-            ctx.refuse_once(node.name, action.reason, action.message, action.field)
+            reported = ctx.refuse_once(node.name, action.reason, action.message, action.field)
+            if reported and action.reason == "untrusted-record":
+                ctx.reporter.refused_effect(f"replacement record of node {node.name}", action.message)
             return
         if isinstance(action, Announce):
             ctx.announce(node, action.reason, action.notice.trigger, action.notice.identity)

@@ -42,6 +42,8 @@ BATCHED = frozenset(
 RESTARTABLE = frozenset({Phase.RELEASED, Phase.FAILED})
 #: How long a node with nothing to do now waits before it is looked at again (a change wakes it sooner).
 IDLE_WAIT = 30.0
+#: The most instances one claim asks for (a batch's nodes): a recorded increase beyond it is not Spot Guard's.
+MAX_CLAIM = 1000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,6 +61,18 @@ class Notice:
         if notices.rebalance is not None and notices.rebalance.cleared is None:
             return cls("rebalance", "rebalance:" + contract.format_time(notices.rebalance.notice_time))
         return None
+
+
+@dataclasses.dataclass(frozen=True)
+class Truth:
+    """What AWS and the cluster say about what a record would have Spot Guard touch (never what the record says):
+    a record is acted on only if it agrees (``untrusted``). "" or None: not known (an instance in no group any more,
+    a lookup that failed, a Node without a creation time): nothing to compare with."""
+
+    group: str = ""  # the Auto Scaling group of the node's own instance
+    pair: tuple[str, str] | None = None  # the configured (spot, on-demand) pair of that group; None: not configured
+    replacement_group: str = ""  # the Auto Scaling group of the record's replacement instance
+    replacement_bound_by: str = ""  # another node whose record binds the same replacement instance
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,6 +99,7 @@ class NodeFacts:
     stands_in_for: str = ""  # what this node stands in for (a node whose replacement has not ended, an open claim)
     stand_in_noticed: bool = False  # the node standing in for this one has a notice of its own
     announced: str = ""  # the notice this process already announced with an Event on the node
+    truth: Truth = Truth()  # what AWS and the cluster say about what the record names
 
 
 # -- actions -----------------------------------------------------------------------------------------------
@@ -213,6 +228,11 @@ def _next_steps(facts: NodeFacts, settings: Settings) -> list[Action]:
     record = facts.record
     if record is None:
         return _unreplaced(facts)
+    wrong = untrusted(record, facts.instance_id, facts.truth)
+    if wrong:
+        return [
+            Refuse("untrusted-record", f"{wrong}: not written by Spot Guard; nothing done for it (remove it by hand)")
+        ]
     if record.terminal:
         return _ended(facts, record)
     actions: list[Action] = []
@@ -233,6 +253,66 @@ def _next_steps(facts: NodeFacts, settings: Settings) -> list[Action]:
     elif record.phase == Phase.DETECTED and not facts.waiting and facts.notice is not None:
         actions.append(Queue(facts.notice))  # written by an older version: queue it again
     return actions
+
+
+def untrusted(record: ReplacementRecord, instance_id: str, truth: Truth) -> str:
+    """Why ``record`` (of a node whose spec.providerID names ``instance_id``) cannot be Spot Guard's own, or "".
+
+    Checked before any effect: the record names the node's own instance, the pair AWS and the configuration give
+    that instance's group, increases that one claim can have asked for, and a replacement that can have been
+    launched for it (in the group it was asked from, bound to no other node, registered after this node). An ended
+    record drives no AWS call and is not checked."""
+    if record.terminal:
+        return ""
+    if record.instance_id != instance_id:
+        return f"the record names instance {record.instance_id or '(none)'}, but the node is instance {instance_id}"
+    if truth.group:
+        if truth.pair is None:
+            return f"instance {instance_id} is in ASG {truth.group}, which is not a configured spot group"
+        if truth.pair != (record.spot_asg, record.on_demand_asg):
+            return (
+                f"the record names ASGs {record.spot_asg}/{record.on_demand_asg}, but instance {instance_id} is in "
+                f"ASG {truth.group}, paired with {truth.pair[1]}"
+            )
+    if record.phase in Phase.SPOT_CLAIM:
+        # nodes beyond the group's MaxSize go straight to SpotWithdrawing, with no increase of their own
+        optional = record.phase == Phase.SPOT_WITHDRAWING
+        wrong = _increase("spot", record.spot_before, record.spot_target, optional=optional)
+        expected = 1 + len(record.members)
+        if (
+            not wrong
+            and record.phase == Phase.SPOT_REQUESTED
+            and record.spot_target != (record.spot_before or 0) + expected
+        ):
+            wrong = f"its spot target {record.spot_target} is not {record.spot_before} + its {expected} node(s)"
+        if wrong:
+            return wrong
+    if record.phase in Phase.ON_DEMAND_CLAIM:
+        wrong = _increase("on-demand", record.on_demand_before, record.on_demand_target)
+        if wrong:
+            return wrong
+    if record.replacement_instance:
+        replacement = record.replacement_instance
+        group = record.on_demand_asg if record.replacement_capacity == "on-demand" else record.spot_asg
+        if replacement == instance_id:
+            return f"the record names the node's own instance {instance_id} as its replacement"
+        if truth.replacement_group and truth.replacement_group != group:
+            return (
+                f"its replacement {replacement} is in ASG {truth.replacement_group}, not in {group} it was asked from"
+            )
+        if truth.replacement_bound_by:
+            return f"its replacement {replacement} is bound to node {truth.replacement_bound_by} too"
+    return ""
+
+
+def _increase(kind: str, before: int | None, target: int | None, *, optional: bool = False) -> str:
+    if optional and before is None and target is None:
+        return ""
+    if before is None or target is None:
+        return f"its {kind} increase names no desired capacity before and after it"
+    if not 1 <= target - before <= MAX_CLAIM:
+        return f"its {kind} increase {before} -> {target} is not one a claim of 1 to {MAX_CLAIM} nodes asks for"
+    return ""
 
 
 def _unreplaced(facts: NodeFacts) -> list[Action]:

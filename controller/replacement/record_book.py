@@ -41,6 +41,8 @@ class RecordBook:
         self.nodes = nodes
         self._written: dict[str, list[str]] = {}  # node -> versions this process wrote, newest last
         self._lock = threading.Lock()
+        #: nodes whose record is not Spot Guard's (``decisions.untrusted``, set each pass): they hold no claim
+        self.distrusted: frozenset[str] = frozenset()
 
     # -- reading --------------------------------------------------------------------------------------------
     def raw(self, node: NodeView) -> str | None:
@@ -113,8 +115,9 @@ class RecordBook:
         taken: dict[str, set[str]] = {}
         bound: set[str] = set()
         written = self.written_nodes()
+        distrusted = self.distrusted
         for node in self.nodes().values():
-            if ANNOTATION not in node.annotations and node.name not in written:
+            if (ANNOTATION not in node.annotations and node.name not in written) or node.name in distrusted:
                 continue
             record = self.record(node)
             if record is None:

@@ -114,6 +114,7 @@ class Reports:
         self.fallback_reasons: list[str] = []
         self.events: list[tuple[str, str, str]] = []
         self.details: list[str] = []
+        self.refusals: list[str] = []  # the reasons of the refusals counted (the refused-effects metric)
 
     def node_event(self, node: str, kind: str, reason: str, message: str) -> None:
         self.events.append((node, reason, message))
@@ -121,7 +122,7 @@ class Reports:
             self.fallback_reasons.append(message)
 
     def refused(self, reason: str) -> None:
-        return None
+        self.refusals.append(reason)
 
     def scale_up(self, asg: str, capacity_type: str, result: str) -> None:
         return None

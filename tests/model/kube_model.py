@@ -23,6 +23,7 @@ class KubeModel(FakeCluster):
     def add_instance_node(self, instance_id: str, ready: bool = True) -> str:
         name = f"node-{instance_id[-6:]}"
         self.add_node(name, instance_id, ready=ready)
+        self.nodes[name]["metadata"]["creationTimestamp"] = self.clock.now().isoformat()
         return name
 
     def set_ready(self, name: str) -> None:

@@ -30,10 +30,12 @@ from controller.replacement.decisions import (
     Release,
     Retire,
     Taint,
+    Truth,
     Uncordon,
     Wait,
     decide,
     is_new,
+    untrusted,
 )
 
 NOW = dt.datetime(2026, 1, 15, 10, 30, tzinfo=dt.UTC)
@@ -57,6 +59,10 @@ def record(phase: str, **fields: object) -> ReplacementRecord:
     }
     if phase in Phase.REPLACED or phase in Phase.TERMINAL or phase in (Phase.RETIRING, Phase.RELEASING):
         values |= {"replacement_instance": "i-new", "replacement_node": "new", "replaced_at": "2026-01-15T10:02:00Z"}
+    if phase in Phase.SPOT_CLAIM or phase in Phase.ON_DEMAND_CLAIM:
+        values |= {"spot_before": 4, "spot_target": 5}
+    if phase in Phase.ON_DEMAND_CLAIM:
+        values |= {"on_demand_before": 0, "on_demand_target": 1}
     values.update(fields)
     return ReplacementRecord(**values)  # type: ignore[arg-type]
 
@@ -304,3 +310,47 @@ def test_a_notice_is_announced_once_per_process() -> None:
 )
 def test_is_new(notice: Notice, rec: ReplacementRecord, new: bool) -> None:
     assert is_new(notice, rec) is new
+
+
+# -- a record that is not Spot Guard's own (trust boundaries) ----------------------------------------------
+
+PAIRED = Truth(group="spot", pair=("spot", "od"), replacement_group="spot")
+
+
+@pytest.mark.parametrize(
+    ("rec", "truth", "says"),
+    [
+        (record(Phase.RETIRING, instance_id="i-other"), PAIRED, "names instance i-other"),
+        (record(Phase.SPOT_READY), Truth(group="spot-b", pair=("spot-b", "od-b")), "paired with od-b"),
+        (record(Phase.SPOT_READY), Truth(group="web", pair=None), "not a configured spot group"),
+        (record(Phase.SPOT_REQUESTED, spot_before=None, spot_target=50), PAIRED, "no desired capacity before"),
+        (record(Phase.SPOT_REQUESTED, spot_before=4, spot_target=50), PAIRED, "not 4 + its 1 node"),
+        (record(Phase.SPOT_SCALED_UP, spot_before=4, spot_target=4), PAIRED, "4 -> 4"),
+        (record(Phase.ON_DEMAND_REQUESTED, on_demand_before=0, on_demand_target=5000), PAIRED, "0 -> 5000"),
+        (record(Phase.SPOT_READY, replacement_instance="i-old"), PAIRED, "own instance"),
+        (record(Phase.RELEASING), Truth(group="spot", pair=("spot", "od"), replacement_group="od"), "not in spot"),
+        (record(Phase.SPOT_READY), dataclasses.replace(PAIRED, replacement_bound_by="n2"), "bound to node n2"),
+    ],
+)
+def test_a_record_that_is_not_spot_guards_own_is_refused_before_any_step(
+    rec: ReplacementRecord, truth: Truth, says: str
+) -> None:
+    facts = NodeFacts("n1", NOW, record=rec, instance_id="i-old", notice=INTERRUPTION, interrupted=True, truth=truth)
+    [refusal] = [a for a in decide(facts, DRAIN) if not isinstance(a, Announce)]
+    assert isinstance(refusal, Refuse) and refusal.reason == "untrusted-record"
+    assert says in refusal.message
+    assert untrusted(rec, "i-old", truth)
+
+
+@pytest.mark.parametrize(
+    "rec",
+    [
+        record(Phase.SPOT_REQUESTED, spot_before=4, spot_target=5),
+        record(Phase.SPOT_WITHDRAWING),  # beyond MaxSize: no increase of its own
+        record(Phase.SPOT_READY),
+        record(Phase.RETIRED, instance_id="i-gone"),  # ended: drives nothing
+    ],
+)
+def test_spot_guards_own_records_are_trusted(rec: ReplacementRecord) -> None:
+    assert untrusted(rec, "i-old", PAIRED) == ""
+    assert untrusted(rec, "i-old", Truth()) == ""  # nothing known to compare with
