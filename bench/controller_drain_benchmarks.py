@@ -17,6 +17,7 @@ from bench.registry import Context, benchmark
 from controller.adapters.kube import Kube
 from controller.checks.drain_plan import DrainOptions
 from controller.effects.drain import Drainer
+from controller.workers import ThreadWorkers
 from tests.integration.controller_process import spot_nodes
 
 PODS, GRACE = 50, 5
@@ -70,7 +71,7 @@ def drain(context: Context) -> list[Figure]:
         deployment, pdb = _workload("web", host)
         kube.request("POST", f"/apis/apps/v1/namespaces/{namespace}/deployments", body=deployment)
         kube.request("POST", f"/apis/policy/v1/namespaces/{namespace}/poddisruptionbudgets", body=pdb)
-        drainer = Drainer(kube)
+        drainer = Drainer(kube, parallel=ThreadWorkers(lanes={}).evict_in_parallel)  # as the controller's
         for _ in range(repeats):
             drainer.uncordon(node.name)
             wait_until(f"{PODS} pods Running", lambda: _running_on(kube, namespace, node.name) >= PODS, 120, 0.5)

@@ -4,7 +4,8 @@ Controllers never start threads themselves: they hand jobs to ``Workers``. A job
 work: a spot scale-up, one node's drain and termination, a batch's records, one SGFE's scale-down) and a key;
 one job per key runs at a time, each lane on a few threads of its own, so a slow drain never holds up a
 scale-up. ``run_in_parallel`` is for a batch of short API calls (record writes), ``read_ahead`` for a read
-started before it is needed.
+started before it is needed, ``evict_in_parallel`` for a drain's evictions (``controller.effects.drain``).
+No other part of the leader's work starts a thread: the lifecycle's scale-downs run on the ``sgfe`` lane.
 
 Tests drive the same controllers with ``InlineWorkers`` (each job runs at once, in the caller's thread) or with
 a stepping implementation of their own (jobs run when the test says: interleavings on purpose).
@@ -30,6 +31,9 @@ R = TypeVar("R")
 LANES = {"scale-up": 4, "node": 4, "records": 1, "sgfe": 4}
 #: API calls in flight at once for ``run_in_parallel`` and ``read_ahead``.
 IO_THREADS = 8
+#: Evictions in flight at once, over every drain (kubectl drain sends a node's all at once; one after another,
+#: 50 evictions on a busy API server took seconds, each pod's grace period starting only at its own eviction).
+EVICTION_THREADS = 16
 
 
 class Workers(Protocol):
@@ -65,6 +69,7 @@ class ThreadWorkers:
             for lane, size in (lanes or LANES).items()
         }
         self._io = concurrent.futures.ThreadPoolExecutor(io_threads, thread_name_prefix="api-io")
+        self._evictions = concurrent.futures.ThreadPoolExecutor(EVICTION_THREADS, thread_name_prefix="evict")
         self._running: dict[str, concurrent.futures.Future[None]] = {}
         self._lock = threading.Lock()
 
@@ -89,8 +94,14 @@ class ThreadWorkers:
     def read_ahead(self, fn: Callable[[], R]) -> concurrent.futures.Future[R]:
         return self._io.submit(fn)
 
+    def evict_in_parallel(self, fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
+        """``fn`` on each item on the eviction threads; the results in the items' order."""
+        if len(items) <= 1:
+            return [fn(item) for item in items]
+        return list(self._evictions.map(fn, items))
+
     def shutdown(self, wait: bool = True) -> None:
-        for pool in (*self._lanes.values(), self._io):
+        for pool in (*self._lanes.values(), self._io, self._evictions):
             pool.shutdown(wait=wait, cancel_futures=not wait)
 
 

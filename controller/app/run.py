@@ -6,7 +6,7 @@ run only while this replica leads.
            work: Informer (list+watch Nodes) -> ReplacementController.reconcile (one thread)
                  WatchCache (list+watch SGFEs) -> LifecycleController.reconcile (one thread)
                  CapacityOwner: every change of every group's capacity, from both controllers
-                 ThreadWorkers: every other thread of the term (scale-ups, drains, record writes)
+                 ThreadWorkers: every other thread of the term (scale-ups, drains, evictions, scale-downs, records)
       -> SIGTERM: cancel the work, release the Lease, exit 0
 """
 
@@ -176,7 +176,7 @@ def leader_components(
 
     workers = ThreadWorkers(on_not_leader=deposed)
     drains = NodeDrains(
-        Drainer(kube, clock, on_event=metrics.eviction),
+        Drainer(kube, clock, on_event=metrics.eviction, parallel=workers.evict_in_parallel),
         DrainOptions(timeout=settings.drain_timeout, delete_emptydir_data=settings.delete_emptydir_data),
         cancel,
         on_drain=metrics.drain_finished,
@@ -238,10 +238,11 @@ def leader_components(
         owner=owner,
         kube=kube,
         writer=writer,
-        drainer=Drainer(kube, clock, on_event=metrics.eviction),
+        drainer=Drainer(kube, clock, on_event=metrics.eviction, parallel=workers.evict_in_parallel),
         nodes=informer.snapshot,
         clock=clock,
         identity=identity,
+        workers=workers,
         recorder=lifecycle_reporter,
         on_events=lifecycle_reporter.observe,
     )

@@ -3,7 +3,8 @@
 Which pods are evicted is ``controller.checks.drain_plan`` (kubectl's filters, a pure function).
 
 ``Drainer.drain`` cordons the Node, evicts every pod of the plan (POST .../pods/NAME/eviction, never a
-plain delete; up to 16 in flight at once, where kubectl sends them all at once), retries those the API
+plain delete; up to 16 in flight at once, where kubectl sends them all at once, on the threads the caller
+hands it as ``parallel``: the controller's ``Workers``), retries those the API
 server answers 429 (a PodDisruptionBudget forbids it now) or with an error that may pass (5xx, network) with
 exponential backoff and jitter (never sooner than the server's Retry-After) until the timeout, then waits, within
 the same timeout, until every evicted pod is gone (deleted, or replaced by a pod of the same name with another
@@ -19,13 +20,13 @@ Every wait goes through ``clock.sleep(seconds, cancel)``, so a drain is cancella
 
 from __future__ import annotations
 
-import concurrent.futures
 import dataclasses
 import enum
 import json
 import logging
 import random
 from collections.abc import Callable, Mapping, Sequence
+from typing import TypeVar
 
 import urllib3
 from kubernetes.client.exceptions import ApiException
@@ -33,6 +34,7 @@ from kubernetes.client.exceptions import ApiException
 from controller.adapters.kube import JSON, MERGE_PATCH, KubeRequests
 from controller.checks.drain_plan import DrainOptions, DrainPlan, PodRef, plan_drain
 from controller.clock import Cancellation, Clock, SystemClock
+from controller.workers import EVICTION_THREADS
 
 log = logging.getLogger(__name__)
 
@@ -43,9 +45,19 @@ _DONE_STATUSES = frozenset({404, 409})
 _FATAL_STATUSES = frozenset({400, 401, 403, 405, 422})
 #: metav1.StatusCause type of NamespaceLifecycle's refusal (corev1.NamespaceTerminatingCause).
 NAMESPACE_TERMINATING_CAUSE = "NamespaceTerminating"
-#: Evictions sent at once. kubectl drain sends every pod's at once (a goroutine each); one after another, 50
-#: evictions on a busy API server took seconds, each pod's grace period starting only at its own eviction.
-EVICTIONS_IN_FLIGHT = 16
+#: Evictions sent at once by the controller: the threads ``controller.workers`` gives ``parallel``.
+EVICTIONS_IN_FLIGHT = EVICTION_THREADS
+
+T = TypeVar("T")
+R = TypeVar("R")
+#: Runs ``fn`` on each item, several at once, and returns the results in the items' order
+#: (``controller.workers.ThreadWorkers.evict_in_parallel``); the drainer starts no thread of its own.
+Parallel = Callable[[Callable[[PodRef], "EvictionAttempt | None"], Sequence[PodRef]], list["EvictionAttempt | None"]]
+
+
+def one_at_a_time(fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
+    """The ``Parallel`` of a drainer given no threads: one eviction after another."""
+    return [fn(item) for item in items]
 
 
 # -- the drainer ---------------------------------------------------------------------------------------
@@ -140,11 +152,13 @@ class Drainer:
         *,
         on_event: EventCallback | None = None,
         jitter: Jitter = equal_jitter,
+        parallel: Parallel = one_at_a_time,
     ) -> None:
         self.kube = kube
         self.clock: Clock = clock or SystemClock()
         self.on_event = on_event
         self.jitter = jitter
+        self.parallel = parallel
 
     # -- node schedulability ---------------------------------------------------------------------------
     def cordon(self, node: str) -> None:
@@ -307,9 +321,7 @@ class _DrainRun:
         def send(pod: PodRef) -> EvictionAttempt | None:
             return None if self._cancelled() else self.drainer.evict(pod, self.options)
 
-        workers = max(1, min(EVICTIONS_IN_FLIGHT, len(self.pending)))
-        with concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix=f"evict-{self.node}") as pool:
-            attempts = list(pool.map(send, self.pending))
+        attempts = self.drainer.parallel(send, self.pending)
         still: list[PodRef] = []
         refusal: str | None = None
         self.retry_after = max((a.retry_after or 0.0 for a in attempts if a is not None), default=0.0)

@@ -60,7 +60,7 @@ from controller.model.node import NodeView
 from controller.model.progress import ANNOTATION, LifecycleProgress, MalformedRecordError, parse_time
 from controller.model.sgfe import FallbackEvent, Phase
 from controller.observability.reporters import LifecycleReporter, LogLifecycleReporter, SafeLifecycleReporter
-from controller.workers import run_passes
+from controller.workers import Workers, run_passes
 
 log = logging.getLogger(__name__)
 
@@ -109,10 +109,12 @@ class LifecycleController:
         nodes: Callable[[], dict[str, NodeView]],
         clock: Clock,
         identity: str,
+        workers: Workers,
         recorder: LifecycleReporter | None = None,
         on_events: Callable[[list[FallbackEvent]], None] | None = None,
     ) -> None:
         self.settings = settings
+        self.workers = workers  # the scale-downs run on its ``sgfe`` lane
         self.sgfes = sgfes
         self.owner = owner
         self.asg = owner.asg  # reads only: every change goes through the owner
@@ -234,7 +236,8 @@ class LifecycleController:
         try:
             record = LifecycleProgress.of(event.annotations)
         except MalformedRecordError as exc:
-            self._warn_once(event, "MalformedLifecycleRecord", str(exc))
+            if self._warn_once(event, "MalformedLifecycleRecord", str(exc)):
+                self.recorder.malformed(exc.kind or "SpotGuardFallbackEvent", exc.field or ANNOTATION)
             return self.settings.lifecycle_poll_interval
         try:
             action = decide(event, record, facts, self.settings)
@@ -457,7 +460,7 @@ class LifecycleController:
         job = ScaleDown(self.context, event)
         self._jobs[event.uid] = job
         self._foreign.pop(event.uid, None)
-        job.start()
+        job.start(self.workers)
 
     def _run_scale_down(self, event: FallbackEvent, record: LifecycleProgress) -> float:
         job = self._jobs.get(event.uid)
@@ -580,12 +583,14 @@ class LifecycleController:
         activities = self.asg.activities(name) if group is not None else []
         return assess(group, activities, ready_instances(self.nodes()), name)
 
-    def _warn_once(self, event: FallbackEvent, reason: str, message: str) -> None:
+    def _warn_once(self, event: FallbackEvent, reason: str, message: str) -> bool:
+        """Report ``message`` about ``event`` unless it was the last one reported; True if reported now."""
         if self._warned.get(event.uid) == message:
-            return
+            return False
         self._warned[event.uid] = message
         log.warning("SpotGuardFallbackEvent %s/%s: %s", event.namespace, event.name, message)
         self.recorder.sgfe_event(event, "Warning", reason, message)
+        return True
 
 
 def _seconds_until(text: str, facts: Facts) -> float:

@@ -1,4 +1,4 @@
-"""The scale-down of one SGFE's on-demand node (phase ScalingDown), in its own thread, crash-safe.
+"""The scale-down of one SGFE's on-demand node (phase ScalingDown), a job on the ``sgfe`` lane, crash-safe.
 
 Steps (the seed's Phase 7), each recorded on the SGFE before the next one that changes AWS:
 
@@ -43,8 +43,17 @@ from controller.model.asg import instance_id_from_provider_id
 from controller.model.progress import ANNOTATION, LifecycleProgress, format_time, parse_time
 from controller.model.sgfe import FallbackEvent, Phase, Status
 from controller.observability.reporters import LifecycleReporter
+from controller.workers import Workers
 
 log = logging.getLogger(__name__)
+
+#: The ``Workers`` lane scale-downs run on, and the key of an event's job there.
+LANE = "sgfe"
+
+
+def job_key(event: str) -> str:
+    return f"scale-down/{event}"
+
 
 #: AWS's answers when the instance already left its group (terminated by EC2 or by hand).
 ALREADY_GONE = ("Instance Id not found", "No managed instance found", "not part of Auto Scaling group")
@@ -85,7 +94,8 @@ class ScaleDownContext:
 
 
 class ScaleDown:
-    """One event's scale-down. ``start()`` runs it in a thread; ``abort()`` stops it from another thread."""
+    """One event's scale-down. ``start(workers)`` runs it as a job of the ``sgfe`` lane; ``abort()`` stops it from
+    another thread."""
 
     def __init__(self, ctx: ScaleDownContext, event: FallbackEvent) -> None:
         self.ctx = ctx
@@ -98,18 +108,24 @@ class ScaleDown:
         self.failed = False  # ended by an unexpected error: the controller retries after a pause
         self._abort: tuple[AbortKind, str] | None = None
         self._lock = threading.Lock()
-        self._thread = threading.Thread(target=self.run, name=f"scale-down-{event.name}", daemon=True)
+        self._started = False
+        self._done = threading.Event()
 
     # -- control -------------------------------------------------------------------------------------------
-    def start(self) -> None:
-        self._thread.start()
+    def start(self, workers: Workers) -> bool:
+        """Hand the run to ``workers`` (lane ``sgfe``, one job per event); False if a job of this event runs."""
+        self._started = workers.submit(LANE, job_key(self.uid or self.key), self.run)
+        if not self._started:
+            self._done.set()
+        return self._started
 
     def alive(self) -> bool:
-        return self._thread.is_alive()
+        """Started and not yet ended (a job waiting for a thread of its lane is alive)."""
+        return self._started and not self._done.is_set()
 
     def join(self, timeout: float) -> None:
-        if self._thread.is_alive():
-            self._thread.join(timeout)
+        if self._started:
+            self._done.wait(timeout)
 
     def abort(self, kind: AbortKind, detail: str) -> None:
         with self._lock:
@@ -124,6 +140,12 @@ class ScaleDown:
 
     # -- the run -------------------------------------------------------------------------------------------
     def run(self) -> None:
+        try:
+            self._run()
+        finally:
+            self._done.set()
+
+    def _run(self) -> None:
         try:
             self._execute()
         except NotLeaderError as exc:

@@ -5,21 +5,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 
-#: Scaling-activity codes that mean "no capacity right now: fail over fast" (never the bare word).
-CAPACITY_CODES = frozenset(
-    {
-        "InsufficientInstanceCapacity",
-        "InsufficientCapacity",
-        "UnfulfillableCapacity",
-        "MaxSpotInstanceCountExceeded",
-        "SpotMaxPriceTooLow",
-    }
-)
-
-# EC2's own text for InsufficientInstanceCapacity when the ASG's message does not carry the code
-# (on-demand launches): a whole sentence, never a bare word like "capacity".
-CAPACITY_SENTENCES = {"We currently do not have sufficient": "InsufficientInstanceCapacity"}
-
 IN_SERVICE = "InService"
 PENDING_STATES = frozenset({"Pending", "Pending:Wait", "Pending:Proceed"})
 #: States that count toward a group's capacity: launching or in service (not leaving, not on standby).
@@ -93,20 +78,6 @@ class Activity:
     description: str
     cause: str
     start_time: dt.datetime
-
-    def capacity_code(self) -> str | None:
-        """The capacity error code this Failed activity reports, if any (matched as a whole word)."""
-        if self.status_code != "Failed":
-            return None
-        text = " ".join((self.status_message, self.description))
-        words = {w.strip(".,:;()'\"") for w in text.split()}
-        for code in sorted(CAPACITY_CODES):
-            if code in words:
-                return code
-        for sentence, code in CAPACITY_SENTENCES.items():
-            if sentence in text:
-                return code
-        return None
 
 
 def instance_id_from_provider_id(provider_id: str) -> str | None:

@@ -216,6 +216,9 @@ class KubeLifecycleReporter:
             started = contract.parse_time("timestamp", event.spec.timestamp)
             self.metrics.fallback_completed((dt.datetime.now(dt.UTC) - started).total_seconds())
 
+    def malformed(self, kind: str, field: str) -> None:
+        self.metrics.malformed_object(kind, field)
+
 
 class LifecycleReporter(Protocol):
     def sgfe_event(self, event: FallbackEvent, kind: str, reason: str, message: str) -> None:
@@ -224,6 +227,10 @@ class LifecycleReporter(Protocol):
 
     def phase_changed(self, event: FallbackEvent, old: str, new: str) -> None:
         """``event`` (as written) moved from phase ``old`` to ``new``."""
+        ...
+
+    def malformed(self, kind: str, field: str) -> None:
+        """An object of ``kind`` could not be read because of ``field`` (the malformed-objects metric)."""
         ...
 
 
@@ -236,6 +243,9 @@ class LogLifecycleReporter:
 
     def phase_changed(self, event: FallbackEvent, old: str, new: str) -> None:
         lifecycle_log.info("SpotGuardFallbackEvent %s/%s: phase %s -> %s", event.namespace, event.name, old, new)
+
+    def malformed(self, kind: str, field: str) -> None:
+        return None
 
 
 class SafeLifecycleReporter:
@@ -259,3 +269,9 @@ class SafeLifecycleReporter:
             lifecycle_log.exception(
                 "recording phase %s -> %s of SpotGuardFallbackEvent %s failed", old, new, event.name
             )
+
+    def malformed(self, kind: str, field: str) -> None:
+        try:
+            self.inner.malformed(kind, field)
+        except Exception:
+            lifecycle_log.exception("counting a malformed %s (%s) failed; ignoring it", kind, field)

@@ -6,12 +6,12 @@ that far apart. EC2 recommends rebalancing to a whole capacity pool at once and 
 it at its next poll: such a burst reaches the controller spread over one nodewatch poll interval (2 s).
 With ``max_delay`` at that interval a burst of any size costs one or two calls per ASG.
 
-The quiet period grows with the queue: ``window`` for one recommendation, half a window more for each
-doubling, at most ``BURST_QUIET_WINDOWS`` windows (from 16 queued). Arrivals during a burst are uneven (an
-API server or watch that lags for a moment, the controller's own pass): the benchmark's bursts showed gaps
-of 140-250 ms between Node events with arrivals every few milliseconds on either side, and a fixed 100 ms
-closed the first call after 8 of 250 recommendations. A queue also closes as soon as it holds ``max_size``
-nodes (the size one intent record can list).
+The quiet period is one ``window`` while a queue holds one recommendation and ``BURST_QUIET_WINDOWS``
+windows once a second one has come: a burst has begun, and its arrivals are uneven (an API server or watch
+that lags for a moment, the controller's own pass): the benchmark's bursts showed gaps of 140-250 ms between
+Node events with arrivals every few milliseconds on either side, and a fixed 100 ms closed the first call after
+8 of 250 recommendations. A queue also closes as soon as it holds ``max_size`` nodes (the size one intent
+record can list).
 
 A burst whose first arrivals come alone or in a small clump closes its first call early, on quiet (that is
 what keeps a lone recommendation fast); the rest of the burst then queues behind it. Counted from its own
@@ -28,11 +28,10 @@ Pure bookkeeping on an injected monotonic time: ``controller.replacement`` owns 
 from __future__ import annotations
 
 import dataclasses
-import math
 
 from controller.capacity.groups import Pair
 
-BURST_QUIET_WINDOWS = 3.0  # the longest quiet period a queue waits for, in windows
+BURST_QUIET_WINDOWS = 3.0  # the quiet period of a queue of two or more, in windows
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,7 +102,7 @@ class BatchQueues:
 
     def quiet_period(self, queued: int) -> float:
         """How long a queue of ``queued`` recommendations stays open with no arrival (see the module's text)."""
-        return self.window * min(1.0 + math.log2(max(queued, 1)) / 2.0, BURST_QUIET_WINDOWS)
+        return self.window if queued <= 1 else self.window * BURST_QUIET_WINDOWS
 
     def due(self, now: float) -> list[str]:
         """The ASGs whose queue closes at or before ``now``, in name order."""

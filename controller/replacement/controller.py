@@ -14,7 +14,7 @@ from __future__ import annotations
 import functools
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from controller.adapters.aws import AwsError
 from controller.capacity.owner import ChangesHeldError
@@ -80,6 +80,8 @@ class ReplacementController:
         self._next_wait = 0.0  # the earliest a node's decision asked to be looked at again (monotonic)
         self._recovered = False  # the intents found at the first pass are finished
         self._noticed: set[str] = set()  # nodes with an active notice, this pass
+        # node -> (its annotations, nodewatch's notices read from them): read again only when they change
+        self._parsed: dict[str, tuple[Mapping[str, str], contract.NodeNotices | contract.MalformedAnnotationError]] = {}
         ctx.owner.claims_from(ctx.book.claims)
 
     # -- driving --------------------------------------------------------------------------------------------
@@ -151,6 +153,9 @@ class ReplacementController:
         ctx = self.ctx
         in_flight = set(self._in_flight)  # before the records: a scale-up writes the intent, then lets go
         entries = ctx.book.entries()
+        if len(self._parsed) > 2 * len(entries) + 100:  # forget the nodes that went or lost their annotations
+            names = {node.name for node, _, _ in entries}
+            self._parsed = {name: seen for name, seen in self._parsed.items() if name in names}
         # A record that does not agree with what AWS and the cluster say is not Spot Guard's: it drives nothing
         # (no call, no drain), holds no claim and covers no node; its node gets a Warning (``decisions.untrusted``).
         truths = self._truths(entries)
@@ -227,11 +232,10 @@ class ReplacementController:
         error_field = _field(error) if error else ""
         interrupted = False
         annotated = ""
-        try:
-            notices = contract.parse(node.annotations)
-        except contract.MalformedAnnotationError as exc:
-            notice_error = str(exc.on_node(node.name))
-            error_field = error_field or _field(exc)
+        notices = self._notices_of(node)
+        if isinstance(notices, contract.MalformedAnnotationError):
+            notice_error = str(notices.on_node(node.name))
+            error_field = error_field or _field(notices)
         else:
             notice = Notice.of(notices)
             interrupted = notices.interruption is not None and notices.interruption.cleared is None
@@ -320,13 +324,11 @@ class ReplacementController:
                 stand_ins[record.replacement_instance] = f"node {node.name}"
                 if record.replacement_capacity == "on-demand" and record.sgfe:
                     swapped[record.sgfe] = node.name
-            try:
-                if Notice.of(contract.parse(node.annotations)):
-                    self._noticed.add(node.name)
-                    if instance := instance_id_from_provider_id(node.provider_id):
-                        noticed[instance] = node.name
-            except contract.MalformedAnnotationError:
-                continue
+            notices = self._notices_of(node)
+            if not isinstance(notices, contract.MalformedAnnotationError) and Notice.of(notices):
+                self._noticed.add(node.name)
+                if instance := instance_id_from_provider_id(node.provider_id):
+                    noticed[instance] = node.name
         if swapped:  # a return to spot swapped the on-demand replacement for a spot instance: that one stands in
             for event in self.ctx.sgfes.list():
                 if event.name in swapped:
@@ -366,6 +368,19 @@ class ReplacementController:
             self.ctx.workers.submit(
                 "node", f"orphans/{node.name}", functools.partial(capacity_steps.settle_orphans, self.ctx, node, record)
             )
+
+    def _notices_of(self, node: NodeView) -> contract.NodeNotices | contract.MalformedAnnotationError:
+        """nodewatch's annotations on ``node``, read once per version of its annotations (a pass looks at every
+        annotated node, and a burst makes a pass per arrival)."""
+        seen = self._parsed.get(node.name)
+        if seen is not None and seen[0] == node.annotations:
+            return seen[1]
+        try:
+            notices: contract.NodeNotices | contract.MalformedAnnotationError = contract.parse(node.annotations)
+        except contract.MalformedAnnotationError as exc:
+            notices = exc
+        self._parsed[node.name] = (dict(node.annotations), notices)
+        return notices
 
     def _pending_claims(self) -> dict[str, str]:
         """group -> when its oldest open claim was asked for (an ended record keeps its finalizer until then)."""

@@ -21,6 +21,7 @@ from nodewatch import annotations as contract
 log = logging.getLogger(__name__)
 
 HISTORY = 8  # versions of a node's record kept while the cache catches up
+MAX_PARSED = 20_000  # records kept parsed (one per node with a record); beyond, the memory starts over
 
 Write = tuple[str, "ReplacementRecord | None", "ReplacementRecord", "NodeView | None"]
 
@@ -41,6 +42,8 @@ class RecordBook:
         self.nodes = nodes
         self._written: dict[str, list[str]] = {}  # node -> versions this process wrote, newest last
         self._lock = threading.Lock()
+        # node -> (record text, what it reads as): a text is parsed once, however many passes and claims read it
+        self._parsed: dict[str, tuple[str, ReplacementRecord | None, contract.MalformedAnnotationError | None]] = {}
         #: nodes whose record is not Spot Guard's (``decisions.untrusted``, set each pass): they hold no claim
         self.distrusted: frozenset[str] = frozenset()
 
@@ -62,10 +65,21 @@ class RecordBook:
         raw = self.raw(node)
         if raw is None:
             return None, None
+        seen = self._parsed.get(node.name)
+        if seen is not None and seen[0] == raw:
+            return seen[1], seen[2]
         try:
-            return ReplacementRecord.from_json(raw), None
+            read: tuple[ReplacementRecord | None, contract.MalformedAnnotationError | None] = (
+                ReplacementRecord.from_json(raw),
+                None,
+            )
         except contract.MalformedAnnotationError as exc:
-            return None, exc.on_node(node.name)
+            read = None, exc.on_node(node.name)
+        with self._lock:
+            if len(self._parsed) >= MAX_PARSED:
+                self._parsed.clear()
+            self._parsed[node.name] = (raw, *read)
+        return read
 
     def record(self, node: NodeView) -> ReplacementRecord | None:
         return self.read(node)[0]

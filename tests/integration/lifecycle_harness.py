@@ -31,6 +31,7 @@ from controller.effects.node_writes import NodeWriter
 from controller.lifecycle.controller import LifecycleController
 from controller.model.progress import format_time
 from controller.model.sgfe import GROUP, PLURAL, VERSION, FallbackEvent, Spec, Status
+from controller.workers import ThreadWorkers
 from sandbox.aws.client import SandboxAWSClient
 from tests.support.waiting import wait_until
 
@@ -69,6 +70,7 @@ class Recorder:
     def __init__(self, on_phase: Callable[[FallbackEvent, str], None] | None = None) -> None:
         self.events: list[tuple[str, str, str]] = []
         self.phases: list[tuple[str, str]] = []
+        self.malformed_objects: list[tuple[str, str]] = []
         self.on_phase = on_phase
 
     def sgfe_event(self, event: FallbackEvent, kind: str, reason: str, message: str) -> None:
@@ -78,6 +80,9 @@ class Recorder:
         self.phases.append((old, new))
         if self.on_phase is not None:
             self.on_phase(event, new)
+
+    def malformed(self, kind: str, field: str) -> None:
+        self.malformed_objects.append((kind, field))
 
     def reasons(self) -> list[str]:
         return [reason for _, reason, _ in self.events]
@@ -100,16 +105,18 @@ class LifecycleRun:
         self.recorder = recorder or Recorder()
         asg = AutoScaling(autoscaling_client, fence=fence) if fence else AutoScaling(autoscaling_client)
         self.informer = Informer(kube, lambda kind, node: self.controller.notify())
+        self.workers = ThreadWorkers()
         self.controller = LifecycleController(
             settings=settings,
             sgfes=sgfes or FallbackEvents(kube, settings.namespace),
             owner=CapacityOwner(asg, SystemClock()),
             kube=kube,
             writer=NodeWriter(kube),
-            drainer=Drainer(kube, SystemClock()),
+            drainer=Drainer(kube, SystemClock(), parallel=self.workers.evict_in_parallel),
             nodes=self.informer.snapshot,
             clock=SystemClock(),
             identity=identity,
+            workers=self.workers,
             recorder=self.recorder,
         )
         self.cancel = Cancellation()
@@ -138,6 +145,7 @@ class LifecycleRun:
         self._watch_stop.set()
         self._threads[1].join(30)
         assert not self._threads[1].is_alive(), "the lifecycle controller did not stop within 30 s"
+        self.workers.shutdown(wait=False)
 
 
 class SgfeWatch:

@@ -16,6 +16,7 @@ from controller.adapters.kube import MERGE_PATCH, Kube
 from controller.checks.drain_plan import DrainOptions, plan_drain
 from controller.checks.safety import check_pdbs, check_pods_fit, pods_on_node
 from controller.effects.drain import Drainer, DrainOutcome, DrainResult, EvictionResult
+from controller.workers import ThreadWorkers
 from tests.support.waiting import wait_until
 
 JSON = dict[str, Any]
@@ -178,7 +179,7 @@ def test_drain_waits_for_the_pdb_then_evicts_all_but_the_daemonset_pod(
     assert not pdb_check.passed
     assert f"PDB {namespace}/guarded-all allows 0 disruption(s)" in pdb_check.message
 
-    drainer = Drainer(kube)
+    drainer = Drainer(kube, parallel=ThreadWorkers(lanes={}).evict_in_parallel)  # as the controller's
     held = drainer.drain(target, DrainOptions(timeout=4, backoff_max=1))
 
     assert held.outcome is DrainOutcome.TIMED_OUT
@@ -251,7 +252,11 @@ def test_a_pod_of_a_namespace_being_deleted_is_waited_for_not_a_failed_drain(
             f"the namespace controller to mark {pod_name} for deletion",
         )
         answers: list[tuple[str, EvictionResult]] = []
-        drainer = Drainer(kube, on_event=lambda ref, result: answers.append((str(ref), result)))
+        drainer = Drainer(
+            kube,
+            on_event=lambda ref, result: answers.append((str(ref), result)),
+            parallel=ThreadWorkers(lanes={}).evict_in_parallel,
+        )
         outcome: list[DrainResult] = []
         drain = threading.Thread(target=lambda: outcome.append(drainer.drain(target, DrainOptions(timeout=60))))
         drain.start()

@@ -24,14 +24,13 @@ from controller.config import Settings
 from controller.effects.drain import Drainer, NodeDrains
 from controller.effects.node_writes import NodeWriter
 from controller.lifecycle.controller import LifecycleController
-from controller.lifecycle.scale_down import ScaleDown
 from controller.model.record import ANNOTATION, ReplacementRecord
 from controller.model.sgfe import FallbackEvent
 from controller.replacement import scale_up
 from controller.replacement.context import Context
 from controller.replacement.controller import ReplacementController
 from controller.replacement.record_book import RecordBook
-from controller.workers import completed
+from controller.workers import InlineWorkers, completed
 from nodewatch import annotations as contract
 from tests.model.aws_model import AutoScalingModel, ModelInstance
 from tests.model.kube_model import KubeModel, ModelDrains
@@ -289,6 +288,7 @@ class Process:
             nodes=world.kube.node_views,
             clock=clock,
             identity="model",
+            workers=InlineWorkers(),  # scale-downs run in the calling thread
         )
         owner.hold_until(self.replacement.RECOVERY, self.lifecycle.RECOVERY)
         self.crash_at = crash_at
@@ -312,8 +312,7 @@ class Process:
 
 
 def install(monkeypatch: Any) -> None:
-    """What every model test needs: scale-downs in the calling thread, member records not waiting for quiet."""
-    monkeypatch.setattr(ScaleDown, "start", ScaleDown.run)
+    """What every model test needs: member records not waiting for quiet."""
     monkeypatch.setattr(scale_up, "QUIET_WAIT", 0.0)
 
 

@@ -1,52 +1,14 @@
-"""The thin AWS layer: error codes kept, retries bounded, capacity errors classified by code."""
+"""The thin AWS layer: error codes kept, retries bounded; provider ids read."""
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
 
 from controller.adapters.aws import AutoScaling, AwsError
-from controller.model.asg import Activity, instance_id_from_provider_id
-
-REAL_SPOT_SHORTAGE = (
-    "Could not launch Spot Instances. InsufficientInstanceCapacity - There is no Spot capacity available "
-    "that matches your request. Launching EC2 instance failed."
-)
-
-
-def _activity(status: str, message: str, description: str = "") -> Activity:
-    return Activity("a-1", status, message, description, "cause", dt.datetime(2025, 1, 15, tzinfo=dt.UTC))
-
-
-@pytest.mark.parametrize(
-    ("status", "message", "expected"),
-    [
-        ("Failed", REAL_SPOT_SHORTAGE, "InsufficientInstanceCapacity"),
-        (
-            "Failed",
-            "Could not launch Spot Instances. SpotMaxPriceTooLow - Your max price is below the price.",
-            "SpotMaxPriceTooLow",
-        ),
-        ("Failed", "MaxSpotInstanceCountExceeded - Max spot instance count exceeded.", "MaxSpotInstanceCountExceeded"),
-        (
-            "Failed",
-            "We currently do not have sufficient m5.large capacity in the Availability Zone you requested "
-            "(us-east-1a). Launching EC2 instance failed.",
-            "InsufficientInstanceCapacity",
-        ),
-        # The seed's false positives: the bare word "capacity" or "insufficient" is not a code.
-        ("Failed", "Launching a new EC2 instance failed: the capacity reservation was not found.", None),
-        ("Failed", "Insufficient permissions: not authorized to perform ec2:RunInstances.", None),
-        ("Failed", "The requested configuration is currently not supported. capacity-not-available", None),
-        # Only Failed activities count.
-        ("Successful", REAL_SPOT_SHORTAGE, None),
-    ],
-)
-def test_capacity_failures_are_classified_by_code_only(status: str, message: str, expected: str | None) -> None:
-    assert _activity(status, message).capacity_code() == expected
+from controller.model.asg import instance_id_from_provider_id
 
 
 def test_provider_id_parsing() -> None:

@@ -19,6 +19,7 @@ from controller.effects.drain import (
     EvictionResult,
     equal_jitter,
 )
+from controller.workers import ThreadWorkers
 from tests.unit.controller.fake_drain_api import FakeDrainApi, api_error
 from tests.unit.controller.k8s_objects import JSON, pod
 
@@ -46,10 +47,18 @@ def web(name: str, grace: int = 1, **kwargs: Any) -> JSON:
     return item
 
 
+#: The controller's eviction threads (``controller.workers``), as the controller hands them to its drainers.
+EVICTION_THREADS = ThreadWorkers(lanes={})
+
+
 def make(clock: FakeClock, pods: list[JSON]) -> tuple[FakeDrainApi, Drainer, Events]:
     api = FakeDrainApi(clock, pods)
     events = Events()
-    return api, Drainer(api, clock, on_event=events, jitter=no_jitter), events
+    return (
+        api,
+        Drainer(api, clock, on_event=events, jitter=no_jitter, parallel=EVICTION_THREADS.evict_in_parallel),
+        events,
+    )
 
 
 def test_drain_cordons_evicts_waits_until_gone_and_leaves_the_daemonset_pod(clock: FakeClock) -> None:

@@ -231,6 +231,37 @@ def test_the_bare_word_capacity_classifies_nothing() -> None:
         assert found is not None and found.category == UNKNOWN, message
 
 
+@pytest.mark.parametrize(
+    ("message", "category", "code"),
+    [
+        (
+            "Could not launch Spot Instances. SpotMaxPriceTooLow - Your max price is below the price.",
+            CAPACITY,
+            "SpotMaxPriceTooLow",
+        ),
+        ("MaxSpotInstanceCountExceeded - Max spot instance count exceeded.", QUOTA, "MaxSpotInstanceCountExceeded"),
+        (
+            "We currently do not have sufficient m5.large capacity in the Availability Zone you requested "
+            "(us-east-1a). Launching EC2 instance failed.",
+            CAPACITY,
+            "InsufficientInstanceCapacity",
+        ),
+        # The seed's false positives: neither the word "capacity" nor "insufficient" is a shortage.
+        ("Launching a new EC2 instance failed: the capacity reservation was not found.", UNKNOWN, None),
+        ("Insufficient permissions: not authorized to perform ec2:RunInstances.", UNKNOWN, None),
+        (
+            "The requested configuration is currently not supported. capacity-not-available",
+            CONFIGURATION,
+            "Unsupported",
+        ),
+    ],
+)
+def test_a_code_or_a_whole_sentence_classifies_never_a_word(message: str, category: str, code: str | None) -> None:
+    found = classify(failed(message))
+
+    assert found is not None and (found.category, found.code) == (category, code)
+
+
 def test_the_cause_is_never_read_though_it_speaks_of_capacity() -> None:
     found = classify(failed(""))  # no message, an empty reason
     assert found is not None and found.category == UNKNOWN

@@ -19,9 +19,9 @@ from controller.effects.node_writes import CA_SCALE_DOWN_DISABLED, NodeWriter
 from controller.effects.protection import CA_PREEXISTING, PROTECTED_FOR, SCALE_DOWN_TAINT
 from controller.fence import NotLeaderError
 from controller.lifecycle.controller import LifecycleController
-from controller.lifecycle.scale_down import ScaleDown
 from controller.model.progress import ANNOTATION, LifecycleProgress, format_time
 from controller.model.sgfe import FallbackEvent, Phase, Spec, Status
+from controller.workers import InlineWorkers
 from tests.unit.controller import k8s_objects
 from tests.unit.controller.fake_lifecycle_cluster import FakeAutoScalingClient, FakeCluster, autoscaling
 
@@ -44,12 +44,16 @@ class Recording:
     def __init__(self) -> None:
         self.events: list[tuple[str, str, str]] = []
         self.phases: list[tuple[str, str]] = []
+        self.malformed_objects: list[tuple[str, str]] = []
 
     def sgfe_event(self, event: FallbackEvent, kind: str, reason: str, message: str) -> None:
         self.events.append((kind, reason, message))
 
     def phase_changed(self, event: FallbackEvent, old: str, new: str) -> None:
         self.phases.append((old, new))
+
+    def malformed(self, kind: str, field: str) -> None:
+        self.malformed_objects.append((kind, field))
 
     def reasons(self) -> list[str]:
         return [reason for _, reason, _ in self.events]
@@ -74,6 +78,7 @@ class World:
             nodes=self.cluster.node_views,
             clock=self.clock,
             identity=identity,
+            workers=InlineWorkers(),  # each scale-down runs in the reconciling thread: a pass is deterministic
             recorder=kwargs.pop("recorder", Recording()),
         )
 
@@ -94,12 +99,6 @@ class World:
         if record is not None:
             event = self.sgfes.annotate(event, {ANNOTATION: record.to_json()})
         self.sgfes.update_status(event, dataclasses.replace(event.status, phase=phase, **status))
-
-
-@pytest.fixture(autouse=True)
-def inline_scale_downs(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Run each scale-down in the reconciling thread, so a pass is deterministic."""
-    monkeypatch.setattr(ScaleDown, "start", ScaleDown.run)
 
 
 @pytest.fixture
@@ -198,6 +197,24 @@ def test_the_seed_timeline_from_fallback_to_cleanup(world: World) -> None:
         assert SCALE_DOWN_TAINT not in taints(node) and not node["spec"].get("unschedulable")
     for reason in ("SafetyCheckPassed", "ScaleDownStarted", "OnDemandInstanceTerminated", "ScaleDownCompleted"):
         assert reason in recorder.reasons()
+
+
+def test_a_malformed_lifecycle_record_is_reported_once_counted_and_touches_nothing(world: World) -> None:
+    recorder = Recording()
+    controller = world.controller(recorder=recorder)
+    event = world.event()
+    assert event is not None
+    world.sgfes.annotate(event, {ANNOTATION: '{"version": 1, "returnTarget": "three"}'})
+    status_writes = list(world.cluster.status_writes)
+    for _ in range(3):
+        controller.reconcile()
+        world.clock.advance(SETTINGS.lifecycle_poll_interval)
+
+    warnings = [(reason, message) for kind, reason, message in recorder.events if kind == "Warning"]
+    assert len(warnings) == 1 and warnings[0][0] == "MalformedLifecycleRecord"
+    assert "returnTarget" in warnings[0][1] and "remove the annotation" in warnings[0][1]
+    assert recorder.malformed_objects == [("SpotGuardFallbackEvent", f"{ANNOTATION}.returnTarget")]
+    assert world.aws.calls == [] and world.cluster.status_writes == status_writes, "nothing acted on what it can't read"
 
 
 def test_the_on_demand_node_is_protected_from_the_autoscaler_while_the_event_is_active(world: World) -> None:
