@@ -128,6 +128,32 @@ class KubeRequests(Protocol):
     ) -> JSON: ...
 
 
+#: Items per page of a LIST (the API server's chunking; ``pages`` follows the continue tokens).
+PAGE_SIZE = 500
+
+
+def pages(
+    kube: KubeRequests, path: str, query: Mapping[str, str | int] | None = None, timeout: float | None = 60.0
+) -> Iterator[JSON]:
+    """Each page of the LIST of ``path`` (``query``: selectors), ``PAGE_SIZE`` items a page, following ``continue``
+    tokens: the one way Spot Guard lists, so that no LIST of a large cluster comes back whole or stops at a page."""
+    params: dict[str, str | int] = {**(query or {}), "limit": PAGE_SIZE}
+    while True:
+        page = kube.request("GET", path, query=params, timeout=timeout)
+        yield page
+        token = (page.get("metadata") or {}).get("continue")
+        if not token:
+            return
+        params["continue"] = token
+
+
+def list_all(
+    kube: KubeRequests, path: str, query: Mapping[str, str | int] | None = None, timeout: float | None = 60.0
+) -> list[JSON]:
+    """Every item of the LIST of ``path``, over all its pages (``pages``)."""
+    return [item for page in pages(kube, path, query, timeout) for item in page.get("items") or []]
+
+
 class Kube:
     """Raw JSON access to the API server with a timeout on every call."""
 
@@ -315,13 +341,11 @@ class WatchCache(Generic[T]):
             self._pinned.pop(name, None)
 
     def _list(self) -> None:
-        query: dict[str, str | int] = {"limit": 500}
-        if self.label_selector:
-            query["labelSelector"] = self.label_selector
+        query: dict[str, str | int] = {"labelSelector": self.label_selector} if self.label_selector else {}
         seen: dict[str, T] = {}
         versions: dict[str, str] = {}
-        while True:
-            page = self.kube.request("GET", self.path, query=query, timeout=60)
+        page: JSON = {}
+        for page in pages(self.kube, self.path, query):
             for raw in page.get("items", []):
                 name, rv = _identity(raw)
                 item = self._convert(raw, name, rv)
@@ -333,10 +357,6 @@ class WatchCache(Generic[T]):
                     item = kept  # the last good version stays
                 seen[name] = item
                 versions[name] = rv
-            cont = page.get("metadata", {}).get("continue")
-            if not cont:
-                break
-            query["continue"] = cont
         self.lists += 1
         with self._lock:
             before = self.items

@@ -382,9 +382,11 @@ class Doctor:
         return findings
 
     def check_nodewatch(self) -> list[Finding]:
+        from controller.adapters.kube import list_all  # the CLI loads the Kubernetes client only when it needs it
+
         assert self.kube is not None
         query = {"labelSelector": NODEWATCH_NODE_SELECTOR}
-        nodes = {item["metadata"]["name"] for item in _list_all(self.kube, "/api/v1/nodes", query)}
+        nodes = {item["metadata"]["name"] for item in list_all(self.kube, "/api/v1/nodes", query)}
         if not nodes:
             return [
                 Finding(
@@ -399,7 +401,7 @@ class Doctor:
         pods = {
             (pod["metadata"].get("namespace"), pod["metadata"]["name"]): pod
             for selector in NODEWATCH_SELECTORS
-            for pod in _list_all(self.kube, "/api/v1/pods", {"labelSelector": selector})
+            for pod in list_all(self.kube, "/api/v1/pods", {"labelSelector": selector})
         }
         for pod in pods.values():
             node = (pod.get("spec") or {}).get("nodeName")
@@ -756,18 +758,6 @@ def _managed_tag_finding(group: Group) -> Finding:
         f"aws autoscaling create-or-update-tags --tags ResourceId={group.name},ResourceType=auto-scaling-group,"
         f"Key={MANAGED_TAG},Value=true,PropagateAtLaunch=false",
     )
-
-
-def _list_all(kube: Kube, path: str, query: Mapping[str, str]) -> list[dict[str, Any]]:
-    items: list[dict[str, Any]] = []
-    params: dict[str, str | int] = {**query, "limit": 500}
-    while True:
-        page = kube.request("GET", path, query=params, timeout=60)
-        items.extend(page.get("items") or [])
-        token = (page.get("metadata") or {}).get("continue")
-        if not token:
-            return items
-        params["continue"] = token
 
 
 def _pod_ready(pod: Mapping[str, Any]) -> bool:

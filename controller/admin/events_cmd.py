@@ -108,15 +108,9 @@ def expired(event: EventView, ttl_seconds: float, now: dt.datetime) -> bool:
 
 def list_events(kube: Kube, namespace: str | None) -> list[EventView]:
     """Every SGFE in ``namespace`` (all if None), following ``continue`` tokens, sorted by namespace, name."""
-    query: dict[str, str | int] = {"limit": 500}
-    items: list[Mapping[str, Any]] = []
-    while True:
-        page = kube.request("GET", events_path(namespace), query=query)
-        items.extend(page.get("items") or [])
-        token = (page.get("metadata") or {}).get("continue")
-        if not token:
-            break
-        query["continue"] = token
+    from controller.adapters.kube import list_all  # the CLI loads the Kubernetes client only when it needs it
+
+    items = list_all(kube, events_path(namespace), timeout=None)
     return sorted((EventView.from_json(item) for item in items), key=lambda e: (e.namespace, e.name))
 
 

@@ -31,7 +31,7 @@ from typing import TypeVar
 import urllib3
 from kubernetes.client.exceptions import ApiException
 
-from controller.adapters.kube import JSON, MERGE_PATCH, KubeRequests
+from controller.adapters.kube import JSON, MERGE_PATCH, KubeRequests, list_all
 from controller.checks.drain_plan import DrainOptions, DrainPlan, PodRef, plan_drain
 from controller.clock import Cancellation, Clock, SystemClock
 from controller.workers import EVICTION_THREADS
@@ -186,23 +186,15 @@ class Drainer:
     # -- pods ------------------------------------------------------------------------------------------
     def pods_on(self, node: str) -> list[JSON]:
         """Every pod bound to ``node``, in all namespaces (raw JSON)."""
-        query: dict[str, str | int] = {"fieldSelector": f"spec.nodeName={node}", "limit": 500}
-        pods: list[JSON] = []
-        while True:
-            try:
-                page = self.kube.request("GET", "/api/v1/pods", query=query)
-            except ApiException as exc:
-                raise DrainError(
-                    f"could not list the pods on node {node}: HTTP {exc.status} {exc.reason}; "
-                    f"{_hint(exc.status, 'list pods in all namespaces')}",
-                    node,
-                    exc.status,
-                ) from exc
-            pods.extend(page.get("items") or [])
-            cont = (page.get("metadata") or {}).get("continue")
-            if not cont:
-                return pods
-            query["continue"] = cont
+        try:
+            return list_all(self.kube, "/api/v1/pods", {"fieldSelector": f"spec.nodeName={node}"}, timeout=None)
+        except ApiException as exc:
+            raise DrainError(
+                f"could not list the pods on node {node}: HTTP {exc.status} {exc.reason}; "
+                f"{_hint(exc.status, 'list pods in all namespaces')}",
+                node,
+                exc.status,
+            ) from exc
 
     def evict(self, pod: PodRef, options: DrainOptions) -> EvictionAttempt:
         """One eviction request for ``pod``, its answer classified; never raises for an API or network error."""

@@ -19,13 +19,12 @@ import dataclasses
 import logging
 import threading
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 
 from controller import failpoints
 from controller.adapters.aws import AwsError
-from controller.adapters.kube import KubeRequests
+from controller.adapters.kube import KubeRequests, list_all
 from controller.adapters.sgfe_store import ConflictError, FallbackEvents
 from controller.capacity.owner import CapacityOwner, Change, ChangesHeldError, Plan
 from controller.checks.arrivals import GroupClaims
@@ -399,9 +398,9 @@ class LifecycleController:
     # -- safety checks ---------------------------------------------------------------------------------------
     def _safety_checks(self, event: FallbackEvent) -> list[CheckResult]:
         node = event.spec.on_demand_node_name
-        nodes = self._list("/api/v1/nodes")
-        pods = self._list("/api/v1/pods")
-        pdbs = self._list("/apis/policy/v1/poddisruptionbudgets")
+        nodes = list_all(self.kube, "/api/v1/nodes")
+        pods = list_all(self.kube, "/api/v1/pods")
+        pdbs = list_all(self.kube, "/apis/policy/v1/poddisruptionbudgets")
         results = run_safety_checks(
             node,
             nodes,
@@ -416,17 +415,6 @@ class LifecycleController:
             kind = "Normal" if result.passed else "Warning"
             self.recorder.sgfe_event(event, kind, reason, f"{result.name}: {result.message}")
         return results
-
-    def _list(self, path: str) -> list[dict[str, Any]]:
-        query: dict[str, str | int] = {"limit": 500}
-        items: list[dict[str, Any]] = []
-        while True:
-            page = self.kube.request("GET", path, query=query, timeout=60)
-            items.extend(page.get("items") or [])
-            cont = (page.get("metadata") or {}).get("continue")
-            if not cont:
-                return items
-            query["continue"] = cont
 
     # -- scale-down ------------------------------------------------------------------------------------------
     def _begin_scale_down(self, event: FallbackEvent, action: BeginScaleDown) -> float:
