@@ -16,6 +16,7 @@ from __future__ import annotations
 import concurrent.futures
 import logging
 import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import Protocol, TypeVar
 
@@ -148,10 +149,21 @@ def _guarded(key: str, job: Callable[[], None], on_not_leader: Callable[[NotLead
 
 
 def run_passes(
-    what: str, reconcile: Callable[[], float], wake: threading.Event, cancel: Cancellation, retry: float
+    what: str,
+    reconcile: Callable[[], float],
+    wake: threading.Event,
+    cancel: Cancellation,
+    retry: float,
+    *,
+    min_gap: float = 0.0,
+    monotonic: Callable[[], float] = time.monotonic,
 ) -> None:
     """Run ``reconcile`` (which returns the seconds until its next pass) until ``cancel`` fires or this
-    process may no longer act (NotLeaderError); a failed pass is logged and retried after ``retry``."""
+    process may no longer act (NotLeaderError); a failed pass is logged and retried after ``retry``.
+
+    A wake-up less than ``min_gap`` seconds after a pass ended waits for the rest of it: a burst of watch events
+    makes one pass per ``min_gap``, not one per event (each pass looks at every node), as client-go's
+    workqueue coalesces the keys added while a worker is busy. A pass's own requested time is kept."""
     cancel.add_callback(wake.set)
     while not cancel.cancelled:
         try:
@@ -162,5 +174,9 @@ def run_passes(
         except Exception:
             log.exception("%s: a pass failed; retrying in %gs", what, retry)
             delay = retry
-        wake.wait(max(0.0, delay))
+        ended = monotonic()
+        woken = wake.wait(max(0.0, delay))
         wake.clear()
+        rest = min(min_gap, delay) - (monotonic() - ended)
+        if woken and rest > 0 and not cancel.cancelled:
+            cancel.wait(rest)  # events meanwhile set ``wake`` again: the next pass sees them

@@ -58,6 +58,9 @@ MAX_BATCH = 1000  # nodes one intent record lists (about 150 kB of the Node's 25
 READ_AHEAD_LEAD = 0.2
 GROUPS_REFRESH_AHEAD = 60.0  # the groups' listing is reloaded this long before it goes stale, while nothing waits
 IDLE = 30.0  # the longest a pass sleeps when nothing asks for an earlier one
+# Passes start at least this far apart when woken by watch events (a burst's 500 Node events make ~20 passes a
+# second, not 500): an arrival is seen at most this much later, well inside the batch window.
+PASS_GAP = 0.05
 
 
 class ReplacementController:
@@ -81,7 +84,9 @@ class ReplacementController:
         self._recovered = False  # the intents found at the first pass are finished
         self._noticed: set[str] = set()  # nodes with an active notice, this pass
         # node -> (its annotations, nodewatch's notices read from them): read again only when they change
-        self._parsed: dict[str, tuple[Mapping[str, str], contract.NodeNotices | contract.MalformedAnnotationError]] = {}
+        self._parsed: dict[
+            str, tuple[Mapping[str, str], contract.NodeNotices | contract.MalformedAnnotationError, Notice | None]
+        ] = {}
         ctx.owner.claims_from(ctx.book.claims)
 
     # -- driving --------------------------------------------------------------------------------------------
@@ -102,7 +107,7 @@ class ReplacementController:
 
     def run(self, cancel: Cancellation) -> None:
         try:
-            run_passes("replacement work", self.reconcile, self._wake, cancel, retry=1.0)
+            run_passes("replacement work", self.reconcile, self._wake, cancel, retry=1.0, min_gap=PASS_GAP)
         finally:
             self._quiet.set()
 
@@ -232,12 +237,12 @@ class ReplacementController:
         error_field = _field(error) if error else ""
         interrupted = False
         annotated = ""
-        notices = self._notices_of(node)
+        notices, active = self._notices_of(node)
         if isinstance(notices, contract.MalformedAnnotationError):
             notice_error = str(notices.on_node(node.name))
             error_field = error_field or _field(notices)
         else:
-            notice = Notice.of(notices)
+            notice = active
             interrupted = notices.interruption is not None and notices.interruption.cleared is None
             annotated = notices.instance_id or ""
         instance = instance_id_from_provider_id(node.provider_id) or ""
@@ -324,8 +329,7 @@ class ReplacementController:
                 stand_ins[record.replacement_instance] = f"node {node.name}"
                 if record.replacement_capacity == "on-demand" and record.sgfe:
                     swapped[record.sgfe] = node.name
-            notices = self._notices_of(node)
-            if not isinstance(notices, contract.MalformedAnnotationError) and Notice.of(notices):
+            if self._notices_of(node)[1] is not None:
                 self._noticed.add(node.name)
                 if instance := instance_id_from_provider_id(node.provider_id):
                     noticed[instance] = node.name
@@ -369,18 +373,23 @@ class ReplacementController:
                 "node", f"orphans/{node.name}", functools.partial(capacity_steps.settle_orphans, self.ctx, node, record)
             )
 
-    def _notices_of(self, node: NodeView) -> contract.NodeNotices | contract.MalformedAnnotationError:
-        """nodewatch's annotations on ``node``, read once per version of its annotations (a pass looks at every
-        annotated node, and a burst makes a pass per arrival)."""
+    def _notices_of(
+        self, node: NodeView
+    ) -> tuple[contract.NodeNotices | contract.MalformedAnnotationError, Notice | None]:
+        """nodewatch's annotations on ``node`` and its active notice, read once per version of its annotations (a
+        pass looks at every annotated node)."""
         seen = self._parsed.get(node.name)
         if seen is not None and seen[0] == node.annotations:
-            return seen[1]
+            return seen[1], seen[2]
+        notices: contract.NodeNotices | contract.MalformedAnnotationError
         try:
-            notices: contract.NodeNotices | contract.MalformedAnnotationError = contract.parse(node.annotations)
+            read = contract.parse(node.annotations)
         except contract.MalformedAnnotationError as exc:
-            notices = exc
-        self._parsed[node.name] = (dict(node.annotations), notices)
-        return notices
+            notices, notice = exc, None
+        else:
+            notices, notice = read, Notice.of(read)
+        self._parsed[node.name] = (dict(node.annotations), notices, notice)
+        return notices, notice
 
     def _pending_claims(self) -> dict[str, str]:
         """group -> when its oldest open claim was asked for (an ended record keeps its finalizer until then)."""
