@@ -30,7 +30,7 @@ from controller.replacement import scale_up
 from controller.replacement.context import Context
 from controller.replacement.controller import ReplacementController
 from controller.replacement.record_book import RecordBook
-from controller.workers import InlineWorkers, completed
+from controller.workers import completed
 from nodewatch import annotations as contract
 from tests.model.aws_model import AutoScalingModel, ModelInstance
 from tests.model.kube_model import KubeModel, ModelDrains
@@ -288,7 +288,7 @@ class Process:
             nodes=world.kube.node_views,
             clock=clock,
             identity="model",
-            workers=InlineWorkers(),  # scale-downs run in the calling thread
+            workers=self.workers,  # scale-downs are jobs too: run when the test says, between the others
         )
         owner.hold_until(self.replacement.RECOVERY, self.lifecycle.RECOVERY)
         self.crash_at = crash_at
