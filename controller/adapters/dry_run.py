@@ -459,13 +459,19 @@ class DryRunAutoScaling(AutoScaling):
                 before = real.desired + self._delta.get(group, 0)
                 self._delta[group] = desired - real.desired
         action = Action.SCALE_UP if desired > before else Action.SCALE_DOWN
+        # Said once, with the increase: the capacity check will wait for instances that were never asked for.
+        consequence = (
+            ": no instance will come, so its capacity check ends at the deadline as if the group were short"
+            if action is Action.SCALE_UP
+            else ""
+        )
         self.announce(
             WouldAct(
                 action,
                 "AutoScalingGroup",
                 group,
                 f"would set the desired capacity of ASG {group} from {before} to {desired} ({desired - before:+d}); "
-                "nothing was sent to AWS (observe-only)",
+                f"nothing was sent to AWS (observe-only){consequence}",
                 asg=group,
             )
         )
