@@ -349,10 +349,9 @@ def _pod_key(pod: JSON) -> tuple[str, str]:
 def _node_changes(name: str, before: JSON, after: JSON) -> list[WouldAct]:
     """What a would-be patch changes on Node ``name``, in the announcer's words."""
     found: list[WouldAct] = []
-    group = str(((after.get("metadata") or {}).get("labels") or {}).get("spotguard.io/asg", ""))
 
     def would(action: Action, message: str) -> None:
-        found.append(WouldAct(action, "Node", name, f"{message}; {_OBSERVE_ONLY}", node=name, asg=group))
+        found.append(WouldAct(action, "Node", name, f"{message}; {_OBSERVE_ONLY}", node=name))
 
     old_meta, new_meta = before.get("metadata") or {}, after.get("metadata") or {}
     old_notes, new_notes = old_meta.get("annotations") or {}, new_meta.get("annotations") or {}

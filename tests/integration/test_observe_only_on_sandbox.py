@@ -140,13 +140,14 @@ def test_a_burst_of_fifty_recommendations_changes_nothing_and_says_what_it_would
     controller = launcher.start("observer", **FAST)
     controller.wait_for_log("observe-only mode", timeout=30)
 
-    def failed() -> int:
-        return sum(
-            e.reason == "ReplacementFailed" and (e.message or "").startswith(OBSERVE_ONLY_PREFIX)
-            for e in _events(core, since)
-        )
+    def ended() -> int:
+        endings = {"ReplacementFailed", "ReplacementReady"}
+        return len({e.involved_object.name for e in _events(core, since) if e.reason in endings})
 
-    wait_until(lambda: failed() == BURST, 180, f"all {BURST} replacements to end Failed (observe-only)", interval=1)
+    wait_until(lambda: ended() == BURST, 180, f"all {BURST} replacements to end", interval=1)
+    assert _aws_snapshot(aws_sim) == aws_before
+    assert _node_snapshot(core) == nodes_before
+    _assert_nothing_mutating(aws_sim)
 
     events = _events(core, since)
     would = _would(events, launcher.lease_name)
@@ -163,10 +164,6 @@ def test_a_burst_of_fifty_recommendations_changes_nothing_and_says_what_it_would
     tainted = {e.involved_object.name for e in would if "PreferNoSchedule" in (e.message or "")}
     assert tainted == names, "each failed replacement's taint, said and not made"
     assert all((e.message or "").startswith(OBSERVE_ONLY_PREFIX) for e in events if e.involved_object.name in names)
-
-    assert _aws_snapshot(aws_sim) == aws_before
-    assert _node_snapshot(core) == nodes_before
-    _assert_nothing_mutating(aws_sim)
     assert controller.running
 
 
@@ -186,7 +183,13 @@ def test_a_fallback_with_spot_short_changes_nothing_and_says_it_would_fall_back(
     def told(reason: str) -> list[k8s.CoreV1Event]:
         return [e for e in _events(core, since) if e.reason == reason and e.involved_object.name == node.name]
 
-    wait_until(lambda: told("ReplacementFailed"), 60, f"node {node.name}'s replacement to end (observe-only)")
+    wait_until(
+        lambda: told("ReplacementFailed") or told("ReplacementReady"), 60, f"node {node.name}'s replacement to end"
+    )
+    assert _aws_snapshot(aws_sim) == aws_before
+    assert _node_snapshot(core) == nodes_before
+    _assert_nothing_mutating(aws_sim)
+    assert told("ReplacementFailed"), "no instance ever comes in observe-only: the replacement ends Failed"
     (fallback,) = told("SpotCapacityShort")
     assert fallback.message.startswith(OBSERVE_ONLY_PREFIX) and "falling back to on-demand" in fallback.message
     would = _would(_events(core, since), launcher.lease_name)
@@ -197,11 +200,7 @@ def test_a_fallback_with_spot_short_changes_nothing_and_says_it_would_fall_back(
         (ON_DEMAND_ASG, "up"): 1,
         (ON_DEMAND_ASG, "down"): -1,
     }, "+1 on spot, given back at the deadline; +1 on on-demand, given back at its deadline"
-    assert any(
-        e.involved_object.name == node.name and "PreferNoSchedule" in (e.message or "") for e in would
-    ), "the failed replacement's taint, said"
-
-    assert _aws_snapshot(aws_sim) == aws_before
-    assert _node_snapshot(core) == nodes_before
-    _assert_nothing_mutating(aws_sim)
+    assert any(e.involved_object.name == node.name and "PreferNoSchedule" in (e.message or "") for e in would), (
+        "the failed replacement's taint, said"
+    )
     assert controller.running

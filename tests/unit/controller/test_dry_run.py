@@ -114,7 +114,7 @@ class FakeKube:
     def __init__(self) -> None:
         self.nodes: dict[str, dict[str, Any]] = {
             "n1": {
-                "metadata": {"name": "n1", "resourceVersion": "7", "labels": {"spotguard.io/asg": "spot"}},
+                "metadata": {"name": "n1", "resourceVersion": "7", "labels": {"zone": "a"}},
                 "spec": {"taints": [{"key": "other", "value": "x", "effect": "NoSchedule"}]},
             }
         }
@@ -198,7 +198,7 @@ def test_every_node_write_is_sent_with_dry_run_only_and_shown_to_later_reads(fak
     assert listed == node and watched == node, "lists and watches show the would-be Node too"
     assert [w.action for w in said] == [Action.RECORD, Action.TAINT, Action.CORDON]
     assert "SpotRequested" in said[0].message and "spotguard.io/rebalance=x:NoSchedule" in said[1].message
-    assert all(w.node == "n1" and w.asg == "spot" for w in said)
+    assert all(w.node == "n1" for w in said)
     assert shown[-1] == node, "the Node cache is shown each would-be version"
 
     kube.request("PATCH", "/api/v1/nodes/n1", body={"spec": {"taints": taints[:1], "unschedulable": False}})
