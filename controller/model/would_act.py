@@ -29,6 +29,12 @@ class Action(enum.StrEnum):
     OTHER = "other-write"  # a write the seam has no word for (sent to the API server with dryRun=All only)
 
     @property
+    def counted(self) -> bool:
+        """Each one is a change of its own, however like another it reads: a group's desired capacity may go
+        from 3 to 4 for one notice and, after a give-back, from 3 to 4 again for the next. Never de-duplicated."""
+        return self in {Action.SCALE_UP, Action.SCALE_DOWN}
+
+    @property
     def quiet(self) -> bool:
         """Bookkeeping, not an effect a user would see: logged and counted, no Event."""
         return self is Action.RECORD

@@ -7,8 +7,10 @@ changed. A change about a Node goes on that Node; a change of a group (a scale-u
 goes on the controller's Lease, the one object it owns whatever the group. The replacement's own record writes
 are bookkeeping: logged and counted, no Event (a user sees the phases in the Events the road writes anyway).
 
-The same would-be change seen again within ``repeat_window`` seconds is announced once: a step that is retried
-(a drain's eviction refused by a PodDisruptionBudget, a record write that met a conflict) makes no Event storm.
+The same would-be change of a Node, a pod or an SGFE seen again within ``repeat_window`` seconds is announced once,
+so a step that is retried makes no Event storm. A group's scale-up or scale-down is always announced: two that read
+alike are two changes (3 to 4 for one notice, back to 3, and 3 to 4 again for the next); the Event recorder counts
+identical Events in one (``count``).
 """
 
 from __future__ import annotations
@@ -59,7 +61,7 @@ class WouldActAnnouncer:
         now = self.clock.monotonic()
         with self._lock:
             last = self._seen.get(would.key)
-            if last is not None and now - last < self.repeat_window:
+            if last is not None and now - last < self.repeat_window and not would.action.counted:
                 return
             self._seen[would.key] = now
             self._seen.move_to_end(would.key)

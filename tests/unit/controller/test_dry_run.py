@@ -295,7 +295,7 @@ def test_each_would_be_change_is_said_once_an_event_a_metric_and_a_log_line(capl
     record = WouldAct(Action.RECORD, "Node", "n1", "would write the record", node="n1")
 
     with caplog.at_level("INFO", logger="controller.dry_run"):
-        for would in (scale, taint, record, scale, taint):
+        for would in (scale, taint, record, taint, record):
             announcer.announce(would)
     assert [(obj.kind, obj.name, reason) for obj, _, reason, _ in events.recorded] == [
         ("Lease", "spotguard-controller", REASON),
@@ -307,5 +307,17 @@ def test_each_would_be_change_is_said_once_an_event_a_metric_and_a_log_line(capl
     assert sum("observe-only" in r.getMessage() for r in caplog.records) == 3
 
     clock.advance(601)  # a later notice that would do the same again is a new announcement
-    announcer.announce(scale)
+    announcer.announce(taint)
     assert len(events.recorded) == 3
+
+
+def test_every_scale_change_is_announced_even_when_it_reads_like_the_last() -> None:
+    clock = FakeClock()
+    events, metrics = Recorder(), Metrics(clock, process_metrics=False)
+    announcer = WouldActAnnouncer(events, metrics, clock, lease_ref("ns", "l"))  # type: ignore[arg-type]
+    up = WouldAct(Action.SCALE_UP, "AutoScalingGroup", "od", "would set ... from 0 to 1 (+1)", asg="od")
+    down = WouldAct(Action.SCALE_DOWN, "AutoScalingGroup", "od", "would set ... from 1 to 0 (-1)", asg="od")
+    for would in (up, down, up, down):  # two notices, one after the other
+        announcer.announce(would)
+    assert len(events.recorded) == 4
+    assert metrics.dry_run_actions.labels("scale-up", "od")._value.get() == 2
