@@ -83,6 +83,24 @@ def _node_snapshot(core: k8s.CoreV1Api) -> dict[str, Any]:
     }
 
 
+def _settled(core: k8s.CoreV1Api) -> dict[str, Any]:
+    """The Nodes' snapshot once the cluster itself stopped changing them (new Nodes get labels and lose their
+    not-ready taint for a while after they turn Ready): the same over two reads 3 s apart, no not-ready taint."""
+    last: dict[str, Any] = {}
+
+    def still() -> bool:
+        nonlocal last
+        now = _node_snapshot(core)
+        same = now == last and not any(
+            taint[0].startswith("node.kubernetes.io/") for node in now.values() for taint in node["taints"]
+        )
+        last = now
+        return same
+
+    wait_until(still, 120, "the Nodes to stop changing on their own", interval=3)
+    return last
+
+
 def _events(core: k8s.CoreV1Api, since: dt.datetime) -> list[k8s.CoreV1Event]:
     found = []
     for namespace in ("default", LEASE_NAMESPACE):
@@ -134,7 +152,8 @@ def test_a_burst_of_fifty_recommendations_changes_nothing_and_says_what_it_would
     since = dt.datetime.now(dt.UTC).replace(microsecond=0)
     for node in nodes:
         annotate_rebalance(core, node)
-    aws_before, nodes_before = _aws_snapshot(aws_sim), _node_snapshot(core)
+    nodes_before = _settled(core)
+    aws_before = _aws_snapshot(aws_sim)
     aws_sim.reset_calls()
 
     controller = launcher.start("observer", **FAST)
@@ -175,7 +194,8 @@ def test_a_fallback_with_spot_short_changes_nothing_and_says_it_would_fall_back(
     node = spot_nodes(core)[0]
     since = dt.datetime.now(dt.UTC).replace(microsecond=0)
     annotate_rebalance(core, node)
-    aws_before, nodes_before = _aws_snapshot(aws_sim), _node_snapshot(core)
+    nodes_before = _settled(core)
+    aws_before = _aws_snapshot(aws_sim)
     aws_sim.reset_calls()
 
     controller = launcher.start("observer", **FAST)
