@@ -321,3 +321,26 @@ def test_every_scale_change_is_announced_even_when_it_reads_like_the_last() -> N
         announcer.announce(would)
     assert len(events.recorded) == 4
     assert metrics.dry_run_actions.labels("scale-up", "od")._value.get() == 2
+
+
+#: The AutoScaling adapter's methods that only read (observe-only passes them through).
+READS = {
+    "describe_groups",
+    "tagged_groups",
+    "group_of_instances",
+    "memberships",
+    "activities",
+    "lifecycle_hooks",
+    "capacity_changes",
+}
+
+
+def test_every_write_of_the_aws_adapter_is_cut_by_the_seam() -> None:
+    """A method added to AutoScaling that changes anything must be overridden by DryRunAutoScaling (or, if it
+    only reads, named in READS): nothing reaches AWS past the seam by a new door."""
+    from controller.adapters.aws import AutoScaling
+
+    public = {name for name, value in vars(AutoScaling).items() if callable(value) and not name.startswith("_")}
+    overridden = {name for name in vars(DryRunAutoScaling) if not name.startswith("_")}
+    assert public - READS - overridden == set()
+    assert {"set_desired_capacity", "terminate_instance"} <= overridden
