@@ -146,10 +146,25 @@ def render(figures: Iterable[Figure]) -> str:
             _measured_cell(figure),
         ]
         lines.append("| " + " | ".join(_cell(cell) for cell in cells) + " |")
+    lines += _sections(ordered)
     environment = _environment_lines(ordered)
     if environment:
         lines += ["", "## Where they were measured", "", *environment]
     return "\n".join(lines) + "\n"
+
+
+def _sections(figures: Iterable[Figure]) -> list[str]:
+    """A benchmark's own explanation, when its figures carry one (``details["section"]``: ``title`` and ``text``,
+    a list of Markdown lines), once per benchmark."""
+    lines: list[str] = []
+    seen: set[str] = set()
+    for figure in figures:
+        section = figure.details.get("section")
+        if not isinstance(section, dict) or figure.benchmark in seen:
+            continue
+        seen.add(figure.benchmark)
+        lines += ["", f"## {section.get('title', figure.benchmark)}", "", *[str(x) for x in section.get("text", [])]]
+    return lines
 
 
 def write_docs(figures: Iterable[Figure], path: Path = DOCS_FILE) -> None:

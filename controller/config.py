@@ -123,6 +123,9 @@ class Settings:
     metrics_host: str = "0.0.0.0"
     metrics_port: int = 8080
     log_level: str = "info"
+    # Observe-only: decide everything against the real groups and Nodes, change nothing but the Lease and Events
+    # (controller.adapters.dry_run).
+    dry_run: bool = False
 
     def validate(self) -> Settings:
         """Check every value (finite, in its range) and how they fit together; ConfigError names the variable."""
@@ -268,6 +271,7 @@ _ENV: dict[str, tuple[str, str]] = {
     "metrics_host": ("SPOT_GUARD_METRICS_HOST", "str"),
     "metrics_port": ("SPOT_GUARD_METRICS_PORT", "int"),
     "log_level": ("LOG_LEVEL", "str"),
+    "dry_run": ("SPOT_GUARD_DRY_RUN", "bool"),
 }
 
 

@@ -334,6 +334,17 @@ class WatchCache(Generic[T]):
             self.items[name] = item
             self._pinned[name] = (resource_version, self.monotonic() + self.pin_seconds)
 
+    def show(self, raw: JSON) -> None:
+        """Show this version of an object from now on, as if the watch had delivered it (observe-only mode's
+        would-be writes, ``controller.adapters.dry_run``, which change nothing the watch could report)."""
+        name, rv = _identity(raw)
+        item = self._convert(raw, name, rv)
+        if item is None:
+            return
+        with self._lock:
+            self.items[name] = item
+        self.handler("MODIFIED", item)
+
     def forget(self, name: str) -> None:
         """This process just deleted ``name``."""
         with self._lock:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+import re
 import sys
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -129,6 +130,17 @@ def kubernetes_events(kube: Kube, namespace: str, name: str) -> list[Mapping[str
     """The core/v1 Events about one SGFE, oldest first."""
     selector = f"involvedObject.name={name},involvedObject.kind={KIND}"
     items = kube.request("GET", f"/api/v1/namespaces/{namespace}/events", query={"fieldSelector": selector})
+    return sorted(items.get("items") or [], key=lambda e: _event_time(e) or dt.datetime.min.replace(tzinfo=dt.UTC))
+
+
+#: The reason of observe-only mode's Events (controller.observability.would_act.REASON; a unit test keeps them equal).
+WOULD_ACT_REASON = "SpotGuardWouldAct"
+
+
+def would_act_events(kube: Kube) -> list[Mapping[str, Any]]:
+    """Observe-only mode's Events in every namespace (on Nodes, and on the controller's Lease), oldest first; the
+    road's own Events of that time say why (their messages start with "observe-only")."""
+    items = kube.request("GET", "/api/v1/events", query={"fieldSelector": f"reason={WOULD_ACT_REASON}"})
     return sorted(items.get("items") or [], key=lambda e: _event_time(e) or dt.datetime.min.replace(tzinfo=dt.UTC))
 
 
@@ -331,6 +343,50 @@ def delete_command(name: str, target: Target, output: str, yes: bool) -> None:
         output,
         lambda: f'spotguardfallbackevent.{GROUP} "{name}" deleted',
     )
+
+
+@events.command("would")
+@target_options
+@output_option
+@click.option("--node", default=None, help="Only what would have been done to this Node.")
+@click.option("--asg", default=None, help="Only what would have been done to this Auto Scaling group.")
+def would_command(target: Target, output: str, node: str | None, asg: str | None) -> None:
+    """What a controller in observe-only mode (SPOT_GUARD_DRY_RUN) would have done, oldest first.
+
+    Its Events with reason SpotGuardWouldAct, in every namespace: scale-ups and scale-downs, terminations, taints,
+    cordons, evictions, SpotGuardFallbackEvents it would have created. Exit status 0, also when there is none.
+    """
+    svc = services()
+    with reported_errors("listing the observe-only Events"):
+        found = would_act_events(svc.connect(target))
+    if node:
+        found = [e for e in found if (e.get("involvedObject") or {}).get("name") == node]
+    if asg:
+        group = re.compile(rf"\bASG {re.escape(asg)}(?![\w.-])")
+        found = [e for e in found if group.search(str(e.get("message", "")))]
+    now = svc.clock.now()
+    data = {"apiVersion": "v1", "kind": "List", "items": [dict(e) for e in found]}
+
+    def render() -> str:
+        if not found:
+            click.echo("No observe-only decisions found (is SPOT_GUARD_DRY_RUN=true on the controller?).", err=True)
+            return ""
+        rows: list[list[object]] = []
+        for event in found:
+            about = event.get("involvedObject") or {}
+            action, _, message = str(event.get("message", "")).partition(": ")
+            rows.append(
+                [
+                    age(_event_time(event), now),
+                    f"{str(about.get('kind', '')).lower()}/{about.get('name', '')}",
+                    action,
+                    event.get("count", 1),
+                    message,
+                ]
+            )
+        return table(["last seen", "object", "action", "count", "would"], rows)
+
+    emit(data, output, render)
 
 
 @events.command("cleanup")

@@ -21,7 +21,15 @@ def main() -> None:
 @click.option("--kubeconfig", envvar="KUBECONFIG", default=None, help="Kubeconfig file (default: in-cluster).")
 @click.option("--context", default=None, help="Kubeconfig context to use.")
 @click.option("--identity", default=None, help="Leader-election identity (default: hostname + random suffix).")
-def run(kubeconfig: str | None, context: str | None, identity: str | None) -> None:
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    default=False,
+    help="Observe only: decide as usual against the real groups and Nodes, but change nothing in AWS or on any "
+    "Node; say what would have been done (log, Events with reason SpotGuardWouldAct, metric). Same as "
+    "SPOT_GUARD_DRY_RUN=true.",
+)
+def run(kubeconfig: str | None, context: str | None, identity: str | None, dry_run: bool) -> None:
     """Run the controller: campaign for the Lease, then act on nodewatch's annotations while leading.
 
     Configured by environment variables (SPOT_ASG_NAME, ON_DEMAND_ASG_NAME, SPOT_GUARD_*; see docs).
@@ -32,7 +40,7 @@ def run(kubeconfig: str | None, context: str | None, identity: str | None) -> No
     from controller.observability.logs import setup_logging
 
     try:
-        settings = from_env()
+        settings = from_env(dry_run=True if dry_run else None)
         setup_logging(settings.log_level)
         code = run_controller(settings, kubeconfig, context, identity)
     except (ConfigError, StartupError) as exc:  # one line, no traceback: what to fix is in the message

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from types import FrameType
 
 from controller.adapters.aws import AutoScaling
+from controller.adapters.dry_run import DryRunAutoScaling, DryRunKube
 from controller.adapters.election import KubeLeaseStore, LeaseElector
 from controller.adapters.kube import Informer, Kube, WatchCache, wait_until_synced
 from controller.adapters.pause_switch import PauseSwitch
@@ -41,6 +42,7 @@ from controller.observability.http_server import serve
 from controller.observability.metrics import Metrics
 from controller.observability.reporters import KubeLifecycleReporter, KubeReplacementReporter, ReplacementReporter
 from controller.observability.tracing import setup_tracing
+from controller.observability.would_act import WouldActAnnouncer, lease_ref
 from controller.replacement.context import Context
 from controller.replacement.controller import ReplacementController
 from controller.replacement.record_book import RecordBook
@@ -130,6 +132,11 @@ def run_controller(
     log.info(
         "starting as %s; campaigning for Lease %s/%s", elector.identity, settings.lease_namespace, settings.lease_name
     )
+    if settings.dry_run:
+        log.warning(
+            "observe-only mode (SPOT_GUARD_DRY_RUN): deciding as usual, changing nothing in AWS or on any Node; each "
+            "change it would make is logged, counted and written as an Event with reason SpotGuardWouldAct"
+        )
     try:
         elector.run(work, stop)
     finally:
@@ -151,6 +158,7 @@ class LeaderComponents:
     workers: ThreadWorkers
     asg: AutoScaling
     events: EventRecorder
+    announcer: WouldActAnnouncer | None = None  # observe-only mode's (None when the controller acts)
 
 
 def leader_components(
@@ -168,8 +176,19 @@ def leader_components(
     metrics = metrics or Metrics(clock)
     events = EventRecorder(kube, clock=clock, queue_size=EVENT_QUEUE, max_rate=EVENT_RATE)
     if reporter is None:
-        reporter = KubeReplacementReporter(events, metrics)
-    asg = AutoScaling(fence=fence, budget=startup.call_budget(settings), on_call=metrics.aws_call)
+        reporter = KubeReplacementReporter(events, metrics, observe_only=settings.dry_run)
+    asg: AutoScaling
+    announcer: WouldActAnnouncer | None = None
+    if settings.dry_run:
+        # Observe-only: one seam under both controllers (controller.adapters.dry_run). Events (the recorder above)
+        # and the Lease (the elector and the pause switch, which have their own clients) stay real.
+        announcer = WouldActAnnouncer(events, metrics, clock, lease_ref(settings.lease_namespace, settings.lease_name))
+        kube = DryRunKube(kube, announcer.announce)
+        asg = DryRunAutoScaling(
+            fence=fence, budget=startup.call_budget(settings), on_call=metrics.aws_call, announce=announcer.announce
+        )
+    else:
+        asg = AutoScaling(fence=fence, budget=startup.call_budget(settings), on_call=metrics.aws_call)
 
     def deposed(exc: Exception) -> None:
         cancel.cancel(f"may no longer change capacity: {exc}")
@@ -193,6 +212,8 @@ def leader_components(
             callback()
 
     informer = Informer(kube, on_node, on_stall=metrics.watch_stalled)
+    if isinstance(kube, DryRunKube):
+        kube.on_node.append(informer.show)  # a would-be Node write shows in the cache as the real one's event would
     sgfe_cache = WatchCache(
         kube,
         FallbackEvents.collection_path(settings.namespace),
@@ -252,7 +273,7 @@ def leader_components(
     # are about minutes, and a pass over thousands of Nodes at each heartbeat was most of the idle CPU.
     wake_replacement.append(replacement.notify)
     wake_lifecycle.append(lifecycle.notify)
-    return LeaderComponents(informer, sgfe_cache, owner, replacement, lifecycle, workers, asg, events)
+    return LeaderComponents(informer, sgfe_cache, owner, replacement, lifecycle, workers, asg, events, announcer)
 
 
 def run_leader(parts: LeaderComponents, cancel: Cancellation) -> None:

@@ -267,6 +267,13 @@ class Metrics:
             ["kind", "field"],
             registry=registry,
         )
+        self.dry_run_actions = Counter(
+            PREFIX + "dry_run_actions",
+            "Changes observe-only mode (SPOT_GUARD_DRY_RUN) would have made and did not, by action and ASG "
+            "(empty for a change not about a group)",
+            ["action", "asg"],
+            registry=registry,
+        )
         self.watch_stalls = Counter(
             PREFIX + "watch_stalls",
             "Watches that delivered nothing within their read timeout and were restarted, by kind",
@@ -317,6 +324,10 @@ class Metrics:
         """One object of ``kind`` could not be read because of ``field`` (fits ``WatchCache(on_malformed=...)``;
         the errors of the parsers carry both: ``MalformedObjectError.kind``/``.field``)."""
         self.malformed_objects.labels(kind or "unknown", field or "(whole object)").inc()
+
+    def dry_run_action(self, action: str, asg: str) -> None:
+        """One change observe-only mode would have made (``controller.observability.would_act``)."""
+        self.dry_run_actions.labels(action, asg).inc()
 
     def watch_stalled(self, kind: str) -> None:
         self.watch_stalls.labels(kind).inc()

@@ -20,6 +20,9 @@ from nodewatch import annotations as contract
 log = logging.getLogger("controller.replacement")
 lifecycle_log = logging.getLogger("controller.lifecycle")
 
+#: The start of every replacement Event's message in observe-only mode: the decision is real, its effects were not.
+OBSERVE_ONLY_PREFIX = "observe-only (nothing was changed): "
+
 # The controller's refusal reasons, in the metric's vocabulary.
 _REFUSALS = {
     "malformed-annotation": "malformed_annotation",
@@ -102,11 +105,14 @@ class LogReplacementReporter:
 class KubeReplacementReporter:
     """The production ``ReplacementReporter``: every decision becomes an Event on its Node, a metric and a log line."""
 
-    def __init__(self, events: EventRecorder, metrics: Metrics) -> None:
+    def __init__(self, events: EventRecorder, metrics: Metrics, *, observe_only: bool = False) -> None:
         self.events = events
         self.metrics = metrics
+        #: observe-only mode (SPOT_GUARD_DRY_RUN): every message says that its decision changed nothing
+        self.prefix = OBSERVE_ONLY_PREFIX if observe_only else ""
 
     def node_event(self, node: str, kind: str, reason: str, message: str) -> None:
+        message = self.prefix + message
         level = logging.WARNING if kind == "Warning" else logging.INFO
         log.log(level, "node %s: %s: %s", node, reason, message, extra={"node": node, "reason": reason})
         self.events.record(node_ref(node), kind, reason, message)

@@ -212,6 +212,7 @@ CONTROLLER_VALUES: dict[str, tuple[str, Any, Any]] = {
     "controller.awsReadTimeout": ("aws_read_timeout", "10s", 10.0),
     "controller.metricsHost": ("metrics_host", "127.0.0.1", "127.0.0.1"),
     "controller.metricsPort": ("metrics_port", 9090, 9090),
+    "controller.dryRun": ("dry_run", True, True),
     "logLevel": ("log_level", "debug", "debug"),
 }
 #: Set by the chart from the pod's own namespace (the RBAC grants them there), not values.

@@ -108,3 +108,23 @@ def test_a_bad_setting_is_one_line_naming_the_variable(
     code, lines = _run([], env={variable: value})
     assert code == 1 and len(lines) == 1
     assert lines[0].startswith("Error: ") and complaint in lines[0]
+
+
+def test_dry_run_on_the_command_line_and_in_the_environment_reach_the_settings(
+    environment: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import controller.app.run as run_module
+
+    seen: list[bool] = []
+
+    def fake_run(settings: object, *args: object) -> int:
+        seen.append(bool(getattr(settings, "dry_run", None)))
+        return 0
+
+    monkeypatch.setattr(run_module, "run_controller", fake_run)
+    assert _run(["--dry-run"])[0] == 0
+    assert _run([])[0] == 0
+    assert _run([], env={"SPOT_GUARD_DRY_RUN": "true"})[0] == 0
+    code, lines = _run([], env={"SPOT_GUARD_DRY_RUN": "maybe"})
+    assert seen == [True, False, True]
+    assert code == 1 and lines == ["Error: SPOT_GUARD_DRY_RUN='maybe': expected true or false"]

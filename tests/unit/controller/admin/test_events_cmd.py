@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import yaml
 
-from controller.admin.events_cmd import PHASES, UNFINISHED, events_path
+from controller.admin.events_cmd import PHASES, UNFINISHED, WOULD_ACT_REASON, events_path
 from controller.model.sgfe import Phase
 from tests.unit.controller.admin.conftest import Run
 from tests.unit.controller.admin.fake_kube import FakeKube, api_error
@@ -295,3 +295,47 @@ def test_cleanup_rejects_a_bad_ttl_as_a_usage_error(run: Run) -> None:
     result = run("events", "cleanup", "--ttl", "a day")
     assert result.exit_code == 2
     assert "is not a duration" in result.stderr
+
+
+def would_event(kube: FakeKube, name: str, kind: str, obj: str, message: str, *, namespace: str = "default") -> None:
+    kube.put(
+        f"/api/v1/namespaces/{namespace}/events/{name}",
+        {
+            "metadata": {"name": name, "namespace": namespace},
+            "involvedObject": {"kind": kind, "name": obj},
+            "type": "Normal",
+            "reason": WOULD_ACT_REASON,
+            "message": message,
+            "count": 1,
+            "lastTimestamp": "2025-01-15T09:58:00Z",
+        },
+    )
+
+
+def test_would_lists_what_observe_only_mode_would_have_done_in_every_namespace(run: Run, kube: FakeKube) -> None:
+    would_event(
+        kube,
+        "lease.1",
+        "Lease",
+        "spotguard-controller",
+        "scale-up: would set the desired capacity of ASG spot-1 from 3 to 5 (+2); nothing was sent to AWS",
+        namespace=NS,
+    )
+    would_event(kube, "n1.1", "Node", "n1", "taint: would taint node n1 with spotguard.io/rebalance=x:NoSchedule")
+    k8s_event(kube, "fallback-1", "PhaseChanged", "not observe-only", "2025-01-15T09:58:00Z")
+
+    out = run("events", "would").stdout
+    assert "lease/spotguard-controller" in out and "scale-up" in out and "from 3 to 5 (+2)" in out
+    assert "node/n1" in out and "taint" in out
+    assert "not observe-only" not in out
+    only_node = run("events", "would", "--node", "n1").stdout
+    assert "node/n1" in only_node and "spot-1" not in only_node
+    only_group = run("events", "would", "--asg", "spot-1", "-o", "json").stdout
+    assert [e["involvedObject"]["name"] for e in json.loads(only_group)["items"]] == ["spotguard-controller"]
+    assert run("events", "would", "--asg", "spot").stdout.strip() == "", "spot is not spot-1"
+
+
+def test_the_would_act_reason_is_the_controllers() -> None:
+    from controller.observability.would_act import REASON
+
+    assert WOULD_ACT_REASON == REASON
