@@ -10,7 +10,8 @@ and how, the groups' desired capacity, whether on-demand was asked for, the Spot
    waits for its instance is Spot Guard's own change: the waiting batch does not fall back to on-demand.
 2. A spot scale-up withdrawn at the capacity check's deadline (its instance InService, its Node not Ready)
    terminates exactly that instance: the group's termination policy never picks an old, serving node.
-3. An on-demand replacement given back (keep-until-interruption) ends its SGFE: no spot instance is added for it.
+3. An on-demand replacement given back (keep-until-interruption, or its old node's drain abandoned) ends its SGFE:
+   no spot instance is added for it.
 4. A new interruption notice after a Released replacement starts a new one.
 5. A node cordoned for an interruption whose replacement Failed is uncordoned when the interruption clears.
 """
@@ -268,30 +269,88 @@ def test_a_given_back_on_demand_replacement_ends_its_fallback_event_and_adds_no_
     old = spot_nodes(core)[0]
     aws_sim.set_capacity(SPOT_ASG, capacity_short=True)
     scene = Scene(aws_sim, launcher.start("owner", SPOT_GUARD_CAPACITY_CHECK_TIMEOUT="5", **KEEP))
-
     annotate_rebalance(core, old)
+    _given_back_ends_its_sgfe(scene, core, namespace, old, "no interruption within 3s")
+
+
+def test_an_abandoned_drain_ends_the_fallback_event_of_its_on_demand_replacement(
+    launcher: ControllerLauncher, aws_sim: SandboxAWSClient, core: k8s.CoreV1Api, namespace: str
+) -> None:
+    """A rebalance recommendation got an on-demand replacement (spot short), but the old node cannot be drained (a
+    PodDisruptionBudget never allows the eviction): after its one allowed attempt the node is uncordoned and the
+    on-demand replacement given back. Spot is back; its SGFE ends Completed saying why, and no spot instance is added
+    for it. (The SGFE's minimum wait outlasts the drain attempt, so no return to spot is due before the give-back.)"""
+    old = spot_nodes(core)[0]
+    policy = k8s.PolicyV1Api(core.api_client)
+    core.create_namespaced_pod(
+        namespace,
+        k8s.V1Pod(
+            metadata=k8s.V1ObjectMeta(name="precious", labels={"app": "precious"}),
+            spec=k8s.V1PodSpec(
+                node_name=old.name, containers=[k8s.V1Container(name="app", image="registry.invalid/app:1")]
+            ),
+        ),
+    )
+    policy.create_namespaced_pod_disruption_budget(
+        namespace,
+        k8s.V1PodDisruptionBudget(
+            metadata=k8s.V1ObjectMeta(name="never"),
+            spec=k8s.V1PodDisruptionBudgetSpec(
+                max_unavailable=0, selector=k8s.V1LabelSelector(match_labels={"app": "precious"})
+            ),
+        ),
+    )
+    aws_sim.set_capacity(SPOT_ASG, capacity_short=True)
+    scene = Scene(
+        aws_sim,
+        launcher.start(
+            "owner",
+            SPOT_GUARD_CAPACITY_CHECK_TIMEOUT="5",
+            SPOT_GUARD_DRAIN_TIMEOUT="2",
+            SPOT_GUARD_MAX_DRAIN_ATTEMPTS="1",  # a second attempt would come 30 s later
+            SPOT_GUARD_MINIMUM_WAIT_DURATION="10",
+        ),
+    )
+    annotate_rebalance(core, old)
+    _given_back_ends_its_sgfe(scene, core, namespace, old, "drain did not complete in 1 attempts", settle=9)
+    scene.check(not _cordoned(core, old.name), "the node that could not be drained is uncordoned")
+    pod = core.read_namespaced_pod("precious", namespace)
+    scene.check(pod.metadata.deletion_timestamp is None, "no pod lost")
+
+
+def _given_back_ends_its_sgfe(
+    scene: Scene, core: k8s.CoreV1Api, namespace: str, old: SpotNode, why: str, *, settle: float = 6
+) -> None:
+    """``old``'s rebalance recommendation falls back to on-demand (spot is short until its SGFE exists); its
+    on-demand replacement is given back (Released) for ``why``. Then: the SGFE is Completed, its message says the
+    replacement was given back and ``why``, no spot capacity is added for it within ``settle`` seconds (past the
+    SGFE's minimum wait and stability window), and both groups are as before."""
+    sim = scene.sim
     scene.wait("an SGFE for the on-demand replacement", lambda: _sgfes(core, namespace))
     (event,) = _sgfes(core, namespace)
     on_demand = event["spec"]["onDemandInstanceID"]
-    aws_sim.set_capacity(SPOT_ASG, capacity_short=False)
-    raises_before = len(_desired_set(aws_sim, SPOT_ASG))
+    sim.set_capacity(SPOT_ASG, capacity_short=False)
+    raises_before = len(_desired_set(sim, SPOT_ASG))
     scene.wait("the on-demand replacement given back", lambda: replacement_phase(core, old.name) == "Released")
-    scene.wait("the on-demand replacement terminated", lambda: on_demand not in _live(aws_sim, ON_DEMAND_ASG))
+    scene.wait("the on-demand replacement terminated", lambda: on_demand not in _live(sim, ON_DEMAND_ASG))
 
     def completed() -> dict[str, Any] | None:
         (current,) = _sgfes(core, namespace)
         return current if (current.get("status") or {}).get("phase") == "Completed" else None
 
     scene.wait("the SGFE Completed", completed, 30)
-    time.sleep(6)  # past the minimum wait and the stability window: a return to spot would have been asked for
-    status = (completed() or {}).get("status") or {}
-    scene.check("given back" in str(status.get("message")), f"the SGFE says its replacement was given back: {status}")
+    time.sleep(settle)  # a return to spot would have been asked for by now
+    message = str(((completed() or {}).get("status") or {}).get("message"))
     scene.check(
-        _desired_set(aws_sim, SPOT_ASG)[raises_before:] == [],
-        f"no spot capacity added for a given-back replacement: {_desired_set(aws_sim, SPOT_ASG)[raises_before:]}",
+        "given back" in message and why in message,
+        f"the SGFE says its replacement {on_demand} was given back ({why}): {message!r}",
     )
-    scene.check(_desired(aws_sim, SPOT_ASG) == 3 and old.instance_id in _live(aws_sim, SPOT_ASG), "spot as before")
-    scene.check(_desired(aws_sim, ON_DEMAND_ASG) == 0, "on-demand back to 0")
+    scene.check(
+        _desired_set(sim, SPOT_ASG)[raises_before:] == [],
+        f"no spot capacity added for a given-back replacement: {_desired_set(sim, SPOT_ASG)[raises_before:]}",
+    )
+    scene.check(_desired(sim, SPOT_ASG) == 3 and old.instance_id in _live(sim, SPOT_ASG), "spot as before")
+    scene.check(_desired(sim, ON_DEMAND_ASG) == 0, "on-demand back to 0")
 
 
 # -- 5. Released and Failed are no dead ends -----------------------------------------------------------------------
