@@ -6,7 +6,9 @@ instances are the claim's is ``controller.checks.arrivals``. A claim falls back 
 group that started after the scale-up failed (whatever AWS wrote: a code or only a sentence; its category from
 ``controller.checks.launch_failures``: capacity, quota, configuration or unknown), or when someone else lowered
 the group's desired capacity below what its live instances and open claims need (``short``); otherwise at its
-deadline, exactly.
+deadline, exactly, unless a launch lifecycle hook holds one of its new instances (``Pending:Wait``): then it waits
+as ``controller.checks.launch_hooks`` says (the hook's timeout, capped), and a hook that abandons the launch is a
+failed launch.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import datetime as dt
 from collections.abc import Sequence
 
 from controller.checks.launch_failures import CONFIGURATION, LaunchFailure, classify
+from controller.checks.launch_hooks import HookWait
 from controller.model.asg import Activity, Group
 
 # Activities are stamped by AWS's clock and the scale-up by ours: allow this much skew.
@@ -90,9 +93,12 @@ def evaluate(
     deadline_monotonic: float,
     now_monotonic: float,
     poll_interval: float,
+    held: Sequence[str] = (),
+    hooks: HookWait | None = None,
 ) -> Decision:
     """Decide for one claim of ``wanted`` instances: ``ready`` are its arrived instances that are InService with
-    a Ready Node, ``short`` how many of its launches the group's desired capacity no longer covers."""
+    a Ready Node, ``short`` how many of its launches the group's desired capacity no longer covers, ``held`` its
+    arrived instances a launch hook holds (Pending:Wait, Pending:Proceed), ``hooks`` the group's launch hooks."""
     arrived = tuple(ready)
     if len(arrived) >= wanted:
         return Ready(arrived[:wanted])
@@ -111,6 +117,19 @@ def evaluate(
             reason=f"desired capacity of {group_name} was lowered by someone other than Spot Guard: {short} of the "
             "launches Spot Guard asked for are no longer covered",
             code="DesiredCapacityLowered",
+            instances=arrived,
+            shortfall=shortfall,
+        )
+    if now_monotonic >= deadline_monotonic and held and hooks is not None and hooks.hooks:
+        hook_deadline = deadline_monotonic + hooks.grace
+        if now_monotonic < hook_deadline:
+            return Wait(min(hook_deadline, now_monotonic + poll_interval))
+        return Fallback(
+            reason=f"new instance(s) {', '.join(held)} of {group_name} still held by launch lifecycle hook(s) "
+            f"{hooks.names()} {hooks.window:.0f}s after the scale-up (the longest Spot Guard waits for a hook): "
+            "complete the hook (CompleteLifecycleAction) sooner or lower its heartbeat timeout; spotguard doctor "
+            "checks it",
+            code="LaunchHookTimeout",
             instances=arrived,
             shortfall=shortfall,
         )
