@@ -339,6 +339,22 @@ def test_a_return_past_its_deadline_is_withdrawn(clock: FakeClock) -> None:
     assert "not InService with a Ready Node by the capacity-check deadline" in action.note
 
 
+def test_a_returned_instance_a_launch_hook_holds_is_waited_for_past_the_deadline(clock: FakeClock) -> None:
+    from controller.checks.launch_hooks import hook_wait
+    from controller.model.asg import LAUNCHING_TRANSITION, LifecycleHook
+
+    record = in_flight(clock)
+    current = stable_event(clock, record)
+    hooks = hook_wait([LifecycleHook("bootstrap", LAUNCHING_TRANSITION, 300, "ABANDON")], 180.0)
+    held = group(3, {"i-s1": "InService", "i-s2": "InService", "i-s3": "Pending:Wait"})
+    clock.advance(181)
+    action = decide(current, record, facts(clock, held, record=record, return_held=("i-s3",), hooks=hooks), SETTINGS)
+    assert isinstance(action, Wait), action
+    clock.advance(300)  # the deadline plus the hook's timeout
+    action = decide(current, record, facts(clock, held, record=record, return_held=("i-s3",), hooks=hooks), SETTINGS)
+    assert isinstance(action, Withdraw) and "still held by launch lifecycle hook(s) bootstrap" in action.note
+
+
 def test_a_withdraw_intent_left_by_a_crash_is_resumed(clock: FakeClock) -> None:
     record = in_flight(clock, withdraw_target=2, return_attempts=1, last_short_reason="short")
     action = decide(stable_event(clock, record), record, facts(clock), SETTINGS)
