@@ -197,6 +197,13 @@ def test_an_activity_in_progress_is_not_healthy(clock: FakeClock) -> None:
     assert "1 scaling activity(ies) of spot ASG my-spot-asg in progress (InProgress" in action.status.message
 
 
+def test_a_termination_a_hook_holds_in_terminating_wait_does_not_make_spot_unstable(clock: FakeClock) -> None:
+    leaving = group(2, {"i-s1": "InService", "i-s2": "InService", "i-s0": "Terminating:Wait"})
+    held = Activity("a-1", "MidLifecycleAction", "", "Terminating EC2 instance: i-s0", "", clock.now())
+    action = decide(event(Phase.MONITORING), LifecycleProgress(), facts(clock, leaving, activities=(held,)), SETTINGS)
+    assert isinstance(action, Transition) and action.reason == "SpotHealthy", action
+
+
 def test_a_relapse_restarts_the_stability_window(clock: FakeClock) -> None:
     current = step(
         event(Phase.MONITORING), decide(event(Phase.MONITORING), LifecycleProgress(), facts(clock), SETTINGS)
