@@ -320,6 +320,7 @@ def _return_in_flight(event: FallbackEvent, record: LifecycleProgress, facts: Fa
         poll_interval=settings.capacity_poll_interval,
         held=facts.return_held,
         hooks=facts.hooks,
+        pools=facts.spot.pools,
     )
     if isinstance(decision, capacity.Ready):
         instance = decision.instances[0]

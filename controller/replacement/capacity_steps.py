@@ -171,6 +171,7 @@ def _decide(
         poll_interval=ctx.settings.capacity_poll_interval,
         held=held,
         hooks=hooks,
+        pools=group.pools,
     )
     if isinstance(decision, capacity_check.Wait):
         return decision.until_monotonic

@@ -290,3 +290,52 @@ def test_a_spot_instance_a_termination_hook_holds_does_not_keep_the_lifecycle_fr
     assert not [c for c in calls if fb.retired_spot_instance in str(c["params"])][1:], (
         "the held instance terminated once"
     )
+
+
+# -- several pools ---------------------------------------------------------------------------------------------
+
+
+def test_a_mixed_instances_group_with_short_pools_gets_to_try_its_other_pools_before_a_fallback(
+    start_controller: Callable[..., Running],  # noqa: F811 - the fixture imported above
+    core: k8s.CoreV1Api,
+    aws_sim: SandboxAWSClient,
+    autoscaling: Any,
+) -> None:
+    # The sandbox's spot group: a MixedInstancesPolicy group of one type in three zones, three pools. Two short.
+    aws_sim.set_capacity(SPOT, pending_seconds=0.5)
+    for zone in ("us-east-1a", "us-east-1b"):
+        aws_sim.set_pool(SPOT, zone=zone, short=True)
+    old = _spot_nodes(core)[0]
+    before = _instances(aws_sim, SPOT)
+    start_controller()
+    _recommend(core, old)
+
+    _until("the old node retired and gone", lambda: _gone(core, old.metadata.name), timeout=60)
+    failed = [a for a in aws_sim.activities(SPOT) if a["status_code"] == "Failed"]
+    assert failed, "a pool refused the launch first"
+    (new,) = _instances(aws_sim, SPOT) - before
+    (raw,) = autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=[SPOT])["AutoScalingGroups"]
+    assert {i["InstanceId"]: i["AvailabilityZone"] for i in raw["Instances"]}[new] == "us-east-1c"
+    assert _desired(aws_sim, ON_DEMAND) == 0 and aws_sim.count_calls("SetDesiredCapacity", asg=ON_DEMAND) == 0
+
+
+def test_a_mixed_instances_group_with_every_pool_short_falls_back_once_each_pool_failed(
+    start_controller: Callable[..., Running],  # noqa: F811 - the fixture imported above
+    core: k8s.CoreV1Api,
+    aws_sim: SandboxAWSClient,
+) -> None:
+    aws_sim.set_capacity(SPOT, capacity_short=True, retry_seconds=1)
+    aws_sim.set_capacity(ON_DEMAND, pending_seconds=0.5)
+    old = _spot_nodes(core)[0]
+    start_controller()
+    _recommend(core, old)
+
+    record = _until(
+        "the fallback recorded",
+        lambda: (r := _record(core, old.metadata.name)) is not None and r.get("fallbackReason") and r,
+    )
+    assert "InsufficientInstanceCapacity" in record["fallbackReason"], "a shortage, not the deadline"
+    failed = [a for a in aws_sim.activities(SPOT) if a["status_code"] == "Failed"]
+    assert len(failed) >= 3, "each of the three pools failed before the fallback"
+    _until("the old node retired and gone", lambda: _gone(core, old.metadata.name), timeout=60)
+    assert _desired(aws_sim, ON_DEMAND) == 1
