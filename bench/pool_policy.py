@@ -59,7 +59,7 @@ def _client(endpoint: str) -> Any:
         aws_secret_access_key="bench",  # noqa: S106 - the in-process simulator takes any
         region_name="us-east-1",
     )
-    return session.client(  # type: ignore[call-overload]
+    return session.client(
         "autoscaling", endpoint_url=endpoint, config=Config(retries={"total_max_attempts": 1, "mode": "standard"})
     )
 
