@@ -402,4 +402,12 @@ def _group(raw: dict[str, Any]) -> Group:
         tags={t["Key"]: t["Value"] for t in raw.get("Tags", [])},
         suspended_processes=frozenset(p["ProcessName"] for p in raw.get("SuspendedProcesses", [])),
         new_instances_protected=bool(raw.get("NewInstancesProtectedFromScaleIn", False)),
+        pools=_pools(raw),
     )
+
+
+def _pools(raw: dict[str, Any]) -> int:
+    """Instance types (the MixedInstancesPolicy's overrides, else 1) times Availability Zones (at least 1 each)."""
+    policy = raw.get("MixedInstancesPolicy") or {}
+    overrides = (policy.get("LaunchTemplate") or {}).get("Overrides") or []
+    return max(1, len(overrides)) * max(1, len(raw.get("AvailabilityZones") or []))

@@ -592,15 +592,18 @@ class Doctor:
         return findings
 
     def _launch_hooks_finding(self, group: Group, role: str, asg: AutoScaling) -> Finding:
-        """A launch hook may hold a new instance in Pending:Wait up to its heartbeat timeout: longer than the
-        capacity-check deadline, a replacement that is only waiting for its hook falls back as if spot were short."""
+        """A launch hook holds a new instance in Pending:Wait up to its heartbeat timeout. The capacity check waits
+        for such an instance beyond its deadline by the hook's timeout, at most HOOK_WAIT_CAP more
+        (controller.checks.launch_hooks, the same rule): a hook longer than that conflicts, and a replacement still
+        held when the wait ends falls back to on-demand as if spot were short."""
         from controller.adapters.aws import AwsError
+        from controller.checks.launch_hooks import hook_wait
         from controller.config import format_duration
 
         check = f"launch-hooks/{group.name}"
         deadline = self.options.capacity_check_timeout
         try:
-            hooks = [h for h in asg.lifecycle_hooks(group.name) if h.launching]
+            wait = hook_wait(asg.lifecycle_hooks(group.name), deadline)
         except AwsError as error:
             return Finding(
                 check,
@@ -608,28 +611,28 @@ class Doctor:
                 f"cannot read the lifecycle hooks of {group.name}: {error.code}: {error.aws_message}",
                 "allow autoscaling:DescribeLifecycleHooks (manifests/iam-policy.json grants it) and run doctor again",
             )
-        if not hooks:
+        if not wait.hooks:
             return Finding(check, PASS, f"{group.name} has no launch lifecycle hook")
-        too_long = [h for h in hooks if h.heartbeat_timeout > deadline]
-        listed = ", ".join(f"{h.name} ({format_duration(h.heartbeat_timeout)})" for h in (too_long or hooks))
-        if not too_long:
+        listed = ", ".join(f"{h.name} ({format_duration(h.heartbeat_timeout)})" for h in (wait.conflicts or wait.hooks))
+        if not wait.conflicts:
             return Finding(
                 check,
                 PASS,
-                f"the launch hooks of {group.name} time out within the capacity-check deadline "
-                f"({format_duration(deadline)}): {listed}",
+                f"the capacity check waits up to {format_duration(wait.window)} (its deadline "
+                f"{format_duration(deadline)} plus the longest launch hook) for an instance the launch hooks of "
+                f"{group.name} hold in Pending:Wait: {listed}",
             )
-        longest = max(h.heartbeat_timeout for h in too_long)
         return Finding(
             check,
             WARN,
             f"launch hooks of {role} ASG {group.name} may hold a new instance in Pending:Wait longer than the "
-            f"capacity-check deadline ({format_duration(deadline)}): {listed}; a replacement still waiting for its "
-            "hook then falls back to on-demand as if spot were short",
-            f"complete the hook sooner and lower its heartbeat timeout below {format_duration(deadline)} (aws "
+            f"capacity check waits for it ({format_duration(wait.window)}: the deadline {format_duration(deadline)} "
+            f"plus at most {format_duration(wait.cap)}): {listed}; a replacement still held then falls back to "
+            "on-demand as if spot were short",
+            f"complete the hook sooner and lower its heartbeat timeout to {format_duration(wait.cap)} or less (aws "
             f"autoscaling put-lifecycle-hook --auto-scaling-group-name {group.name} --lifecycle-hook-name "
-            f"{too_long[0].name} --heartbeat-timeout {int(deadline)} ...), or raise SPOT_GUARD_CAPACITY_CHECK_TIMEOUT "
-            f"above {format_duration(longest)}",
+            f"{wait.conflicts[0].name} --heartbeat-timeout {int(wait.cap)} ...); heartbeats "
+            "(RecordLifecycleActionHeartbeat) do not make Spot Guard wait longer",
         )
 
     def check_iam(self, caller_arn: str) -> list[Finding]:

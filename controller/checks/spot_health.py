@@ -4,7 +4,10 @@ Healthy (the seed's Phase 5) means all three at once:
 
 * InService == Desired: every instance the group wants is in service (none Pending, none missing);
 * every InService instance has a Node, and that Node is Ready;
-* no scaling activity of the group is in progress (any status other than Successful, Failed, Cancelled).
+* no scaling activity of the group is in progress (any status other than Successful, Failed, Cancelled), except
+  terminations: an instance on its way out (``Terminating:Wait`` while a termination lifecycle hook holds it, up to
+  its heartbeat timeout) has left the group's capacity already (it is not InService, and a termination that
+  decremented desired capacity asks for nothing; one that did not is followed by a launch, which counts).
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ from controller.model.asg import Activity, Group, instance_id_from_provider_id
 from controller.model.node import NodeView
 
 FINISHED_ACTIVITY_CODES = frozenset({"Successful", "Failed", "Cancelled"})
+#: How EC2 Auto Scaling describes a termination activity ("Terminating EC2 instance: i-...").
+TERMINATION = "Terminating EC2 instance"
 MAX_NAMED = 3
 
 
@@ -36,7 +41,12 @@ def ready_instances(nodes: Mapping[str, NodeView]) -> frozenset[str]:
 
 
 def in_progress(activities: Sequence[Activity]) -> list[Activity]:
-    return [a for a in activities if a.status_code not in FINISHED_ACTIVITY_CODES]
+    """The unfinished activities that can still change the group's capacity (every one but terminations)."""
+    return [
+        a
+        for a in activities
+        if a.status_code not in FINISHED_ACTIVITY_CODES and not a.description.startswith(TERMINATION)
+    ]
 
 
 def assess(group: Group | None, activities: Sequence[Activity], ready: Collection[str], name: str = "") -> SpotHealth:

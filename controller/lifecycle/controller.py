@@ -26,9 +26,11 @@ from controller import failpoints
 from controller.adapters.aws import AwsError
 from controller.adapters.kube import KubeRequests, list_all
 from controller.adapters.sgfe_store import ConflictError, FallbackEvents
+from controller.capacity.hooks import HookCache
 from controller.capacity.owner import CapacityOwner, Change, ChangesHeldError, Plan
 from controller.checks.arrivals import GroupClaims
 from controller.checks.drain_plan import DrainOptions
+from controller.checks.launch_hooks import HELD_STATES, hook_wait
 from controller.checks.safety import CheckResult, run_safety_checks
 from controller.checks.spot_health import SpotHealth, assess, ready_instances
 from controller.clock import Cancellation, Clock
@@ -126,6 +128,7 @@ class LifecycleController:
         self.on_events = on_events  # e.g. the SGFE gauges: every pass hands over what it listed
         self.recorder: LifecycleReporter = SafeLifecycleReporter(recorder or LogLifecycleReporter())
         self._wake = threading.Event()
+        self._hooks = HookCache()  # spot group -> its lifecycle hooks, read when a returned instance is held
         self._jobs: dict[str, ScaleDown] = {}  # uid -> running (or finished) scale-down
         self._job_retry_at: dict[str, float] = {}  # uid -> monotonic time before which a failed job is not rerun
         self._next_safety: dict[str, float] = {}  # uid -> monotonic time of the next safety check
@@ -193,6 +196,23 @@ class LifecycleController:
         wake = self.settings.lifecycle_poll_interval
         for event in sorted(events, key=lambda e: e.name):
             state = groups.get(event.spec.spot_asg_name)
+            held = (
+                tuple(
+                    i.instance_id
+                    for i in state.arrivals.get(claim_key(event.name), ())
+                    if i.lifecycle_state in HELD_STATES
+                )
+                if state is not None
+                else ()
+            )
+            hooks = (
+                hook_wait(
+                    self._hooks.hooks(self.asg, self.clock, event.spec.spot_asg_name),
+                    self.settings.capacity_check_timeout,
+                )
+                if held
+                else None
+            )
             facts = Facts(
                 now=self.clock.now(),
                 spot=state.group if state is not None else None,
@@ -203,6 +223,8 @@ class LifecycleController:
                 return_arrivals=tuple(i.instance_id for i in state.arrivals.get(claim_key(event.name), ()))
                 if state is not None
                 else (),
+                return_held=held,
+                hooks=hooks,
             )
             if event.status.phase in WATCHING and event.spec.spot_asg_name not in groups:
                 self._warn_once(

@@ -24,6 +24,7 @@ import math
 from collections.abc import Sequence
 
 from controller.checks import capacity_check as capacity
+from controller.checks.launch_hooks import HookWait
 from controller.checks.safety import CheckResult
 from controller.checks.spot_health import SpotHealth, assess
 from controller.config import ConfigError, Settings, format_duration, parse_duration
@@ -47,6 +48,8 @@ class Facts:
     return_ready: tuple[str, ...] = ()  # the return's new spot instances, InService with a Ready Node
     return_short: int = 0  # 1 when someone else lowered the spot ASG below what the return needs
     return_arrivals: tuple[str, ...] = ()  # the return's new spot instances, whatever their state
+    return_held: tuple[str, ...] = ()  # the return's new spot instances a launch hook holds (Pending:Wait)
+    hooks: HookWait | None = None  # the spot group's launch hooks, read when an instance is held
 
 
 # -- actions -----------------------------------------------------------------------------------------------
@@ -315,6 +318,9 @@ def _return_in_flight(event: FallbackEvent, record: LifecycleProgress, facts: Fa
         deadline_monotonic=_seconds(deadline, facts.now),
         now_monotonic=0.0,
         poll_interval=settings.capacity_poll_interval,
+        held=facts.return_held,
+        hooks=facts.hooks,
+        pools=facts.spot.pools,
     )
     if isinstance(decision, capacity.Ready):
         instance = decision.instances[0]

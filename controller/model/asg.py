@@ -34,6 +34,9 @@ class Group:
     tags: dict[str, str]
     suspended_processes: frozenset[str] = frozenset()  # SuspendProcesses: AZRebalance, Launch, Terminate, ...
     new_instances_protected: bool = False  # NewInstancesProtectedFromScaleIn
+    #: Instance pools (instance types of the MixedInstancesPolicy, or the one of the launch template, times the
+    #: group's Availability Zones): a failed launch in one pool is followed by tries in the others.
+    pools: int = 1
 
     @property
     def in_service(self) -> list[Instance]:

@@ -21,6 +21,7 @@ from controller.capacity.owner import Change, ChangesHeldError, Plan
 from controller.checks import capacity_check
 from controller.checks.arrivals import GroupClaims
 from controller.checks.launch_failures import CONFIGURATION
+from controller.checks.launch_hooks import HELD_STATES, hook_wait
 from controller.config import format_duration
 from controller.effects.node_writes import NodeGoneError
 from controller.model.asg import Activity
@@ -151,6 +152,12 @@ def _decide(
     group = state.group
     key = claim_key(batch, on_demand)
     mark = first.on_demand_activity_mark if on_demand else first.activity_mark
+    held = tuple(i.instance_id for i in state.arrivals.get(key, ()) if i.lifecycle_state in HELD_STATES)
+    hooks = None
+    if held:  # only then are the group's hooks read (cached per group)
+        hooks = hook_wait(
+            ctx.memory.hooks.hooks(ctx.owner.asg, ctx.clock, group.name), ctx.settings.capacity_check_timeout
+        )
     decision = capacity_check.evaluate(
         wanted=len(batch.members),
         group_name=group.name,
@@ -162,6 +169,9 @@ def _decide(
         deadline_monotonic=_deadline(ctx, batch, on_demand),
         now_monotonic=ctx.clock.monotonic(),
         poll_interval=ctx.settings.capacity_poll_interval,
+        held=held,
+        hooks=hooks,
+        pools=group.pools,
     )
     if isinstance(decision, capacity_check.Wait):
         return decision.until_monotonic
@@ -181,7 +191,7 @@ def _decide(
         given_back = tuple(
             i.instance_id for i in state.arrivals.get(key, ()) if i.instance_id not in decision.instances
         )
-        result = "timeout" if decision.code == "CapacityCheckTimeout" else "no_capacity"
+        result = "timeout" if decision.code in ("CapacityCheckTimeout", "LaunchHookTimeout") else "no_capacity"
         ctx.reporter.scale_up(batch.asg, capacity_type, result)
         if decision.category:
             ctx.reporter.launch_failed(batch.asg, decision.category)

@@ -13,6 +13,7 @@ from typing import Any
 from controller.adapters.aws import AwsError
 from controller.adapters.sgfe_store import FallbackEvents
 from controller.capacity.groups import GroupResolver
+from controller.capacity.hooks import HookCache
 from controller.capacity.owner import CapacityOwner
 from controller.clock import Clock
 from controller.config import Settings
@@ -50,6 +51,7 @@ class Memory:
     refused: dict[str, str] = dataclasses.field(default_factory=dict)  # node -> last refusal (reported once)
     announced: dict[str, str] = dataclasses.field(default_factory=dict)  # node -> the notice its Event announced
     recording: set[str] = dataclasses.field(default_factory=set)  # batches whose member records are being written
+    hooks: HookCache = dataclasses.field(default_factory=HookCache)  # group -> its lifecycle hooks, read lately
     lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
 
 

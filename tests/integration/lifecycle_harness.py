@@ -223,9 +223,16 @@ def schedulable(kube: Kube, name: str) -> bool:
 
 
 def fall_back(
-    kube: Kube, sim: SandboxAWSClient, autoscaling: Any, namespace: str, *, on_demand_before: int = 0
+    kube: Kube,
+    sim: SandboxAWSClient,
+    autoscaling: Any,
+    namespace: str,
+    *,
+    on_demand_before: int = 0,
+    retired_node_goes: bool = True,
 ) -> Fallback:
-    """What the replacement controller leaves: on-demand + 1, an SGFE for it, the old spot node retired."""
+    """What the replacement controller leaves: on-demand + 1, an SGFE for it, the old spot node retired (its Node
+    gone, unless ``retired_node_goes`` is False: a termination hook holds it)."""
     sim.set_capacity(SPOT, pending_seconds=1.0)
     if on_demand_before:
         autoscaling.set_desired_capacity(AutoScalingGroupName=ON_DEMAND, DesiredCapacity=on_demand_before)
@@ -240,7 +247,8 @@ def fall_back(
     retired = sorted(i["instance_id"] for i in sim.instances(SPOT))[0]
     autoscaling.terminate_instance_in_auto_scaling_group(InstanceId=retired, ShouldDecrementDesiredCapacity=True)
     sim.wait_for_instances(SPOT, "InService", 2)
-    wait_until(lambda: len(spot_nodes(kube)) == 2, 30, "the retired spot node gone")
+    if retired_node_goes:
+        wait_until(lambda: len(spot_nodes(kube)) == 2, 30, "the retired spot node gone")
 
     name = f"fallback-{int(dt.datetime.now(dt.UTC).timestamp())}-{uuid.uuid4().hex[:6]}"
     FallbackEvents(kube, namespace).create(

@@ -146,3 +146,42 @@ def test_plan_scale_up_stops_at_max_size() -> None:
     assert capacity.plan_scale_up(_group(*OLD, desired=3, max_size=10), 2) == (5, 2)
     assert capacity.plan_scale_up(_group(*OLD, desired=9, max_size=10), 3) == (10, 1)
     assert capacity.plan_scale_up(_group(*OLD, desired=10, max_size=10), 1) == (10, 0)
+
+
+# -- several pools: the group tries its other pools before Spot Guard falls back --------------------------------
+
+QUOTA_MESSAGE = (
+    "Could not launch Spot Instances. MaxSpotInstanceCountExceeded - Max spot instance count exceeded. "
+    "Launching EC2 instance failed."
+)
+
+
+@pytest.mark.parametrize(
+    ("pools", "wanted", "failures", "messages", "falls_back"),
+    [
+        (1, 1, 1, SHORT, True),  # one pool: the first capacity failure
+        (3, 1, 1, SHORT, False),  # one pool of three short: the group tries the next
+        (3, 1, 2, SHORT, False),
+        (3, 1, 3, SHORT, True),  # every pool tried
+        (3, 2, 2, SHORT, False),  # a batch of two: the same rule
+        (3, 2, 3, SHORT, True),
+        (3, 1, 1, QUOTA_MESSAGE, True),  # a quota: no other pool of the account helps
+        (6, 1, 1, NO_AMI, True),  # a configuration error: at once
+    ],
+)
+def test_a_group_with_several_pools_falls_back_once_every_pool_failed(
+    pools: int, wanted: int, failures: int, messages: str, falls_back: bool
+) -> None:
+    activities = tuple(_failed(T0 + dt.timedelta(seconds=1 + n), messages) for n in range(failures))
+    decision = _evaluate(activities=activities, pools=pools, wanted=wanted)
+    assert isinstance(decision, capacity.Fallback) == falls_back, decision
+    if not falls_back:
+        assert decision == capacity.Wait(15.0)
+        assert _evaluate(activities=activities, pools=pools, wanted=wanted, now=100.0) == capacity.Fallback(
+            reason="1 of 1 new instance(s) of spot not InService with a Ready Node by the capacity-check deadline"
+            if wanted == 1
+            else "2 of 2 new instance(s) of spot not InService with a Ready Node by the capacity-check deadline",
+            code="CapacityCheckTimeout",
+            instances=(),
+            shortfall=wanted,
+        )

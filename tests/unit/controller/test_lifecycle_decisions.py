@@ -197,6 +197,13 @@ def test_an_activity_in_progress_is_not_healthy(clock: FakeClock) -> None:
     assert "1 scaling activity(ies) of spot ASG my-spot-asg in progress (InProgress" in action.status.message
 
 
+def test_a_termination_a_hook_holds_in_terminating_wait_does_not_make_spot_unstable(clock: FakeClock) -> None:
+    leaving = group(2, {"i-s1": "InService", "i-s2": "InService", "i-s0": "Terminating:Wait"})
+    held = Activity("a-1", "MidLifecycleAction", "", "Terminating EC2 instance: i-s0", "", clock.now())
+    action = decide(event(Phase.MONITORING), LifecycleProgress(), facts(clock, leaving, activities=(held,)), SETTINGS)
+    assert isinstance(action, Transition) and action.reason == "SpotHealthy", action
+
+
 def test_a_relapse_restarts_the_stability_window(clock: FakeClock) -> None:
     current = step(
         event(Phase.MONITORING), decide(event(Phase.MONITORING), LifecycleProgress(), facts(clock), SETTINGS)
@@ -337,6 +344,22 @@ def test_a_return_past_its_deadline_is_withdrawn(clock: FakeClock) -> None:
     action = decide(current, record, facts(clock, pending, record=record), SETTINGS)
     assert isinstance(action, Withdraw)
     assert "not InService with a Ready Node by the capacity-check deadline" in action.note
+
+
+def test_a_returned_instance_a_launch_hook_holds_is_waited_for_past_the_deadline(clock: FakeClock) -> None:
+    from controller.checks.launch_hooks import hook_wait
+    from controller.model.asg import LAUNCHING_TRANSITION, LifecycleHook
+
+    record = in_flight(clock)
+    current = stable_event(clock, record)
+    hooks = hook_wait([LifecycleHook("bootstrap", LAUNCHING_TRANSITION, 300, "ABANDON")], 180.0)
+    held = group(3, {"i-s1": "InService", "i-s2": "InService", "i-s3": "Pending:Wait"})
+    clock.advance(181)
+    action = decide(current, record, facts(clock, held, record=record, return_held=("i-s3",), hooks=hooks), SETTINGS)
+    assert isinstance(action, Wait), action
+    clock.advance(300)  # the deadline plus the hook's timeout
+    action = decide(current, record, facts(clock, held, record=record, return_held=("i-s3",), hooks=hooks), SETTINGS)
+    assert isinstance(action, Withdraw) and "still held by launch lifecycle hook(s) bootstrap" in action.note
 
 
 def test_a_withdraw_intent_left_by_a_crash_is_resumed(clock: FakeClock) -> None:

@@ -31,6 +31,16 @@ def test_the_adapter_reads_suspended_processes_protection_and_launch_hooks(sandb
     )
 
 
+def test_the_adapter_counts_a_groups_pools_as_instance_types_times_zones(sandbox: Sandbox) -> None:
+    asg = AutoScaling(sandbox.autoscaling, max_attempts=1)
+    create_group(sandbox, "mixed", instance_types=("m5.large", "m6i.large"), zones=("us-east-1a", "us-east-1b"))
+    create_group(sandbox, "lt-spot", zones=("us-east-1a", "us-east-1b", "us-east-1c"))
+
+    groups = asg.describe_groups(["mixed", "lt-spot", SPOT])
+
+    assert {name: g.pools for name, g in groups.items()} == {"mixed": 4, "lt-spot": 3, SPOT: 3}
+
+
 def test_failed_launches_of_both_wrappings_are_classified_from_what_the_adapter_reads(sandbox: Sandbox) -> None:
     asg = AutoScaling(sandbox.autoscaling, max_attempts=1)
     create_group(sandbox, "lt-spot", zones=("us-east-1a",))

@@ -345,34 +345,36 @@ def test_a_group_without_the_managed_tag_fails_because_iam_denies_its_capacity_c
 
 
 @pytest.mark.usefixtures("healthy")
-def test_a_launch_hook_longer_than_the_capacity_check_deadline_is_a_warning(run: Run, aws: FakeAws) -> None:
+def test_a_launch_hook_longer_than_the_capacity_check_waits_for_it_is_a_warning(run: Run, aws: FakeAws) -> None:
     aws.autoscaling.hooks["spot-a"] = [
-        hook("bootstrap", timeout=600),
+        hook("bootstrap", timeout=3600),  # AWS's default: longer than the 10 minutes a hook may add
         hook("drain", "autoscaling:EC2_INSTANCE_TERMINATING"),
     ]
-    aws.autoscaling.hooks["od-a"] = [hook("bootstrap", timeout=120)]
+    aws.autoscaling.hooks["od-a"] = [hook("bootstrap", timeout=600)]  # longer than the deadline, but waited for
 
     code, found = findings(run)
 
     assert code == 0  # a warning
     finding = found["launch-hooks/spot-a"]
     assert finding.status == WARN
-    assert (
-        "bootstrap (10m)" in finding.finding and "deadline (3m)" in finding.finding and "drain" not in finding.finding
-    )
-    assert "--heartbeat-timeout 180" in finding.what_to_do and "above 10m" in finding.what_to_do
-    assert found["launch-hooks/od-a"].status == PASS
+    assert "bootstrap (1h)" in finding.finding and "(13m:" in finding.finding and "drain" not in finding.finding
+    assert "--heartbeat-timeout 600" in finding.what_to_do
+    passed = found["launch-hooks/od-a"]
+    assert passed.status == PASS and "waits up to 13m" in passed.finding
 
 
 @pytest.mark.usefixtures("healthy")
-def test_the_capacity_check_deadline_comes_from_the_controllers_setting(run: Run, aws: FakeAws) -> None:
-    aws.autoscaling.hooks["spot-a"] = [hook("bootstrap", timeout=600)]
+def test_doctor_and_the_capacity_check_apply_the_same_hook_rule(run: Run, aws: FakeAws) -> None:
+    from controller.checks.launch_hooks import HOOK_WAIT_CAP, hook_wait
+    from controller.model.asg import LAUNCHING_TRANSITION, LifecycleHook
 
-    result = run("doctor", "-o", "json", env={"SPOT_GUARD_CAPACITY_CHECK_TIMEOUT": "15m"})
-    checks = {c["check"]: c for c in json.loads(result.stdout)["checks"]}
-
-    assert checks["launch-hooks/spot-a"]["status"] == PASS
-    assert run("doctor", "--capacity-check-timeout", "soon").exit_code == 2
+    for timeout in (30, int(HOOK_WAIT_CAP), int(HOOK_WAIT_CAP) + 1):
+        aws.autoscaling.hooks["spot-a"] = [hook("bootstrap", timeout=timeout)]
+        _, found = findings(run)
+        conflict = bool(
+            hook_wait([LifecycleHook("bootstrap", LAUNCHING_TRANSITION, timeout, "ABANDON")], 180.0).conflicts
+        )
+        assert (found["launch-hooks/spot-a"].status == WARN) == conflict == (timeout > HOOK_WAIT_CAP)
 
 
 @pytest.mark.usefixtures("healthy")
