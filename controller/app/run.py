@@ -7,6 +7,7 @@ run only while this replica leads.
                  WatchCache (list+watch SGFEs) -> LifecycleController.reconcile (one thread)
                  CapacityOwner: every change of every group's capacity, from both controllers
                  ThreadWorkers: every other thread of the term (scale-ups, drains, record writes)
+                 QueueFeed (SPOT_GUARD_QUEUE_URL): EC2's events from SQS, recorded on their Nodes (one thread)
       -> SIGTERM: cancel the work, release the Lease, exit 0
 """
 
@@ -24,6 +25,7 @@ from controller.adapters.election import KubeLeaseStore, LeaseElector
 from controller.adapters.kube import Informer, Kube, WatchCache, wait_until_synced
 from controller.adapters.pause_switch import PauseSwitch
 from controller.adapters.sgfe_store import FallbackEvents
+from controller.adapters.sqs import EventQueue
 from controller.app import startup
 from controller.capacity.groups import GroupResolver
 from controller.capacity.owner import CapacityOwner
@@ -34,6 +36,7 @@ from controller.effects.drain import Drainer, NodeDrains
 from controller.effects.node_writes import NodeWriter
 from controller.fence import FenceCheck
 from controller.lifecycle.controller import LifecycleController
+from controller.model import ec2_event
 from controller.model.node import NodeView
 from controller.model.sgfe import FallbackEvent
 from controller.observability.events import EventRecorder
@@ -43,6 +46,7 @@ from controller.observability.reporters import KubeLifecycleReporter, KubeReplac
 from controller.observability.tracing import setup_tracing
 from controller.replacement.context import Context
 from controller.replacement.controller import ReplacementController
+from controller.replacement.queue_feed import QueueFeed
 from controller.replacement.record_book import RecordBook
 from controller.workers import ThreadWorkers
 
@@ -71,6 +75,8 @@ def run_controller(
     stop = Cancellation()
     metrics = Metrics(clock)
     tracing = setup_tracing()
+    if settings.queue_url:
+        metrics.prepare_queue()
     if settings.spot_asg_name:
         metrics.prepare_group_pair(settings.spot_asg_name, settings.on_demand_asg_name)
     try:
@@ -151,6 +157,7 @@ class LeaderComponents:
     workers: ThreadWorkers
     asg: AutoScaling
     events: EventRecorder
+    queue_feed: QueueFeed | None = None  # only with SPOT_GUARD_QUEUE_URL
 
 
 def leader_components(
@@ -251,7 +258,21 @@ def leader_components(
     # are about minutes, and a pass over thousands of Nodes at each heartbeat was most of the idle CPU.
     wake_replacement.append(replacement.notify)
     wake_lifecycle.append(lifecycle.notify)
-    return LeaderComponents(informer, sgfe_cache, owner, replacement, lifecycle, workers, asg, events)
+    feed = None
+    if settings.queue_url:
+        queue = EventQueue(settings.queue_url, connect_timeout=settings.aws_connect_timeout)
+        account, region = ec2_event.queue_owner(settings.queue_url)
+        feed = QueueFeed(
+            queue,
+            kube=kube,
+            resolver=resolver,
+            nodes=informer.snapshot,
+            clock=clock,
+            reporter=metrics,
+            account=account,
+            region=region or str(queue.client.meta.region_name or ""),
+        )
+    return LeaderComponents(informer, sgfe_cache, owner, replacement, lifecycle, workers, asg, events, feed)
 
 
 def run_leader(parts: LeaderComponents, cancel: Cancellation) -> None:
@@ -266,6 +287,8 @@ def run_leader(parts: LeaderComponents, cancel: Cancellation) -> None:
     log.info("watching %d nodes and %d SpotGuardFallbackEvents", len(parts.informer.items), len(parts.sgfe_cache.items))
     lifecycle = threading.Thread(target=parts.lifecycle.run, args=(cancel,), name="sgfe-lifecycle", daemon=True)
     lifecycle.start()
+    if parts.queue_feed is not None:  # only the leader reads the queue, from its first synced pass on
+        threading.Thread(target=parts.queue_feed.run, args=(cancel,), name="queue-feed", daemon=True).start()
     try:
         parts.replacement.run(cancel)
     finally:

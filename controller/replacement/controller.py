@@ -22,6 +22,7 @@ from controller.clock import Cancellation
 from controller.model.asg import instance_id_from_provider_id
 from controller.model.node import NodeView
 from controller.model.progress import LifecycleProgress, MalformedRecordError
+from controller.model.queue_notice import node_notices
 from controller.model.record import FINALIZER, TAINT_KEY, Phase, ReplacementRecord
 from controller.replacement import capacity_steps, node_jobs
 from controller.replacement.batching import BatchQueues, Queued
@@ -228,7 +229,7 @@ class ReplacementController:
         interrupted = False
         annotated = ""
         try:
-            notices = contract.parse(node.annotations)
+            notices = node_notices(node.annotations)
         except contract.MalformedAnnotationError as exc:
             notice_error = str(exc.on_node(node.name))
             error_field = error_field or _field(exc)
@@ -321,7 +322,7 @@ class ReplacementController:
                 if record.replacement_capacity == "on-demand" and record.sgfe:
                     swapped[record.sgfe] = node.name
             try:
-                if Notice.of(contract.parse(node.annotations)):
+                if Notice.of(node_notices(node.annotations)):
                     self._noticed.add(node.name)
                     if instance := instance_id_from_provider_id(node.provider_id):
                         noticed[instance] = node.name
