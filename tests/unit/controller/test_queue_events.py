@@ -28,11 +28,12 @@ NOW = dt.datetime(2026, 11, 21, 10, 0, 30, tzinfo=dt.UTC)
 ACCOUNT = "123456789012"
 REGION = "us-east-2"
 INSTANCE = "i-1234567890abcdef0"
+EVENT_ID = "12345678-1234-1234-1234-123456789012"
 
 # The examples of the AWS documentation (account, region and time filled in).
 REBALANCE = {
     "version": "0",
-    "id": "12345678-1234-1234-1234-123456789012",
+    "id": EVENT_ID,
     "detail-type": "EC2 Instance Rebalance Recommendation",
     "source": "aws.ec2",
     "account": ACCOUNT,
@@ -63,14 +64,14 @@ def sns(inner: str) -> str:
 
 
 READ = [
-    ("a rebalance recommendation", body(REBALANCE), Ec2Event("rebalance", INSTANCE, T0, REBALANCE["id"])),
+    ("a rebalance recommendation", body(REBALANCE), Ec2Event("rebalance", INSTANCE, T0, EVENT_ID)),
     (
         "an interruption warning",
         body(INTERRUPTION),
-        Ec2Event("interruption", INSTANCE, T0, REBALANCE["id"], action="terminate"),
+        Ec2Event("interruption", INSTANCE, T0, EVENT_ID, action="terminate"),
     ),
-    ("a state change", body(STATE), Ec2Event("state", INSTANCE, T0, REBALANCE["id"], state="shutting-down")),
-    ("through SNS", sns(body(REBALANCE)), Ec2Event("rebalance", INSTANCE, T0, REBALANCE["id"])),
+    ("a state change", body(STATE), Ec2Event("state", INSTANCE, T0, EVENT_ID, state="shutting-down")),
+    ("through SNS", sns(body(REBALANCE)), Ec2Event("rebalance", INSTANCE, T0, EVENT_ID)),
     ("not JSON", "{not json", ec2_event.MALFORMED),
     ("JSON but no object", "[1, 2]", ec2_event.MALFORMED),
     ("SNS whose message is not JSON", sns("nope"), ec2_event.MALFORMED),
