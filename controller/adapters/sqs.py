@@ -133,7 +133,9 @@ class EventQueue:
         except ClientError as exc:
             error = exc.response.get("Error", {})
             code = str(error.get("Code", "Unknown"))
-            raise QueueError(operation, kind_of(code), code, str(error.get("Message", "")), self.queue_url) from exc
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            kind = ACCESS_DENIED if status == 403 and kind_of(code) == OTHER else kind_of(code)
+            raise QueueError(operation, kind, code, str(error.get("Message", "")), self.queue_url) from exc
         except BotoCoreError as exc:
             raise QueueError(operation, UNREACHABLE, type(exc).__name__, str(exc), self.queue_url) from exc
 

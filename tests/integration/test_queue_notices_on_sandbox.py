@@ -11,6 +11,7 @@ import json
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -24,10 +25,20 @@ from controller.clock import Cancellation, SystemClock
 from controller.model.queue_notice import ANNOTATION as QUEUE_NOTICE
 from controller.model.record import ANNOTATION as RECORD_ANNOTATION
 from controller.observability.metrics import Metrics
+from controller.replacement.queue_feed import RECORDED
 from sandbox.aws import event_queue
 from sandbox.aws.client import SandboxAWSClient
 from sandbox.environment import Sandbox
-from tests.integration.controller_process import annotate_rebalance, clean_nodes, spot_nodes
+from tests.integration.controller_process import (
+    SHORT_ELECTION,
+    ControllerLauncher,
+    LeaseWatch,
+    annotate_rebalance,
+    clean_nodes,
+    controller_env,
+    replacement_finished,
+    spot_nodes,
+)
 
 SPOT = "spotguard-spot-1"
 ON_DEMAND = "spotguard-ondemand-1"
@@ -286,3 +297,39 @@ def test_a_state_change_of_a_node_not_being_replaced_is_acknowledged_and_changes
     assert running.counted("not-replacing") == 1
     assert QUEUE_NOTICE not in (_annotations(core, old.name) or {})
     assert aws_sim.count_calls("SetDesiredCapacity") == 0
+
+
+@pytest.fixture
+def launcher(
+    sandbox: Sandbox, aws_sim: SandboxAWSClient, core: k8s.CoreV1Api, tmp_path: Path
+) -> Iterator[ControllerLauncher]:
+    env = controller_env(sandbox.env(), **SHORT_ELECTION, SPOT_GUARD_QUEUE_URL=sandbox.queue_url)
+    with ControllerLauncher(env, tmp_path, core=core) as launcher:
+        yield launcher
+
+
+def test_a_leader_killed_between_recording_an_event_and_deleting_it_leaves_its_successor_nothing_to_do_twice(
+    launcher: ControllerLauncher, aws_sim: SandboxAWSClient, core: k8s.CoreV1Api, api_client: k8s.ApiClient, aws: Aws
+) -> None:
+    aws_sim.set_capacity(SPOT, pending_seconds=0)
+    old = spot_nodes(core)[0]
+    aws_sim.reset_calls()
+    with LeaseWatch(api_client, launcher.lease_name) as lease:
+        doomed = launcher.start("doomed", SPOTGUARD_FAILPOINTS=RECORDED)
+        lease.wait_for(lambda holder: holder == "doomed", timeout=30, what="the first replica leads")
+        aws.publish("rebalance", old.instance_id)
+        assert doomed.wait(timeout=60) == -9, f"the leader should have died at {RECORDED}:\n{doomed.log_tail()}"
+        assert QUEUE_NOTICE in (_annotations(core, old.name) or {}), "the effect was recorded before the crash"
+        assert aws.left() == 1, "the message was not deleted"
+
+        successor = launcher.start("successor")
+        deadline = time.monotonic() + 120
+        while not (replacement_finished(core, old.name) and aws.left() == 0):
+            assert time.monotonic() < deadline, f"not finished after the crash:\n{successor.log_tail()}"
+            time.sleep(0.3)
+
+    raised = [c["params"].get("DesiredCapacity") for c in aws_sim.calls("SetDesiredCapacity", asg=SPOT)]
+    assert raised == ["4"], f"one scale-up, made once: {raised}"
+    terminations = [c["params"].get("InstanceId") for c in aws_sim.calls("TerminateInstanceInAutoScalingGroup")]
+    assert terminations == [old.instance_id], terminations
+    assert aws_sim.group(SPOT)["desired_capacity"] == 3
