@@ -151,6 +151,41 @@ def _event(event: dict[str, Any], *, account: str, region: str, now: dt.datetime
     return found
 
 
+def put_events_entry(
+    kind: str, instance_id: str, *, region: str, account: str, time: dt.datetime, action: str = "terminate"
+) -> dict[str, Any]:
+    """A PutEvents entry of the event EC2 sends (``kind``: rebalance or interruption), for ``spotguard simulate
+    --via queue``: what EventBridge delivers is then exactly what ``read`` expects."""
+    detail = {"instance-id": instance_id}
+    if kind == "interruption":
+        detail["instance-action"] = action
+    return {
+        "Source": "aws.ec2",
+        "DetailType": REBALANCE if kind == "rebalance" else INTERRUPTION,
+        "Detail": json.dumps(detail),
+        "Resources": [f"arn:aws:ec2:{region}:{account}:instance/{instance_id}"],
+        "Time": time,
+    }
+
+
+def event_body(entry: dict[str, Any], *, region: str, account: str, event_id: str) -> str:
+    """The message EventBridge delivers to an SQS target for ``entry`` (a PutEvents entry): the whole event
+    (https://docs.aws.amazon.com/eventbridge/latest/userguide/eb-events-structure.html)."""
+    return json.dumps(
+        {
+            "version": "0",
+            "id": event_id,
+            "detail-type": entry["DetailType"],
+            "source": entry["Source"],
+            "account": account,
+            "time": contract.format_time(entry["Time"]),
+            "region": region,
+            "resources": entry["Resources"],
+            "detail": json.loads(entry["Detail"]),
+        }
+    )
+
+
 def queue_owner(queue_url: str) -> tuple[str, str]:
     """(account, region) of an SQS queue URL such as https://sqs.us-east-1.amazonaws.com/123456789012/name; a
     part the URL does not show (a local endpoint shows no region) is ""."""

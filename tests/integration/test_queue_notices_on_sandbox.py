@@ -16,10 +16,12 @@ from typing import Any
 
 import boto3
 import pytest
+from click.testing import CliRunner
 from kubernetes import client as k8s
 
 from controller import config
 from controller.adapters.kube import Kube
+from controller.app.cli import main
 from controller.app.run import leader_components, run_leader
 from controller.clock import Cancellation, SystemClock
 from controller.model.queue_notice import ANNOTATION as QUEUE_NOTICE
@@ -333,3 +335,26 @@ def test_a_leader_killed_between_recording_an_event_and_deleting_it_leaves_its_s
     terminations = [c["params"].get("InstanceId") for c in aws_sim.calls("TerminateInstanceInAutoScalingGroup")]
     assert terminations == [old.instance_id], terminations
     assert aws_sim.group(SPOT)["desired_capacity"] == 3
+
+
+@pytest.mark.parametrize("straight_to_the_queue", [False, True])
+def test_spotguard_simulate_via_queue_publishes_an_event_the_controller_acts_on(
+    *,
+    straight_to_the_queue: bool,
+    start_controller: Callable[..., Running],
+    core: k8s.CoreV1Api,
+    aws_sim: SandboxAWSClient,
+    sandbox: Sandbox,
+) -> None:
+    aws_sim.set_capacity(SPOT, pending_seconds=1)
+    old = spot_nodes(core)[0]
+    start_controller()
+    args = ["simulate", "rebalance", old.name, "--via", "queue", "-o", "json"]
+    if straight_to_the_queue:  # as against AWS itself, where only EC2 may put aws.ec2 events
+        args += ["--queue-url", sandbox.queue_url]
+    result = CliRunner().invoke(main, args, env=sandbox.env(), prog_name="spotguard")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["instanceId"] == old.instance_id
+    _until("the event recorded on the node", lambda: QUEUE_NOTICE in (_annotations(core, old.name) or {}))
+    _until("the old node retired and gone", lambda: _gone(core, old.name))
+    assert aws_sim.count_calls("SetDesiredCapacity", asg=SPOT) == 1

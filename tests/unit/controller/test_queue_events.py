@@ -320,3 +320,13 @@ def test_an_unreadable_queue_is_reported_once_per_outage_and_read_again_with_bac
     assert "sqs:ReceiveMessage" in errors[0] and "nodewatch's notices still work" in errors[0]
     assert "create the queue" in errors[1]
     assert any("readable again" in r.getMessage() for r in caplog.records)
+
+
+def test_what_simulate_publishes_is_what_the_feed_reads() -> None:
+    entry = ec2_event.put_events_entry(
+        "interruption", INSTANCE, region=REGION, account=ACCOUNT, time=T0, action="hibernate"
+    )
+    delivered = ec2_event.event_body(entry, region=REGION, account=ACCOUNT, event_id=EVENT_ID)
+    assert read(delivered, account=ACCOUNT, region=REGION, now=NOW) == Ec2Event(
+        "interruption", INSTANCE, T0, EVENT_ID, action="hibernate"
+    )
