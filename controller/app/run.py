@@ -271,6 +271,7 @@ def leader_components(
             reporter=metrics,
             account=account,
             region=region or str(queue.client.meta.region_name or ""),
+            parallel=workers.run_in_parallel,
         )
     return LeaderComponents(informer, sgfe_cache, owner, replacement, lifecycle, workers, asg, events, feed)
 

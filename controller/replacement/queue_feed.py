@@ -96,6 +96,7 @@ class QueueFeed:
         reporter: QueueReporter,
         account: str = "",
         region: str = "",
+        parallel: Callable[[Callable[[Message], str], list[Message]], list[str]] | None = None,
     ) -> None:
         self.queue = queue
         self.kube = kube
@@ -105,6 +106,7 @@ class QueueFeed:
         self.reporter = reporter
         self.account = account
         self.region = region
+        self.parallel = parallel or (lambda fn, items: [fn(item) for item in items])
         self._outage = _Outage()
         self._warned: set[str] = set()  # outcomes already logged as warnings (each kind once per process)
 
@@ -136,29 +138,33 @@ class QueueFeed:
         parsed = {
             m.message_id: ec2_event.read(m.body, account=self.account, region=self.region, now=now) for m in messages
         }
+        snapshot = self.nodes()
         instance_nodes = {
             instance: name
-            for name, view in self.nodes().items()
+            for name, view in snapshot.items()
             if (instance := instance_id_from_provider_id(view.provider_id))
         }
         events = [p for p in parsed.values() if isinstance(p, Ec2Event)]
         managed = self._managed(
             [e.instance_id for e in events if e.kind != "state" and e.instance_id in instance_nodes]
         )
-        outcomes: dict[str, str] = {}
-        for message in messages:
+
+        def one(message: Message) -> str:
             found = parsed[message.message_id]
             node = instance_nodes.get(found.instance_id) if isinstance(found, Ec2Event) else None
-            replacing = node is not None and _replacing(self.nodes().get(node))
+            replacing = node is not None and _replacing(snapshot.get(node))
             outcome = disposition(
                 found, node, managed.get(found.instance_id) if isinstance(found, Ec2Event) else None, replacing
             )
             if outcome == ec2_event.ACTED:
                 assert isinstance(found, Ec2Event) and node is not None
                 outcome = self._record(node, found)
-            outcomes[message.message_id] = outcome
             if outcome != RETRY:
                 self._explain(message, found, outcome, node)
+            return outcome
+
+        # The Nodes' writes of one receive at once (a burst of events is a burst of notices: batched alike).
+        outcomes = dict(zip((m.message_id for m in messages), self.parallel(one, list(messages)), strict=True))
         failpoints.hit(RECORDED)
         done = [m for m in messages if outcomes[m.message_id] != RETRY]
         for start in range(0, len(done), 10):

@@ -11,6 +11,7 @@ import json
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -358,3 +359,56 @@ def test_spotguard_simulate_via_queue_publishes_an_event_the_controller_acts_on(
     _until("the event recorded on the node", lambda: QUEUE_NOTICE in (_annotations(core, old.name) or {}))
     _until("the old node retired and gone", lambda: _gone(core, old.name))
     assert aws_sim.count_calls("SetDesiredCapacity", asg=SPOT) == 1
+
+
+BURST = 200
+
+
+def test_two_hundred_events_at_once_are_batched_like_two_hundred_annotations(
+    start_controller: Callable[..., Running],
+    core: k8s.CoreV1Api,
+    aws_sim: SandboxAWSClient,
+    aws: Aws,
+    sandbox: Sandbox,
+) -> None:
+    """A capacity pool's recommendations reach 200 nodes at once: written by nodewatch on 200 nodes, then published
+    as 200 events for 200 others. Replacements stay Pending: only the scale-ups are counted."""
+    env = sandbox.env()
+    autoscaling = boto3.client(
+        "autoscaling",
+        endpoint_url=env["AWS_ENDPOINT_URL"],
+        region_name=env["AWS_REGION"],
+        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+    )
+    aws_sim.set_capacity(SPOT, pending_seconds=0)
+    autoscaling.update_auto_scaling_group(AutoScalingGroupName=SPOT, MaxSize=1000, DesiredCapacity=2 * BURST)
+    _until(f"{2 * BURST} Ready spot Nodes", lambda: len(spot_nodes(core)) >= 2 * BURST, timeout=300)
+    aws_sim.set_capacity(SPOT, pending_seconds=3600)
+    nodes = spot_nodes(core)[: 2 * BURST]
+    by_annotation, by_event = nodes[:BURST], nodes[BURST:]
+    start_controller()
+    time.sleep(2)  # the caches' first list
+    aws_sim.reset_calls()
+
+    def scale_ups() -> int:
+        return aws_sim.count_calls("SetDesiredCapacity", asg=SPOT)
+
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(lambda node: annotate_rebalance(core, node), by_annotation))
+    _until("every annotated node asked for", lambda: aws_sim.group(SPOT)["desired_capacity"] == 3 * BURST, 120)
+    time.sleep(3)
+    annotation_calls = scale_ups()
+
+    entries = [
+        event_queue.entry("rebalance", node.instance_id, region=aws.region, account=aws.account) for node in by_event
+    ]
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(lambda start: event_queue.publish(aws.events, entries[start : start + 10]), range(0, BURST, 10)))
+    _until("every node of an event asked for", lambda: aws_sim.group(SPOT)["desired_capacity"] == 4 * BURST, 120)
+    time.sleep(3)
+    event_calls = scale_ups() - annotation_calls
+    _until("every message deleted", lambda: aws.left() == 0)
+
+    assert 1 <= annotation_calls <= 2, annotation_calls
+    assert event_calls <= annotation_calls, f"{event_calls} calls for the events, {annotation_calls} for annotations"
