@@ -116,7 +116,7 @@ def start_controller(
     started: list[Running] = []
 
     def start(**overrides: Any) -> Running:
-        settings = dataclasses.replace(SETTINGS, queue_url=sandbox.queue_url, **overrides).validate()
+        settings = dataclasses.replace(SETTINGS, **{"queue_url": sandbox.queue_url, **overrides}).validate()
         cancel = Cancellation()
         metrics = Metrics(SystemClock(), process_metrics=False)
         parts = leader_components(settings, Kube(api_client), SystemClock(), lambda op: None, cancel, metrics=metrics)
@@ -412,3 +412,20 @@ def test_two_hundred_events_at_once_are_batched_like_two_hundred_annotations(
 
     assert 1 <= annotation_calls <= 2, annotation_calls
     assert event_calls <= annotation_calls, f"{event_calls} calls for the events, {annotation_calls} for annotations"
+
+
+def test_a_queue_that_is_not_there_is_reported_and_counted_while_annotations_are_served(
+    start_controller: Callable[..., Running], core: k8s.CoreV1Api, aws_sim: SandboxAWSClient, sandbox: Sandbox
+) -> None:
+    aws_sim.set_capacity(SPOT, pending_seconds=1)
+    old = spot_nodes(core)[0]
+    running = start_controller(queue_url=sandbox.queue_url.rsplit("/", 1)[0] + "/deleted-queue")
+    registry = running.metrics.registry
+    _until(
+        "the missing queue counted",
+        lambda: (registry.get_sample_value("spotguard_queue_errors_total", {"kind": "missing-queue"}) or 0) >= 1,
+    )
+    assert registry.get_sample_value("spotguard_queue_readable") == 0
+    annotate_rebalance(core, old)
+    _until("the annotated node replaced all the same", lambda: _gone(core, old.name))
+    assert aws_sim.count_calls("SetDesiredCapacity", asg=SPOT) == 1
