@@ -130,6 +130,10 @@ class QueueFeed:
                     self.handle(messages)
                 except QueueError as exc:
                     self._failed(exc)
+                except Exception:  # a bug or an unexpected answer must not end the feed: the messages come back
+                    log.exception("could not handle %d EC2 events from the queue; they come back", len(messages))
+                    if self.clock.sleep(INITIAL_BACKOFF, cancel):
+                        return
 
     def handle(self, messages: Sequence[Message]) -> dict[str, str]:
         """Handle one receive's messages: record each effect, then delete what is done. Returns message id ->
