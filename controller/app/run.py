@@ -46,7 +46,7 @@ from controller.observability.reporters import KubeLifecycleReporter, KubeReplac
 from controller.observability.tracing import setup_tracing
 from controller.replacement.context import Context
 from controller.replacement.controller import ReplacementController
-from controller.replacement.queue_feed import QueueFeed
+from controller.replacement.queue_feed import POLLERS, QueueFeed
 from controller.replacement.record_book import RecordBook
 from controller.workers import ThreadWorkers
 
@@ -289,7 +289,11 @@ def run_leader(parts: LeaderComponents, cancel: Cancellation) -> None:
     lifecycle = threading.Thread(target=parts.lifecycle.run, args=(cancel,), name="sgfe-lifecycle", daemon=True)
     lifecycle.start()
     if parts.queue_feed is not None:  # only the leader reads the queue, from its first synced pass on
-        threading.Thread(target=parts.queue_feed.run, args=(cancel,), name="queue-feed", daemon=True).start()
+        log.info("reading EC2 events from queue %s", parts.queue_feed.queue.queue_url)
+        for number in range(POLLERS):
+            threading.Thread(
+                target=parts.queue_feed.run, args=(cancel,), name=f"queue-feed-{number}", daemon=True
+            ).start()
     try:
         parts.replacement.run(cancel)
     finally:

@@ -18,8 +18,8 @@ with what to do, counted, and read again with backoff; readiness is not touched:
 
 from __future__ import annotations
 
-import dataclasses
 import logging
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
@@ -41,6 +41,9 @@ from nodewatch import annotations as contract
 
 log = logging.getLogger("controller.queue")
 
+#: Receives in flight at once: a burst of events (20 receives of 10 for 200) reaches the Nodes about as fast as
+#: nodewatch's annotations would, so it is batched alike (a single poller left gaps that closed batches early).
+POLLERS = 4
 INITIAL_BACKOFF = 1.0
 MAX_BACKOFF = 60.0
 #: A message whose effect could not be recorded is left for SQS to deliver again; this many times it is tried.
@@ -78,12 +81,6 @@ def disposition(parsed: Ec2Event | Rejected, node: str | None, managed: bool | N
     return ec2_event.ACTED if managed else ec2_event.UNMANAGED
 
 
-@dataclasses.dataclass
-class _Outage:
-    kind: str = ""  # the kind of the failure being reported, "" while the queue is read
-    backoff: float = INITIAL_BACKOFF
-
-
 class QueueFeed:
     def __init__(
         self,
@@ -107,21 +104,24 @@ class QueueFeed:
         self.account = account
         self.region = region
         self.parallel = parallel or (lambda fn, items: [fn(item) for item in items])
-        self._outage = _Outage()
+        self._outage = ""  # the kind of failure being reported (once per outage, by any poller), "" while read
+        self._lock = threading.Lock()
         self._warned: set[str] = set()  # outcomes already logged as warnings (each kind once per process)
 
     def run(self, cancel: Cancellation) -> None:
-        """Receive and handle messages until ``cancel`` fires."""
-        log.info("reading EC2 events from queue %s", self.queue.queue_url)
+        """One poller: receive and handle messages until ``cancel`` fires (``POLLERS`` of them run at once)."""
+        log.debug("reading EC2 events from queue %s", self.queue.queue_url)
+        backoff = INITIAL_BACKOFF
         while not cancel.cancelled:
             try:
                 messages = self.queue.receive()
             except QueueError as exc:
                 self._failed(exc)
-                if self.clock.sleep(self._outage.backoff, cancel):
+                if self.clock.sleep(backoff, cancel):
                     return
-                self._outage.backoff = min(self._outage.backoff * 2, MAX_BACKOFF)
+                backoff = min(backoff * 2, MAX_BACKOFF)
                 continue
+            backoff = INITIAL_BACKOFF
             self._readable()
             if cancel.wait(0):
                 return  # not ours to act on any more: the messages come back to the next leader
@@ -162,7 +162,7 @@ class QueueFeed:
             )
             if outcome == ec2_event.ACTED:
                 assert isinstance(found, Ec2Event) and node is not None
-                outcome = self._record(node, found)
+                outcome = self._record(node, found, snapshot.get(node))
             if outcome != RETRY:
                 self._explain(message, found, outcome, node)
             return outcome
@@ -182,24 +182,31 @@ class QueueFeed:
 
     # -- the effect ------------------------------------------------------------------------------------------
 
-    def _record(self, node: str, event: Ec2Event) -> str:
-        """Write ``event`` into the Node's queue notice (compare-and-swap); ACTED once it is there, NO_NODE if the
-        Node is gone or is another instance's now, RETRY if it could not be written."""
+    def _record(self, node: str, event: Ec2Event, seen: Any = None) -> str:
+        """Write ``event`` into the Node's queue notice (compare-and-swap on the resourceVersion); ACTED once it is
+        there, NO_NODE if the Node is gone or is another instance's now, RETRY if it could not be written.
+
+        ``seen`` (the cached NodeView) saves the first read: its resourceVersion makes the write conditional all the
+        same, and a 409 falls back to reading the Node."""
         path = f"/api/v1/nodes/{node}"
-        for _ in range(WRITE_ATTEMPTS):
-            try:
-                current = self.kube.request("GET", path)
-            except ApiException as exc:
-                if exc.status == 404:
-                    return ec2_event.NO_NODE
-                log.warning(
-                    "node %s: could not read it to record %s of %s: %s", node, event.kind, event.instance_id, exc
-                )
-                return RETRY
-            meta = current.get("metadata") or {}
-            if instance_id_from_provider_id((current.get("spec") or {}).get("providerID", "")) != event.instance_id:
+        for attempt in range(WRITE_ATTEMPTS):
+            if attempt == 0 and seen is not None:
+                provider_id, version, annotations = seen.provider_id, seen.resource_version, seen.annotations
+            else:
+                try:
+                    current = self.kube.request("GET", path)
+                except ApiException as exc:
+                    if exc.status == 404:
+                        return ec2_event.NO_NODE
+                    log.warning(
+                        "node %s: could not read it to record %s of %s: %s", node, event.kind, event.instance_id, exc
+                    )
+                    return RETRY
+                meta = current.get("metadata") or {}
+                provider_id = (current.get("spec") or {}).get("providerID", "")
+                version, annotations = meta.get("resourceVersion"), meta.get("annotations") or {}
+            if instance_id_from_provider_id(provider_id) != event.instance_id:
                 return ec2_event.NO_NODE
-            annotations = meta.get("annotations") or {}
             try:
                 before = QueueNotice.of(annotations, node)
             except contract.MalformedAnnotationError as exc:
@@ -208,9 +215,7 @@ class QueueFeed:
             new = after(before, event)
             if new == before:
                 return ec2_event.ACTED  # recorded already: a redelivery, or the other leader's
-            patch = {
-                "metadata": {"resourceVersion": meta.get("resourceVersion"), "annotations": {ANNOTATION: new.to_json()}}
-            }
+            patch = {"metadata": {"resourceVersion": version, "annotations": {ANNOTATION: new.to_json()}}}
             try:
                 self.kube.request("PATCH", path, body=patch, content_type=MERGE_PATCH)
                 return ec2_event.ACTED
@@ -263,8 +268,10 @@ class QueueFeed:
     def _failed(self, exc: QueueError) -> None:
         self.reporter.queue_failed(exc.kind)
         self.reporter.set_queue_readable(False)
-        if self._outage.kind != exc.kind:
-            self._outage.kind = exc.kind
+        with self._lock:
+            first = self._outage != exc.kind
+            self._outage = exc.kind
+        if first:
             log.error(
                 "cannot read EC2 events: %s; %s (nodewatch's notices still work; retrying with backoff)",
                 exc,
@@ -273,9 +280,10 @@ class QueueFeed:
 
     def _readable(self) -> None:
         self.reporter.set_queue_readable(True)
-        if self._outage.kind:
+        with self._lock:
+            ended, self._outage = self._outage, ""
+        if ended:
             log.info("queue %s readable again", self.queue.queue_url)
-        self._outage = _Outage()
 
 
 def _replacing(view: Any) -> bool:
