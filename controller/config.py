@@ -119,6 +119,8 @@ class Settings:
     # Auto Scaling calls: connect (TCP and TLS) and wait for the answer (controller.adapters.aws.CallBudget).
     aws_connect_timeout: float = 1.0
     aws_read_timeout: float = 5.0
+    # A second source of notices: the SQS queue EventBridge feeds with EC2's events ("": IMDS through nodewatch only).
+    queue_url: str = ""
     # Serving.
     metrics_host: str = "0.0.0.0"
     metrics_port: int = 8080
@@ -158,6 +160,12 @@ class Settings:
             )
         if self.partner_tag.strip() == "":
             raise ConfigError("SPOT_GUARD_PARTNER_TAG is empty: name the tag key, e.g. spotguard.io/on-demand-partner")
+        if self.queue_url and not _QUEUE_URL.fullmatch(self.queue_url):
+            raise ConfigError(
+                f"SPOT_GUARD_QUEUE_URL={self.queue_url!r}: expected an SQS queue URL such as "
+                "https://sqs.us-east-1.amazonaws.com/123456789012/spotguard-events (aws sqs get-queue-url prints it)",
+                "SPOT_GUARD_QUEUE_URL",
+            )
         for name in ("namespace", "lease_name", "lease_namespace"):
             value = getattr(self, name)
             if not _DNS_NAME.fullmatch(value):
@@ -196,6 +204,8 @@ _RANGES: dict[str, tuple[float, float, bool]] = {
     "aws_read_timeout": (0.0, 600.0, False),
     "metrics_port": (0, 65535, True),
 }
+#: An SQS queue URL: scheme, host, the 12-digit account and the queue's name (a FIFO queue's ends in .fifo).
+_QUEUE_URL = re.compile(r"https?://[A-Za-z0-9.:-]+/[0-9]{12}/[A-Za-z0-9_-]{1,75}(\.fifo)?", re.ASCII)
 _DNS_NAME = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?", re.ASCII)
 
 
@@ -268,6 +278,7 @@ _ENV: dict[str, tuple[str, str]] = {
     "fence_margin": ("SPOT_GUARD_FENCE_MARGIN", "duration"),
     "aws_connect_timeout": ("SPOT_GUARD_AWS_CONNECT_TIMEOUT", "duration"),
     "aws_read_timeout": ("SPOT_GUARD_AWS_READ_TIMEOUT", "duration"),
+    "queue_url": ("SPOT_GUARD_QUEUE_URL", "str"),
     "metrics_host": ("SPOT_GUARD_METRICS_HOST", "str"),
     "metrics_port": ("SPOT_GUARD_METRICS_PORT", "int"),
     "log_level": ("LOG_LEVEL", "str"),

@@ -71,6 +71,7 @@ class Sandbox:
         self.aws: Child | None = None
         self.aws_endpoint = ""
         self.aws_groups: list[dict[str, Any]] = []
+        self.queue_url = ""  # the SQS queue EventBridge feeds with EC2's events (sandbox.aws.event_queue)
         self.mocks: dict[str, MetadataMock] = {}
         self._stopped = False
 
@@ -211,6 +212,7 @@ class Sandbox:
         announced = json.loads(line)
         self.aws_endpoint = str(announced["endpoint"])
         self.aws_groups = list(announced.get("groups", []))
+        self.queue_url = str(announced.get("queue_url", ""))
 
 
 def _read_line(child: Child, timeout: float) -> str:

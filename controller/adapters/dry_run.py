@@ -43,6 +43,7 @@ from kubernetes.client.exceptions import ApiException
 
 from controller.adapters.aws import AutoScaling, AwsError
 from controller.adapters.kube import JSON, Kube
+from controller.adapters.sqs import EventQueue, Message
 from controller.model.asg import Group, Membership
 from controller.model.record import ANNOTATION as RECORD_ANNOTATION
 from controller.model.record import FINALIZER
@@ -501,3 +502,25 @@ class DryRunAutoScaling(AutoScaling):
                 asg=member.group,
             )
         )
+
+
+class DryRunEventQueue(EventQueue):
+    """The EC2 events queue in observe-only mode: messages are received as ever, never deleted (deleting is a
+    change in AWS). Each comes back after the queue's visibility timeout and changes nothing, its notice being
+    recorded already (in this process's memory), until the queue's retention period ends it."""
+
+    def __init__(self, queue_url: str, client: Any = None, *, announce: Announce, connect_timeout: float = 1.0) -> None:
+        super().__init__(queue_url, client, connect_timeout=connect_timeout)
+        self.announce = announce
+
+    def delete(self, messages: Sequence[Message]) -> list[str]:
+        for message in messages:
+            self.announce(
+                WouldAct(
+                    Action.ACKNOWLEDGE,
+                    "Queue",
+                    self.queue_url,
+                    f"would delete message {message.message_id} from the EC2 events queue; {_OBSERVE_ONLY}",
+                )
+            )
+        return []

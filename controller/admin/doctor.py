@@ -159,6 +159,7 @@ class DoctorOptions:
     role_arn: str | None = None  # --role-arn: the IAM principal to simulate (default: the caller)
     check_aws: bool = True
     capacity_check_timeout: float = DEFAULT_CAPACITY_CHECK_TIMEOUT  # SPOT_GUARD_CAPACITY_CHECK_TIMEOUT, seconds
+    queue_url: str = ""  # SPOT_GUARD_QUEUE_URL: the EC2 events queue ("": not used)
 
 
 Step = tuple[str, Callable[[], list[Finding]]]
@@ -457,6 +458,53 @@ class Doctor:
         findings = [Finding("aws-credentials", PASS, f"AWS answers as {caller_arn}")]
         findings += self._guarded("asg", self.check_groups)
         findings += self._guarded("iam", lambda: self.check_iam(caller_arn))
+        if self.options.queue_url:
+            findings += self._guarded("queue", self.check_queue)
+        return findings
+
+    def check_queue(self) -> list[Finding]:
+        """The EC2 events queue can be read, and EventBridge rules send it the events the controller reads."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        from controller.adapters.sqs import ADVICE, EventQueue, QueueError
+        from controller.model.ec2_event import DETAIL_TYPES
+
+        url = self.options.queue_url
+        queue = EventQueue(url, self.aws("sqs"))
+        try:
+            arn = queue.arn()
+        except QueueError as error:
+            return [Finding("queue", FAIL, f"the EC2 events queue cannot be read: {error}", ADVICE[error.kind])]
+        findings = [Finding("queue", PASS, f"the EC2 events queue {arn} answers")]
+        events = self.aws("events")
+        try:
+            names = events.list_rule_names_by_target(TargetArn=arn).get("RuleNames") or []
+            patterns = [str(events.describe_rule(Name=name).get("EventPattern") or "") for name in names]
+        except (ClientError, BotoCoreError) as error:
+            return [
+                *findings,
+                Finding(
+                    "queue-rules",
+                    WARN,
+                    f"could not list the EventBridge rules that target {arn}: {_error_text(error)}",
+                    "check them by hand (docs/install.md, EC2 events through EventBridge and SQS), or allow "
+                    "events:ListRuleNamesByTarget and events:DescribeRule to whoever runs doctor",
+                ),
+            ]
+        missing = [kind for kind in DETAIL_TYPES if not any(kind in pattern for pattern in patterns)]
+        if missing:
+            findings.append(
+                Finding(
+                    "queue-rules",
+                    WARN,
+                    f"no EventBridge rule sends {_names(missing)} to {arn} (rules targeting it: "
+                    f"{_names(sorted(names)) if names else 'none'})",
+                    "create the rules of docs/install.md (EC2 events through EventBridge and SQS) with the queue as "
+                    "their target",
+                )
+            )
+        else:
+            findings.append(Finding("queue-rules", PASS, f"EventBridge rules {_names(sorted(names))} target the queue"))
         return findings
 
     def check_groups(self) -> list[Finding]:
@@ -837,6 +885,13 @@ def render(findings: Sequence[Finding]) -> str:
 @click.option("--role-arn", default=None, help="IAM principal to simulate (default: the caller's role or user).")
 @click.option("--no-aws", "no_aws", is_flag=True, help="Skip the AWS checks.")
 @click.option(
+    "--queue-url",
+    envvar="SPOT_GUARD_QUEUE_URL",
+    default="",
+    help="The controller's EC2 events queue: check it is readable and EventBridge rules target it "
+    "[$SPOT_GUARD_QUEUE_URL].",
+)
+@click.option(
     "--capacity-check-timeout",
     envvar="SPOT_GUARD_CAPACITY_CHECK_TIMEOUT",
     default=None,
@@ -854,6 +909,7 @@ def doctor(
     impersonate: str | None,
     role_arn: str | None,
     no_aws: bool,
+    queue_url: str,
     capacity_check_timeout: str | None,
 ) -> None:
     """Pre-flight checks of the cluster and AWS, each PASS, WARN or FAIL with what to do.
@@ -883,6 +939,7 @@ def doctor(
         role_arn=role_arn,
         check_aws=not no_aws,
         capacity_check_timeout=deadline,
+        queue_url=queue_url,
     )
     kube: Kube | None = None
     rbac_kube: Kube | None = None

@@ -1,10 +1,16 @@
-"""``spotguard simulate rebalance | interruption NODE``: write a notice on a Node exactly as nodewatch would.
+"""``spotguard simulate rebalance | interruption NODE``: write a notice on a Node exactly as nodewatch would, or
+(``--via queue``) publish the EC2 event AWS sends for it.
 
 nodewatch records a new notice with a merge patch of its Node's annotations: the notice's values, the
 first-seen time, the removal of an earlier ``-cleared`` mark, and the instance id and zone (which it reads
 from IMDS; here they come from the Node's ``spec.providerID``, ``aws:///<zone>/<instance-id>``). The keys
 and formats are nodewatch's own (``nodewatch.annotations``). The controller then acts as on a real notice:
 use this on a test cluster, or to rehearse on one node.
+
+``--via queue`` publishes the event EC2 would send through EventBridge (``put_events`` on the default bus: the rules
+of docs/install.md deliver it to the controller's queue). AWS accepts ``aws.ec2`` events from EC2 only, so against
+AWS itself give ``--queue-url`` (``SPOT_GUARD_QUEUE_URL``): the event is then sent straight to the queue, as
+EventBridge would deliver it.
 """
 
 from __future__ import annotations
@@ -126,6 +132,63 @@ def _annotate(target: Target, node_name: str, build: Any, kind: str, output: str
     emit({"node": node_name, "notice": kind, "annotations": written, "removed": removed}, output, render)
 
 
+def _publish(
+    target: Target, node_name: str, kind: str, *, queue_url: str, output: str, action: str = "terminate"
+) -> None:
+    """Publish the EC2 event of a notice of ``node_name``'s instance (see the module docs)."""
+    import uuid
+
+    from controller.model.ec2_event import event_body, put_events_entry
+
+    svc = services()
+    with reported_errors(f"publishing a {kind} of node {node_name}"):
+        node = _read_node(svc.connect(target), node_name)
+        instance_id, _zone = identity_from_provider_id(str((node.get("spec") or {}).get("providerID") or ""))
+        if instance_id is None:
+            raise Problem(
+                f"node {node_name} has no EC2 spec.providerID (aws:///<zone>/<instance-id>): no event names it"
+            )
+        account = str(svc.aws("sts").get_caller_identity()["Account"])
+        events = svc.aws("events")
+        region = str(events.meta.region_name)
+        entry = put_events_entry(kind, instance_id, region=region, account=account, time=svc.clock.now(), action=action)
+        if queue_url:
+            body = event_body(entry, region=region, account=account, event_id=str(uuid.uuid4()))
+            svc.aws("sqs").send_message(QueueUrl=queue_url, MessageBody=body)
+            where = f"queue {queue_url}"
+        else:
+            answer = events.put_events(Entries=[entry])
+            if answer.get("FailedEntryCount"):
+                failed = answer["Entries"][0]
+                raise Problem(
+                    f"EventBridge refused the event: {failed.get('ErrorCode')}: {failed.get('ErrorMessage')}; "
+                    "against AWS, give --queue-url to send it straight to the controller's queue"
+                )
+            where = "EventBridge's default bus"
+
+    def render() -> str:
+        return f"{entry['DetailType']} of instance {instance_id} (node/{node_name}) published to {where}"
+
+    emit({"node": node_name, "instanceId": instance_id, "event": entry["DetailType"], "to": where}, output, render)
+
+
+def _via_options(command: Any) -> Any:
+    command = click.option(
+        "--queue-url",
+        envvar="SPOT_GUARD_QUEUE_URL",
+        default="",
+        help="With --via queue: send the event straight to this SQS queue [$SPOT_GUARD_QUEUE_URL] instead of "
+        "publishing it with put_events.",
+    )(command)
+    return click.option(
+        "--via",
+        type=click.Choice(["annotation", "queue"]),
+        default="annotation",
+        show_default=True,
+        help="annotation: write nodewatch's annotations; queue: publish the EC2 event (EventBridge to SQS).",
+    )(command)
+
+
 def _complete_nodes(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[str]:
     """Shell completion of spot node names (best effort: nothing if the cluster is unreachable)."""
     try:
@@ -149,8 +212,13 @@ def simulate() -> None:
 @click.argument("node", shell_complete=_complete_nodes)
 @target_options
 @output_option
-def rebalance(node: str, target: Target, output: str) -> None:
-    """Annotate NODE with a rebalance recommendation noticed now. Exit status 1 if there is no such node."""
+@_via_options
+def rebalance(node: str, target: Target, output: str, via: str, queue_url: str) -> None:
+    """Annotate NODE with a rebalance recommendation noticed now (or publish its EC2 event). Exit status 1 if there
+    is no such node."""
+    if via == "queue":
+        _publish(target, node, "rebalance", queue_url=queue_url, output=output)
+        return
     _annotate(target, node, rebalance_changes, "rebalance recommendation", output)
 
 
@@ -173,8 +241,15 @@ def rebalance(node: str, target: Target, output: str) -> None:
     show_default=True,
     help="When the action happens, from now (90s, 2m).",
 )
-def interruption(node: str, target: Target, output: str, action: str, delay: float) -> None:
-    """Annotate NODE with a spot interruption notice seen now. Exit status 1 if there is no such node."""
+@_via_options
+def interruption(  # noqa: PLR0917
+    node: str, target: Target, output: str, action: str, delay: float, via: str, queue_url: str
+) -> None:
+    """Annotate NODE with a spot interruption notice seen now (or publish its EC2 event: the action comes two
+    minutes later, whatever --in says). Exit status 1 if there is no such node."""
+    if via == "queue":
+        _publish(target, node, "interruption", queue_url=queue_url, output=output, action=action)
+        return
 
     def build(now: dt.datetime, instance_id: str | None, zone: str | None) -> dict[str, str | None]:
         return interruption_changes(now, action, delay, instance_id, zone)

@@ -7,6 +7,7 @@ run only while this replica leads.
                  WatchCache (list+watch SGFEs) -> LifecycleController.reconcile (one thread)
                  CapacityOwner: every change of every group's capacity, from both controllers
                  ThreadWorkers: every other thread of the term (scale-ups, drains, evictions, scale-downs, records)
+                 QueueFeed (SPOT_GUARD_QUEUE_URL): EC2's events from SQS, recorded on their Nodes (its pollers)
       -> SIGTERM: cancel the work, release the Lease, exit 0
 """
 
@@ -20,11 +21,12 @@ from collections.abc import Callable
 from types import FrameType
 
 from controller.adapters.aws import AutoScaling
-from controller.adapters.dry_run import DryRunAutoScaling, DryRunKube
+from controller.adapters.dry_run import DryRunAutoScaling, DryRunEventQueue, DryRunKube
 from controller.adapters.election import KubeLeaseStore, LeaseElector
 from controller.adapters.kube import Informer, Kube, WatchCache, wait_until_synced
 from controller.adapters.pause_switch import PauseSwitch
 from controller.adapters.sgfe_store import FallbackEvents
+from controller.adapters.sqs import EventQueue
 from controller.app import startup
 from controller.capacity.groups import GroupResolver
 from controller.capacity.owner import CapacityOwner
@@ -35,6 +37,7 @@ from controller.effects.drain import Drainer, NodeDrains
 from controller.effects.node_writes import NodeWriter
 from controller.fence import FenceCheck
 from controller.lifecycle.controller import LifecycleController
+from controller.model import ec2_event
 from controller.model.node import NodeView
 from controller.model.sgfe import FallbackEvent
 from controller.observability.events import EventRecorder
@@ -45,6 +48,7 @@ from controller.observability.tracing import setup_tracing
 from controller.observability.would_act import WouldActAnnouncer, lease_ref
 from controller.replacement.context import Context
 from controller.replacement.controller import ReplacementController
+from controller.replacement.queue_feed import POLLERS, QueueFeed
 from controller.replacement.record_book import RecordBook
 from controller.workers import ThreadWorkers
 
@@ -73,6 +77,8 @@ def run_controller(
     stop = Cancellation()
     metrics = Metrics(clock)
     tracing = setup_tracing()
+    if settings.queue_url:
+        metrics.prepare_queue()
     if settings.spot_asg_name:
         metrics.prepare_group_pair(settings.spot_asg_name, settings.on_demand_asg_name)
     try:
@@ -159,6 +165,7 @@ class LeaderComponents:
     asg: AutoScaling
     events: EventRecorder
     announcer: WouldActAnnouncer | None = None  # observe-only mode's (None when the controller acts)
+    queue_feed: QueueFeed | None = None  # only with SPOT_GUARD_QUEUE_URL
 
 
 def leader_components(
@@ -273,7 +280,28 @@ def leader_components(
     # are about minutes, and a pass over thousands of Nodes at each heartbeat was most of the idle CPU.
     wake_replacement.append(replacement.notify)
     wake_lifecycle.append(lifecycle.notify)
-    return LeaderComponents(informer, sgfe_cache, owner, replacement, lifecycle, workers, asg, events, announcer)
+    feed = None
+    if settings.queue_url:
+        queue = (
+            DryRunEventQueue(
+                settings.queue_url, announce=announcer.announce, connect_timeout=settings.aws_connect_timeout
+            )
+            if announcer is not None
+            else EventQueue(settings.queue_url, connect_timeout=settings.aws_connect_timeout)
+        )
+        account, region = ec2_event.queue_owner(settings.queue_url)
+        feed = QueueFeed(
+            queue,
+            kube=kube,
+            resolver=resolver,
+            nodes=informer.snapshot,
+            clock=clock,
+            reporter=metrics,
+            account=account,
+            region=region or str(queue.client.meta.region_name or ""),
+            parallel=workers.run_in_parallel,
+        )
+    return LeaderComponents(informer, sgfe_cache, owner, replacement, lifecycle, workers, asg, events, announcer, feed)
 
 
 def run_leader(parts: LeaderComponents, cancel: Cancellation) -> None:
@@ -288,6 +316,12 @@ def run_leader(parts: LeaderComponents, cancel: Cancellation) -> None:
     log.info("watching %d nodes and %d SpotGuardFallbackEvents", len(parts.informer.items), len(parts.sgfe_cache.items))
     lifecycle = threading.Thread(target=parts.lifecycle.run, args=(cancel,), name="sgfe-lifecycle", daemon=True)
     lifecycle.start()
+    if parts.queue_feed is not None:  # only the leader reads the queue, from its first synced pass on
+        log.info("reading EC2 events from queue %s", parts.queue_feed.queue.queue_url)
+        for number in range(POLLERS):
+            threading.Thread(
+                target=parts.queue_feed.run, args=(cancel,), name=f"queue-feed-{number}", daemon=True
+            ).start()
     try:
         parts.replacement.run(cancel)
     finally:

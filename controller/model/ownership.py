@@ -9,6 +9,7 @@ ValidatingAdmissionPolicy) refuses every other identity but the cluster's break-
 
 from __future__ import annotations
 
+from controller.model.queue_notice import ANNOTATION as QUEUE_NOTICE
 from controller.model.record import ANNOTATION as REPLACEMENT_RECORD
 from controller.model.record import FINALIZER as REPLACEMENT_FINALIZER
 from nodewatch import annotations as contract
@@ -19,6 +20,6 @@ PROTECTED_FOR = contract.PREFIX + "lifecycle-event"
 CA_PREEXISTING = contract.PREFIX + "scale-down-disabled-preexisting"
 
 #: Every annotation only the controller writes on Nodes.
-CONTROLLER_ANNOTATIONS: tuple[str, ...] = (REPLACEMENT_RECORD, PROTECTED_FOR, CA_PREEXISTING)
+CONTROLLER_ANNOTATIONS: tuple[str, ...] = (REPLACEMENT_RECORD, PROTECTED_FOR, CA_PREEXISTING, QUEUE_NOTICE)
 #: Every finalizer only the controller puts on (and takes off) Nodes.
 CONTROLLER_FINALIZERS: tuple[str, ...] = (REPLACEMENT_FINALIZER,)

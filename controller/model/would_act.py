@@ -26,6 +26,7 @@ class Action(enum.StrEnum):
     CREATE_FALLBACK_EVENT = "create-fallback-event"
     UPDATE_FALLBACK_EVENT = "update-fallback-event"
     DELETE_FALLBACK_EVENT = "delete-fallback-event"
+    ACKNOWLEDGE = "acknowledge-message"  # DeleteMessageBatch on the EC2 events queue (log and metric, no Event)
     OTHER = "other-write"  # a write the seam has no word for (sent to the API server with dryRun=All only)
 
     @property
@@ -37,7 +38,7 @@ class Action(enum.StrEnum):
     @property
     def quiet(self) -> bool:
         """Bookkeeping, not an effect a user would see: logged and counted, no Event."""
-        return self is Action.RECORD
+        return self in {Action.RECORD, Action.ACKNOWLEDGE}
 
 
 @dataclasses.dataclass(frozen=True)

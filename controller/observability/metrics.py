@@ -29,9 +29,12 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from controller.adapters.sqs import ADVICE as QUEUE_ERROR_ADVICE
 from controller.clock import Clock, SystemClock
+from controller.model.ec2_event import OUTCOMES as QUEUE_OUTCOMES
 
 PREFIX = "spotguard_"
+QUEUE_ERROR_KINDS = tuple(QUEUE_ERROR_ADVICE)
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 #: The SGFE phases of manifests/crd-spotguardfallbackevent.yaml (status.phase enum), in order.
@@ -280,6 +283,26 @@ class Metrics:
             ["kind"],
             registry=registry,
         )
+        self.queue_messages = Counter(
+            PREFIX + "queue_messages",
+            "Messages read from the EC2 events queue (SPOT_GUARD_QUEUE_URL) and deleted, by outcome: acted (recorded "
+            "on a Node), or why nothing was done (malformed, unknown-type, foreign, old, no-node, unmanaged, "
+            "not-replacing)",
+            ["outcome"],
+            registry=registry,
+        )
+        self.queue_errors = Counter(
+            PREFIX + "queue_errors",
+            "Failed reads of the EC2 events queue, by kind (access-denied, missing-queue, throttled, unreachable, "
+            "other)",
+            ["kind"],
+            registry=registry,
+        )
+        self.queue_readable = Gauge(
+            PREFIX + "queue_readable",
+            "1 while the leader reads the EC2 events queue, 0 while it cannot (absent without SPOT_GUARD_QUEUE_URL)",
+            registry=registry,
+        )
         self._fallback_events = _FallbackEventCollector(clock or SystemClock())
         registry.register(self._fallback_events)
         if process_metrics:
@@ -373,6 +396,23 @@ class Metrics:
 
     def replacement_failed(self, reason: str) -> None:
         self.replacement_failures.labels(reason).inc()
+
+    def prepare_queue(self) -> None:
+        """Create the zero series of the EC2 events queue (call it when SPOT_GUARD_QUEUE_URL is set)."""
+        for outcome in QUEUE_OUTCOMES:
+            self.queue_messages.labels(outcome)
+        for kind in QUEUE_ERROR_KINDS:
+            self.queue_errors.labels(kind)
+        self.queue_readable.set(1)
+
+    def queue_message(self, outcome: str) -> None:
+        self.queue_messages.labels(outcome).inc()
+
+    def queue_failed(self, kind: str) -> None:
+        self.queue_errors.labels(kind).inc()
+
+    def set_queue_readable(self, readable: bool) -> None:
+        self.queue_readable.set(1 if readable else 0)
 
     def set_paused(self, paused: bool) -> None:
         self.paused.set(1 if paused else 0)

@@ -22,6 +22,7 @@ from controller.clock import Cancellation
 from controller.model.asg import instance_id_from_provider_id
 from controller.model.node import NodeView
 from controller.model.progress import LifecycleProgress, MalformedRecordError
+from controller.model.queue_notice import node_notices
 from controller.model.record import FINALIZER, TAINT_KEY, Phase, ReplacementRecord
 from controller.replacement import capacity_steps, node_jobs
 from controller.replacement.batching import BatchQueues, Queued
@@ -383,7 +384,7 @@ class ReplacementController:
             return seen[1], seen[2]
         notices: contract.NodeNotices | contract.MalformedAnnotationError
         try:
-            read = contract.parse(node.annotations)
+            read = node_notices(node.annotations)
         except contract.MalformedAnnotationError as exc:
             notices, notice = exc, None
         else:

@@ -212,7 +212,7 @@ def _first_seen(notice: Notice, facts: NodeFacts) -> bool:
     cannot be read, the annotations are an earlier instance's, or the instance is gone.)"""
     record = facts.record
     return (
-        notice.identity != facts.announced
+        not (facts.announced and same_notice(notice.identity, facts.announced))
         and not facts.deleting
         and not facts.record_error
         and not (facts.annotated_instance and facts.instance_id and facts.annotated_instance != facts.instance_id)
@@ -359,10 +359,34 @@ def _ended(facts: NodeFacts, record: ReplacementRecord) -> list[Action]:
     return actions
 
 
+#: Two rebalance recommendations of one instance this close together are one notice seen by two sources: IMDS's
+#: noticeTime (nodewatch) and EventBridge's event time (the queue) differ by seconds.
+SAME_REBALANCE = dt.timedelta(minutes=10)
+
+
+def same_notice(identity: str, other: str) -> bool:
+    """Are two notice identities (``<trigger>:<time>``) one notice, whichever source each came from? An instance is
+    interrupted once (EventBridge's warning time and IMDS's action time differ by two minutes); rebalance
+    recommendations within ``SAME_REBALANCE`` are one."""
+    if identity == other:
+        return True
+    trigger, _, when = identity.partition(":")
+    other_trigger, _, other_when = other.partition(":")
+    if trigger != other_trigger:
+        return False
+    if trigger == "interruption":
+        return True
+    try:
+        apart = abs(contract.parse_time("notice", when) - contract.parse_time("notice", other_when))
+    except contract.MalformedAnnotationError:
+        return False
+    return apart <= SAME_REBALANCE
+
+
 def is_new(notice: Notice, record: ReplacementRecord) -> bool:
-    """Is ``notice`` another notice than the one ``record`` answered?"""
+    """Is ``notice`` another notice than the one ``record`` answered (``same_notice``)?"""
     if record.notice:
-        return notice.identity != record.notice
+        return not same_notice(notice.identity, record.notice)
     # A record of an older version names only its trigger: a notice is new if it is of another kind, or issued
     # after the replacement was asked for.
     if notice.trigger != record.trigger:

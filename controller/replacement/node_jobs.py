@@ -23,6 +23,7 @@ from controller.effects.node_writes import NodeGoneError
 from controller.model.node import NodeView
 from controller.model.progress import ANNOTATION as PROGRESS
 from controller.model.progress import LifecycleProgress, MalformedRecordError
+from controller.model.queue_notice import instance_gone
 from controller.model.record import TAINT_KEY, Phase, ReplacementRecord
 from controller.model.sgfe import Phase as SgfePhase
 from controller.replacement.context import Context, span
@@ -89,7 +90,8 @@ def drain_for_interruption(ctx: Context, node: NodeView, record: ReplacementReco
 
     def job() -> None:
         try:
-            ctx.drains.drain(node.name)
+            if not instance_gone(node.annotations):
+                ctx.drains.drain(node.name)
         finally:
             ctx.wake()
 
@@ -103,7 +105,13 @@ def retire(ctx: Context, node: NodeView, record: ReplacementRecord, interrupted:
     def job() -> None:
         failpoints.hit("replacement:retiring")
         with span(record, "drain", node=node.name, instance=record.instance_id) as step:
-            drained = ctx.drains.drain(node.name)
+            if instance_gone(node.annotations):  # EC2 said so through the queue: no pod can be moved off it
+                ctx.reporter.node_event(
+                    node.name, "Normal", "InstanceGone", f"instance {record.instance_id} is shutting down: not drained"
+                )
+                drained = True
+            else:
+                drained = ctx.drains.drain(node.name)
             step.outcome("drained" if drained else "incomplete")
         if not drained:
             _drain_failed(ctx, node, record, interrupted)

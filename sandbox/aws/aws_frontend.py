@@ -37,6 +37,8 @@ Answer = tuple[int, list[tuple[str, str]], bytes]
 
 DEFAULT_MAX_RECORDS = 100
 _TRUE = "true"
+#: Services whose calls go to moto without the simulator's lock (the EC2 events queue and its rules).
+UNLOCKED_SERVICES = frozenset({"sqs", "events"})
 # moto calls after which the simulator looks at the group again.
 _SETTINGS_CALLS = frozenset(
     {
@@ -99,6 +101,8 @@ class AwsFrontend:
         received = self.simulator.clock.now().isoformat()
         body = _read_body(environ)
         request = parse_request(environ.get("HTTP_AUTHORIZATION"), environ.get("CONTENT_TYPE"), body)
+        if request.service in UNLOCKED_SERVICES:
+            return self._unlocked(environ, start_response, request, received)
         with self.simulator.lock:
             asg = self._group_named_by(request)
             injected = self.faults.take(request.action, asg)
@@ -126,6 +130,29 @@ class AwsFrontend:
                 error_code=error_code_in(payload) if status >= 400 else None,
                 injected=injected is not None,
             )
+        headers = [(k, v) for k, v in headers if k.lower() != "content-length"]
+        headers.append(("Content-Length", str(len(payload))))
+        start_response(f"{status} {HTTPStatus(status).phrase}", headers)
+        return [payload]
+
+    def _unlocked(
+        self, environ: dict[str, Any], start_response: Callable[..., Any], request: QueryRequest, received: str
+    ) -> Iterable[bytes]:
+        """A call of a service the simulator does not act on, straight to moto without the simulator's lock: an SQS
+        long poll waits up to 20 s for messages and must not hold up the Auto Scaling calls meanwhile."""
+        status, headers, payload = self._call_moto(environ)
+        target = str(environ.get("HTTP_X_AMZ_TARGET", ""))  # the JSON protocol names the operation here
+        self.calls.record(
+            time=received,
+            answered=self.simulator.clock.now().isoformat(),
+            service=request.service,
+            operation=request.action or target.rsplit(".", 1)[-1] or None,
+            asg=None,
+            params=request.params,
+            http_status=status,
+            error_code=None if status < 400 else (error_code_in(payload) or "error"),
+            injected=False,
+        )
         headers = [(k, v) for k, v in headers if k.lower() != "content-length"]
         headers.append(("Content-Length", str(len(payload))))
         start_response(f"{status} {HTTPStatus(status).phrase}", headers)

@@ -125,7 +125,7 @@ class StartupGroupJson(TypedDict):
     suspended_processes: list[str]
 
 
-class AnnouncementJson(TypedDict):
+class AnnouncementJson(TypedDict, total=False):
     endpoint: str
     region: str
     account_id: str

@@ -23,6 +23,7 @@ from moto.core.models import DEFAULT_ACCOUNT_ID
 from moto.ec2.exceptions import InvalidInstanceIdError
 from moto.ec2.models.instance_types import INSTANCE_TYPE_OFFERINGS
 from moto.ec2.models.instances import InstanceBackend
+from moto.events.utils import EventTemplateParser
 from moto.moto_api._internal.models import moto_api_backend
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
 
@@ -40,10 +41,20 @@ def account_id() -> str:
 
 def configure_moto() -> None:
     """Process-wide moto settings: skip loading moto's ~1000 default AMIs (the sandbox needs none, and without
-    them a reset takes milliseconds instead of a fraction of a second; an explicit environment value wins), and
-    look instances up without copying every reservation (below)."""
+    them a reset takes milliseconds instead of a fraction of a second; an explicit environment value wins),
+    look instances up without copying every reservation (below), and have EventBridge deliver whole events."""
     os.environ.setdefault("MOTO_EC2_LOAD_DEFAULT_AMIS", "false")
     InstanceBackend.get_instance = _get_instance  # type: ignore[method-assign,assignment]
+    EventTemplateParser.DEFAULT_EVENT_INPUT_TEMPLATE = _WHOLE_EVENT
+
+
+#: What EventBridge sends a target without an input transformer: the whole event, ``account`` included
+#: (https://docs.aws.amazon.com/eventbridge/latest/userguide/eb-events-structure.html). moto 5's default template
+#: leaves ``account`` out; ``<time>`` is moto's epoch number, which its SQS delivery turns into RFC 3339.
+_WHOLE_EVENT = (
+    '{"version": "0", "id": "<id>", "detail-type": "<detail-type>", "source": "<source>", "account": "<account>", '
+    '"time": <time>, "region": "<region>", "resources": <resources>, "detail": <detail>}'
+)
 
 
 def _get_instance(backend: Any, instance_id: str) -> Any:

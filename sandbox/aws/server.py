@@ -18,6 +18,7 @@ from sandbox.aws.call_log import CallLog
 from sandbox.aws.capacity import SimulatorDefaults
 from sandbox.aws.clock import Clock, SystemClock
 from sandbox.aws.control_api import PREFIX, ControlApi
+from sandbox.aws.event_queue import create_event_queue
 from sandbox.aws.faults import FaultInjector
 from sandbox.aws.groups import StartupGroups, create_startup_groups
 from sandbox.aws.nodesync import NodeSync
@@ -175,12 +176,14 @@ class SandboxAWSServer:
         )
         for group in created:
             self.simulator.seed_in_service(group.name, group.desired_capacity)
+        queue_url = create_event_queue(self.boto3_client("sqs"), self.boto3_client("events"))
         self.calls.clear()
         return {
             "region": self.config.region,
             "account_id": moto.account_id(),
             "launch_template": spec.launch_template_name,
             "groups": [g.to_json() for g in created],
+            "queue_url": queue_url,
         }
 
     # ---- routing ----

@@ -59,6 +59,7 @@ from kubernetes import watch as k8s_watch
 from kubernetes.client.exceptions import ApiException
 
 from controller.adapters.kube import MERGE_PATCH, Kube
+from controller.model.queue_notice import ANNOTATION as QUEUE_NOTICE
 from controller.model.record import ANNOTATION as RECORD_ANNOTATION
 from controller.model.record import FINALIZER, TAINT_KEY, Phase
 from nodewatch import annotations as contract
@@ -595,7 +596,7 @@ def clean_nodes(core: k8s.CoreV1Api) -> None:
     JSON merge patches: ``null`` deletes an annotation, and lists (finalizers, taints) are replaced whole.
     """
     kube = Kube(core.api_client)
-    keys = [*contract.NODEWATCH_KEYS, RECORD_ANNOTATION]
+    keys = [*contract.NODEWATCH_KEYS, RECORD_ANNOTATION, QUEUE_NOTICE]
     for node in core.list_node(label_selector=ASG_LABEL).items:
         annotations = node.metadata.annotations or {}
         finalizers = node.metadata.finalizers or []

@@ -188,6 +188,11 @@ CONTROLLER_VALUES: dict[str, tuple[str, Any, Any]] = {
     "controller.capacityPollInterval": ("capacity_poll_interval", 7, 7.0),
     "controller.batchWindow": ("batch_window", "200ms", 0.2),
     "controller.batchMaxDelay": ("batch_max_delay", "3s", 3.0),
+    "controller.queueURL": (
+        "queue_url",
+        "https://sqs.eu-west-3.amazonaws.com/123456789012/spotguard-ec2-events",
+        "https://sqs.eu-west-3.amazonaws.com/123456789012/spotguard-ec2-events",
+    ),
     "controller.retirePolicy": ("retire_policy", "keep-until-interruption", "keep-until-interruption"),
     "controller.keepGracePeriod": ("keep_grace_period", "20m", 1200.0),
     "controller.drainOnInterruption": ("drain_on_interruption", False, False),

@@ -1,6 +1,7 @@
 """manifests/iam-policy.json against moto's IAM enforcement: every Auto Scaling call the controller makes
 (controller/adapters/aws.py) is allowed for groups tagged spotguard.io/managed=true, capacity changes of any other group
-are denied, and nothing else is granted.
+are denied, the EC2 events queue (controller/adapters/sqs.py) is read on the one queue named in the policy only, and
+nothing else is granted.
 
 moto checks actions against the policy but cannot evaluate the ``autoscaling:ResourceTag/<key>`` condition (it
 knows no condition keys for Auto Scaling and treats a missing key as a match). ``asg_tag_conditions`` fills
@@ -25,10 +26,13 @@ from moto.core import enable_iam_authentication
 from moto.iam.access_control import IAMPolicyStatement, IAMRequest
 
 from controller.adapters.aws import AutoScaling, AwsError
+from controller.adapters.sqs import ACCESS_DENIED, EventQueue, QueueError
 
 REPO = Path(__file__).resolve().parents[2]
 POLICY_FILE = REPO / "manifests" / "iam-policy.json"
 AWS_MODULE = REPO / "controller" / "adapters" / "aws.py"
+SQS_MODULE = REPO / "controller" / "adapters" / "sqs.py"
+QUEUE = "spotguard-ec2-events"  # the queue docs/install.md creates
 REGION = "us-east-1"
 IMAGE = "ami-0123456789abcdef0"  # moto launches any image id; its default AMIs may be switched off
 MANAGED_TAG = "spotguard.io/managed"
@@ -46,7 +50,11 @@ def operations_called_by_the_controller() -> set[str]:
     """Every operation name controller/adapters/aws.py passes to AutoScaling._call (the one path to AWS)."""
     names = set(re.findall(r'self\._call\(\s*"(\w+)"', AWS_MODULE.read_text()))
     assert names, "found no AutoScaling._call in controller/adapters/aws.py: update this test with the module"
-    return {f"autoscaling:{name}" for name in names}
+    queue = set(re.findall(r'self\._call\(\s*"(\w+)"', SQS_MODULE.read_text()))
+    assert queue, "found no EventQueue._call in controller/adapters/sqs.py: update this test with the module"
+    # DeleteMessageBatch is authorized as sqs:DeleteMessage (there is no IAM action of the batch's name).
+    queue = {"DeleteMessage" if name == "DeleteMessageBatch" else name for name in queue}
+    return {f"autoscaling:{name}" for name in names} | {f"sqs:{name}" for name in queue}
 
 
 def _asg_of_request(data: Mapping[str, Any], account_id: str) -> Any:
@@ -133,6 +141,8 @@ def aws(asg_tag_conditions: None) -> Iterator[dict[str, Any]]:
                     }
                 ],
             )
+        admin_sqs = boto3.client("sqs", region_name=REGION)
+        queues = {name: admin_sqs.create_queue(QueueName=name)["QueueUrl"] for name in (QUEUE, "someone-elses-queue")}
         iam.create_user(UserName="spotguard-controller")
         iam.put_user_policy(
             UserName="spotguard-controller", PolicyName="spotguard", PolicyDocument=POLICY_FILE.read_text()
@@ -153,8 +163,16 @@ def aws(asg_tag_conditions: None) -> Iterator[dict[str, Any]]:
             ]
             for role, name in groups.items()
         }
+        controller_sqs = boto3.client(
+            "sqs",
+            region_name=REGION,
+            aws_access_key_id=key["AccessKeyId"],
+            aws_secret_access_key=key["SecretAccessKey"],
+        )
         with enable_iam_authentication():
             yield {
+                "sqs": controller_sqs,
+                "queues": queues,
                 "asg": AutoScaling(controller_client, max_attempts=1, sleep=lambda _s: None),
                 "client": controller_client,
                 "groups": groups,
@@ -170,6 +188,20 @@ def test_the_policy_allows_exactly_the_calls_the_controller_makes() -> None:
         if MUTATING & set(statement["Action"]):
             assert set(statement["Action"]) <= MUTATING, "capacity changes get a statement of their own"
             assert statement["Condition"] == {"StringEquals": {f"autoscaling:ResourceTag/{MANAGED_TAG}": "true"}}
+        if any(action.startswith("sqs:") for action in statement["Action"]):
+            assert all(action.startswith("sqs:") for action in statement["Action"])
+            assert statement["Resource"] == f"arn:aws:sqs:*:*:{QUEUE}", "that one queue only"
+
+
+def test_the_events_queue_is_read_and_its_messages_deleted_on_that_queue_only(aws: dict[str, Any]) -> None:
+    ours = EventQueue(aws["queues"][QUEUE], aws["sqs"])
+    assert ours.receive(wait_seconds=0) == []
+    assert ours.arn().endswith(f":{QUEUE}")
+    theirs = EventQueue(aws["queues"]["someone-elses-queue"], aws["sqs"])
+    with pytest.raises(QueueError) as denied:
+        theirs.receive(wait_seconds=0)
+    assert denied.value.kind == ACCESS_DENIED, denied.value
+    assert "sqs:ReceiveMessage" in denied.value.advice
 
 
 def test_every_call_of_the_controller_succeeds_on_managed_groups(aws: dict[str, Any]) -> None:

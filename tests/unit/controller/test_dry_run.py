@@ -344,3 +344,24 @@ def test_every_write_of_the_aws_adapter_is_cut_by_the_seam() -> None:
     overridden = {name for name in vars(DryRunAutoScaling) if not name.startswith("_")}
     assert public - READS - overridden == set()
     assert {"set_desired_capacity", "terminate_instance"} <= overridden
+
+
+def test_the_events_queue_is_read_but_no_message_is_deleted(aws: Any) -> None:
+    """Deleting a message is a change in AWS: observe-only receives the EC2 events as ever and deletes none (each
+    comes back after the visibility timeout and changes nothing); every delete it would make is counted."""
+    from controller.adapters.dry_run import DryRunEventQueue
+    from controller.adapters.sqs import EventQueue
+
+    sqs = boto3.client("sqs", region_name="us-east-1")
+    url = sqs.create_queue(QueueName="spotguard-ec2-events", Attributes={"VisibilityTimeout": "0"})["QueueUrl"]
+    sqs.send_message(QueueUrl=url, MessageBody='{"detail-type": "EC2 Instance Rebalance Recommendation"}')
+    announced: list[WouldAct] = []
+    queue = DryRunEventQueue(url, sqs, announce=announced.append)
+
+    received = queue.receive(wait_seconds=0)
+    assert queue.delete(received) == [], "the feed is told they are done: no 'could not delete' warning"
+
+    assert len(EventQueue(url, sqs).receive(wait_seconds=0)) == 1, "the message is still in the queue"
+    assert [(w.action, w.kind) for w in announced] == [(Action.ACKNOWLEDGE, "Queue")]
+    assert received[0].message_id in announced[0].message and "observe-only" in announced[0].message
+    assert not Action.ACKNOWLEDGE.counted and Action.ACKNOWLEDGE.quiet, "logged and counted, no Event"
