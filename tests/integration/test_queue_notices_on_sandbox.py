@@ -427,9 +427,11 @@ def test_two_hundred_events_at_once_are_batched_like_two_hundred_annotations(
     event_calls = scale_ups() - annotation_calls
     _until("every message deleted", lambda: aws.left() == 0)
 
+    # An annotation burst is held to at most two calls per ASG (bench: controller.burst_set_desired_calls_per_asg,
+    # 500 over two groups): this one's 200 arrive within one poll interval and usually fit in one call; the events,
+    # whose first receive returns as soon as the first arrive, in one or two. The events are held to the same bound.
     assert 1 <= annotation_calls <= 2, annotation_calls
-    assert event_calls >= 1
-    assert event_calls <= annotation_calls, f"{event_calls} calls for the events, {annotation_calls} for annotations"
+    assert 1 <= event_calls <= 2, f"{event_calls} calls for the events ({annotation_calls} for the annotations)"
 
 
 def test_a_queue_that_is_not_there_is_reported_and_counted_while_annotations_are_served(

@@ -133,9 +133,10 @@ class ConfinedProcess:
 
 def test_the_sandbox_is_read_only_and_unprivileged() -> None:
     """The confinement itself: no write anywhere (HOME included), not root, no capabilities."""
+    name = f"spotguard-write-probe-{uuid.uuid4().hex}"  # a name nothing on the machine already holds
     script = (
         "import os, pathlib\n"
-        "for path in ('/tmp/x', os.path.expanduser('~/x'), str(pathlib.Path.cwd() / 'x')):\n"
+        f"for path in ('/tmp/{name}', os.path.expanduser('~/{name}'), str(pathlib.Path.cwd() / '{name}')):\n"
         "    try:\n"
         "        open(path, 'w')\n"
         "    except OSError as error:\n"

@@ -121,7 +121,9 @@ def test_a_leader_with_a_slow_first_list_of_nodes_starts_nothing_until_its_cache
         lambda kind, event: None,
         what="SpotGuardFallbackEvent",
     )
-    given: dict[str, Any] = {f.name: _Idle() for f in dataclasses.fields(LeaderComponents)}
+    given: dict[str, Any] = {  # the optional parts (observe-only, the events queue) stay off
+        f.name: _Idle() for f in dataclasses.fields(LeaderComponents) if f.default is dataclasses.MISSING
+    }
     given.update(informer=informer, sgfe_cache=sgfe_cache, replacement=replacement, lifecycle=lifecycle)
     parts.append(LeaderComponents(**given))
     cancel = Cancellation()
