@@ -141,6 +141,7 @@ def required_permissions(namespace: str, lease_namespace: str, lease_name: str) 
 AWS_ACTIONS = (
     "autoscaling:DescribeAutoScalingGroups",
     "autoscaling:DescribeAutoScalingInstances",
+    "autoscaling:DescribeInstanceRefreshes",
     "autoscaling:DescribeLifecycleHooks",
     "autoscaling:DescribeScalingActivities",
     "autoscaling:SetDesiredCapacity",

@@ -142,6 +142,7 @@ _EVICTION_RESULTS = {
 AWS_OPERATIONS = (
     "DescribeAutoScalingGroups",
     "DescribeAutoScalingInstances",
+    "DescribeInstanceRefreshes",
     "DescribeLifecycleHooks",
     "DescribeScalingActivities",
     "SetDesiredCapacity",
