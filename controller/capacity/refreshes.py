@@ -14,7 +14,7 @@ log = logging.getLogger(__name__)
 
 #: A group's refreshes are read again after this long (seconds): a refresh lasts minutes, and a step that waits
 #: for one looks again at its next pass.
-REFRESHES_MAX_AGE = 30.0
+REFRESHES_MAX_AGE = 15.0
 
 
 class RefreshCache:

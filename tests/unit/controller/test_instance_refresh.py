@@ -3,15 +3,23 @@ the refreshes (controller.capacity.refreshes)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
 from controller.adapters.aws import AwsError
+from controller.capacity.groups import Pair
 from controller.capacity.refreshes import REFRESHES_MAX_AGE, RefreshCache
 from controller.checks.instance_refresh import REBALANCE_WAIT_MAX, Step, refresh_wait
 from controller.clock import FakeClock
+from controller.config import Settings
 from controller.model.asg import InstanceRefresh
+from controller.observability.events import EventRecorder
+from controller.observability.metrics import Metrics
+from controller.observability.reporters import KubeReplacementReporter
+from controller.replacement.batching import Queued
+from controller.replacement.scale_up import refresh_waits
+from tests.unit.controller.replacement_parts import context
 
 S = Step
 
@@ -94,3 +102,62 @@ def test_a_refresh_that_cannot_be_read_holds_nothing_back(clock: FakeClock, capl
     fake: Any = asg
     assert RefreshCache().active(fake, clock, "spot") is None
     assert "autoscaling:DescribeInstanceRefreshes" in caplog.text and "spot" in caplog.text
+
+
+class _Events:
+    def __init__(self) -> None:
+        self.recorded: list[tuple[str, str, str, str]] = []
+
+    def record(self, ref: Any, kind: str, reason: str, message: str) -> None:
+        self.recorded.append((ref.name, kind, reason, message))
+
+
+def _queued(node: str, trigger: str, seen: float) -> Queued:
+    return Queued(node, trigger, Pair("spot", "od"), seen)
+
+
+def test_a_rebalance_waits_for_its_groups_refresh_and_an_interruption_goes_ahead(clock: FakeClock) -> None:
+    """The replacement's split of a closed queue: the rebalance is held (reported once per refresh), the interruption
+    goes ahead; past the bound, or once the refresh has ended, the rebalance goes ahead too."""
+    asg = _Asg()
+    events = _Events()
+    metrics = Metrics(process_metrics=False)
+    ctx = context(
+        Settings(spot_asg_name="spot", on_demand_asg_name="od"),
+        clock,
+        asg,
+        writer=None,
+        nodes=dict,
+        reporter=KubeReplacementReporter(cast(EventRecorder, events), metrics),
+    )
+    now = clock.monotonic()
+    items = [_queued("rebalanced", "rebalance", now), _queued("interrupted", "interruption", now)]
+
+    go, wait = refresh_waits(ctx, "spot", items)
+    assert [i.node for i in go] == ["interrupted"] and [i.node for i in wait] == ["rebalanced"]
+    assert metrics.registry.get_sample_value("spotguard_instance_refresh_active", {"asg": "spot"}) == 1
+    [(node, kind, reason, message)] = events.recorded
+    assert (node, kind, reason) == ("rebalanced", "Warning", "InstanceRefreshActive")
+    assert "r-0" in message and "ASG spot" in message and "rebalanced" in message and "cancel" in message
+
+    clock.advance(REFRESHES_MAX_AGE)
+    go, wait = refresh_waits(ctx, "spot", wait)
+    assert wait and len(events.recorded) == 1, "still waiting, reported once per refresh"
+
+    clock.advance(REBALANCE_WAIT_MAX)
+    go, wait = refresh_waits(ctx, "spot", [_queued("rebalanced", "rebalance", now)])
+    assert [i.node for i in go] == ["rebalanced"] and not wait, "the bound has passed: it goes ahead"
+
+    asg.statuses = ["Successful"]
+    clock.advance(REFRESHES_MAX_AGE)
+    go, wait = refresh_waits(ctx, "spot", [_queued("fresh", "rebalance", clock.monotonic())])
+    assert [i.node for i in go] == ["fresh"] and not wait, "the refresh has ended"
+    assert metrics.registry.get_sample_value("spotguard_instance_refresh_active", {"asg": "spot"}) == 0
+
+
+def test_an_interruption_alone_reads_no_refresh(clock: FakeClock) -> None:
+    asg = _Asg()
+    ctx = context(Settings(spot_asg_name="spot", on_demand_asg_name="od"), clock, asg, writer=None, nodes=dict)
+    go, wait = refresh_waits(ctx, "spot", [_queued("interrupted", "interruption", clock.monotonic())])
+    assert [i.node for i in go] == ["interrupted"] and not wait
+    assert asg.calls == 0, "DescribeInstanceRefreshes only when something could wait"
