@@ -37,7 +37,7 @@ from botocore.config import Config as BotoConfig
 from botocore.exceptions import BotoCoreError, ClientError
 
 from controller.fence import FenceCheck, no_fence
-from controller.model.asg import Activity, Group, Instance, LifecycleHook, Membership
+from controller.model.asg import Activity, Group, Instance, InstanceRefresh, LifecycleHook, Membership
 
 log = logging.getLogger(__name__)
 
@@ -259,6 +259,24 @@ class AutoScaling:
                 default_result=h.get("DefaultResult", "ABANDON"),
             )
             for h in response.get("LifecycleHooks", [])
+        ]
+
+    def instance_refreshes(self, group: str, max_records: int = 5) -> list[InstanceRefresh]:
+        """The group's latest instance refreshes, newest first (AWS answers newest first; one page is enough: only
+        the newest can be active, AWS runs one refresh per group at a time)."""
+        response = self._call(
+            "DescribeInstanceRefreshes",
+            group,
+            lambda: self.client.describe_instance_refreshes(AutoScalingGroupName=group, MaxRecords=max_records),
+        )
+        return [
+            InstanceRefresh(
+                refresh_id=r["InstanceRefreshId"],
+                group=r.get("AutoScalingGroupName", group),
+                status=r.get("Status", ""),
+                status_reason=r.get("StatusReason", ""),
+            )
+            for r in response.get("InstanceRefreshes", [])
         ]
 
     # -- capacity changes (fenced) ----------------------------------------------------------------

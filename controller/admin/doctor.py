@@ -141,6 +141,7 @@ def required_permissions(namespace: str, lease_namespace: str, lease_name: str) 
 AWS_ACTIONS = (
     "autoscaling:DescribeAutoScalingGroups",
     "autoscaling:DescribeAutoScalingInstances",
+    "autoscaling:DescribeInstanceRefreshes",
     "autoscaling:DescribeLifecycleHooks",
     "autoscaling:DescribeScalingActivities",
     "autoscaling:SetDesiredCapacity",
@@ -608,6 +609,7 @@ class Doctor:
         name = group.name
         findings = [_az_rebalance_finding(group), _managed_tag_finding(group)]
         findings.append(self._launch_hooks_finding(group, role, asg))
+        findings.append(self._instance_refresh_finding(group, role, asg))
         if group.new_instances_protected:
             findings.append(
                 Finding(
@@ -681,6 +683,38 @@ class Doctor:
             f"autoscaling put-lifecycle-hook --auto-scaling-group-name {group.name} --lifecycle-hook-name "
             f"{wait.conflicts[0].name} --heartbeat-timeout {int(wait.cap)} ...); heartbeats "
             "(RecordLifecycleActionHeartbeat) do not make Spot Guard wait longer",
+        )
+
+    def _instance_refresh_finding(self, group: Group, role: str, asg: AutoScaling) -> Finding:
+        """An active instance refresh replaces the group's instances itself; Spot Guard waits for it
+        (controller.checks.instance_refresh): rebalance replacements up to REBALANCE_WAIT_MAX, the return to spot
+        and the on-demand scale-down until it ends."""
+        from controller.adapters.aws import AwsError
+        from controller.checks.instance_refresh import REBALANCE_WAIT_MAX
+        from controller.config import format_duration
+
+        check = f"instance-refresh/{group.name}"
+        try:
+            active = next((r for r in asg.instance_refreshes(group.name) if r.active), None)
+        except AwsError as error:
+            return Finding(
+                check,
+                WARN,
+                f"cannot read the instance refreshes of {group.name}: {error.code}: {error.aws_message}",
+                "allow autoscaling:DescribeInstanceRefreshes (manifests/iam-policy.json grants it) and run doctor "
+                "again",
+            )
+        if active is None:
+            return Finding(check, PASS, f"no instance refresh of {group.name} is active")
+        return Finding(
+            check,
+            WARN,
+            f"instance refresh {active.refresh_id} of {role} ASG {group.name} is {active.status}: rebalance "
+            f"replacements wait for it (at most {format_duration(REBALANCE_WAIT_MAX)}), returns to spot and on-demand "
+            "scale-downs until it ends; interruptions are replaced at once",
+            "let it finish (aws autoscaling describe-instance-refreshes --auto-scaling-group-name "
+            f"{group.name}), or cancel it (aws autoscaling cancel-instance-refresh --auto-scaling-group-name "
+            f"{group.name}) if replacements must not wait",
         )
 
     def check_iam(self, caller_arn: str) -> list[Finding]:

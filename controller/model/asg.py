@@ -50,6 +50,26 @@ LAUNCHING_TRANSITION = "autoscaling:EC2_INSTANCE_LAUNCHING"
 TERMINATING_TRANSITION = "autoscaling:EC2_INSTANCE_TERMINATING"
 
 
+#: The statuses of an instance refresh still running ("InstanceRefresh", Status,
+#: https://docs.aws.amazon.com/autoscaling/ec2/APIReference/API_InstanceRefresh.html): it still replaces instances
+#: or rolls them back. Successful, Failed, Cancelled, RollbackFailed and RollbackSuccessful are over.
+ACTIVE_REFRESH_STATUSES = frozenset({"Pending", "InProgress", "Cancelling", "RollbackInProgress", "Baking"})
+
+
+@dataclasses.dataclass(frozen=True)
+class InstanceRefresh:
+    """An instance refresh of a group (DescribeInstanceRefreshes): AWS replacing the group's instances itself."""
+
+    refresh_id: str
+    group: str
+    status: str
+    status_reason: str = ""
+
+    @property
+    def active(self) -> bool:
+        return self.status in ACTIVE_REFRESH_STATUSES
+
+
 @dataclasses.dataclass(frozen=True)
 class LifecycleHook:
     """A group's lifecycle hook (DescribeLifecycleHooks): it holds new instances in Pending:Wait (launching) or

@@ -142,6 +142,7 @@ _EVICTION_RESULTS = {
 AWS_OPERATIONS = (
     "DescribeAutoScalingGroups",
     "DescribeAutoScalingInstances",
+    "DescribeInstanceRefreshes",
     "DescribeLifecycleHooks",
     "DescribeScalingActivities",
     "SetDesiredCapacity",
@@ -249,6 +250,14 @@ class Metrics:
             ["asg"],
             registry=registry,
         )
+        self.instance_refresh_active = Gauge(
+            PREFIX + "instance_refresh_active",
+            "1 while an instance refresh of the group is active (Pending, InProgress, Cancelling, RollbackInProgress, "
+            "Baking) as Spot Guard last read it, 0 once it read none; rebalance scale-ups and the return to spot "
+            "wait meanwhile (controller/checks/instance_refresh.py)",
+            ["asg"],
+            registry=registry,
+        )
         self.launch_failures = Counter(
             PREFIX + "launch_failures",
             "Failed launches seen after a Spot Guard scale-up, by group and category (capacity, quota, configuration, "
@@ -336,6 +345,7 @@ class Metrics:
             self.fallbacks.labels(spot_asg, on_demand_asg, reason)
         for asg in (spot_asg, on_demand_asg):
             self.outside_changes.labels(asg)
+            self.instance_refresh_active.labels(asg)
 
     # -- recording ------------------------------------------------------------------------------------------
 
@@ -387,6 +397,9 @@ class Metrics:
 
     def outside_change(self, asg: str) -> None:
         self.outside_changes.labels(asg).inc()
+
+    def instance_refresh(self, asg: str, active: bool) -> None:
+        self.instance_refresh_active.labels(asg).set(1 if active else 0)
 
     def launch_failed(self, asg: str, category: str) -> None:
         self.launch_failures.labels(asg, category).inc()

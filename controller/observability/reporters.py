@@ -11,6 +11,8 @@ import datetime as dt
 import logging
 from typing import Protocol
 
+from controller.checks.instance_refresh import REBALANCE_WAIT_MAX
+from controller.model.asg import InstanceRefresh
 from controller.model.sgfe import FallbackEvent
 from controller.observability import tracing
 from controller.observability.events import EventRecorder, node_ref, sgfe_ref
@@ -22,6 +24,8 @@ lifecycle_log = logging.getLogger("controller.lifecycle")
 
 #: The start of every replacement Event's message in observe-only mode: the decision is real, its effects were not.
 OBSERVE_ONLY_PREFIX = "observe-only (nothing was changed): "
+#: The reason of the Warning Event about an active instance refresh that replacements wait for.
+REFRESH_REASON = "InstanceRefreshActive"
 
 # The controller's refusal reasons, in the metric's vocabulary.
 _REFUSALS = {
@@ -58,7 +62,18 @@ class ReplacementReporter(Protocol):
 
     def refused_effect(self, what: str, message: str) -> None: ...
 
+    def instance_refresh(self, group: str, refresh: InstanceRefresh | None, nodes: tuple[str, ...]) -> None: ...
+
     def malformed(self, kind: str, field: str) -> None: ...
+
+
+def refresh_message(refresh: InstanceRefresh, nodes: tuple[str, ...]) -> str:
+    """What the Event about an active refresh says: the group, the refresh, what waits and what to do."""
+    return (
+        f"instance refresh {refresh.refresh_id} of ASG {refresh.group} is {refresh.status}: the rebalance "
+        f"replacement of {', '.join(nodes)} waits for it (at most {REBALANCE_WAIT_MAX:.0f} s; interruptions never "
+        "wait); let it finish, or cancel it (aws autoscaling cancel-instance-refresh) to replace at once"
+    )
 
 
 class LogReplacementReporter:
@@ -98,6 +113,10 @@ class LogReplacementReporter:
     def refused_effect(self, what: str, message: str) -> None:
         log.warning("refused %s: %s", what, message)
 
+    def instance_refresh(self, group: str, refresh: InstanceRefresh | None, nodes: tuple[str, ...]) -> None:
+        if refresh is not None and nodes:
+            log.warning("ASG %s: %s", group, refresh_message(refresh, nodes))
+
     def malformed(self, kind: str, field: str) -> None:
         return None
 
@@ -110,6 +129,7 @@ class KubeReplacementReporter:
         self.metrics = metrics
         #: observe-only mode (SPOT_GUARD_DRY_RUN): every message says that its decision changed nothing
         self.prefix = OBSERVE_ONLY_PREFIX if observe_only else ""
+        self._refreshes_reported: set[str] = set()  # refresh ids whose Event was written
 
     def node_event(self, node: str, kind: str, reason: str, message: str) -> None:
         message = self.prefix + message
@@ -153,6 +173,17 @@ class KubeReplacementReporter:
     def refused_effect(self, what: str, message: str) -> None:
         log.warning("refused %s: %s", what, message)
         self.metrics.refused_effect(what.split(" ", 1)[0])
+
+    def instance_refresh(self, group: str, refresh: InstanceRefresh | None, nodes: tuple[str, ...]) -> None:
+        """The group's refresh as last read: the gauge always; while ``nodes`` wait for it, a Warning Event once per
+        refresh id, on the first of them (a Node: an ASG has no Kubernetes object to carry it)."""
+        self.metrics.instance_refresh(group, refresh is not None)
+        if refresh is None or not nodes or refresh.refresh_id in self._refreshes_reported:
+            return
+        self._refreshes_reported.add(refresh.refresh_id)
+        message = self.prefix + refresh_message(refresh, nodes)
+        log.warning("ASG %s: %s", group, message, extra={"asg": group, "reason": REFRESH_REASON})
+        self.events.record(node_ref(nodes[0]), "Warning", REFRESH_REASON, message)
 
     def malformed(self, kind: str, field: str) -> None:
         self.metrics.malformed_object(kind, field)

@@ -58,6 +58,7 @@ class BatchQueues:
         self._queues: dict[str, dict[str, Queued]] = {}
         self._not_before: dict[str, float] = {}  # asg -> no retry before (after an AWS error)
         self._bursts: dict[str, float] = {}  # asg -> first arrival of a burst whose first queue closed early
+        self._refresh_held: set[str] = set()  # ASGs whose queue waits for an instance refresh (not an AWS error)
 
     def add(self, asg: str, item: Queued) -> bool:
         """Queue ``item`` for ``asg``; False if its node is queued already (first arrival kept)."""
@@ -65,6 +66,10 @@ class BatchQueues:
         if item.node in queue:
             return False
         queue[item.node] = item
+        if item.trigger == "interruption" and asg in self._refresh_held:
+            # an interruption never waits for a refresh: the queue closes as if nothing waited
+            self._refresh_held.discard(asg)
+            self._not_before.pop(asg, None)
         return True
 
     def waiting(self) -> list[str]:
@@ -124,6 +129,7 @@ class BatchQueues:
         if not queue:
             self._queues.pop(asg, None)
         self._not_before.pop(asg, None)
+        self._refresh_held.discard(asg)
         return sorted(taken, key=lambda item: item.node)
 
     def _note_burst(self, asg: str, queue: dict[str, Queued]) -> None:
@@ -136,9 +142,15 @@ class BatchQueues:
         if due is not None and due < first + self.max_delay:
             self._bursts[asg] = first
 
-    def put_back(self, asg: str, items: list[Queued], retry_at: float) -> None:
-        """Re-queue ``items`` (their scale-up could not be made) and close again no sooner than ``retry_at``."""
+    def put_back(self, asg: str, items: list[Queued], retry_at: float, refresh_held: bool = False) -> None:
+        """Re-queue ``items`` (their scale-up could not be made, or, ``refresh_held``, waits for an instance
+        refresh) and close again no sooner than ``retry_at``, or as soon as an interruption arrives if
+        ``refresh_held``."""
         queue = self._queues.setdefault(asg, {})
         for item in items:
             queue.setdefault(item.node, item)
         self._not_before[asg] = retry_at
+        if refresh_held:
+            self._refresh_held.add(asg)
+        else:
+            self._refresh_held.discard(asg)

@@ -15,6 +15,7 @@ from controller.adapters.sgfe_store import FallbackEvents
 from controller.capacity.groups import GroupResolver
 from controller.capacity.hooks import HookCache
 from controller.capacity.owner import CapacityOwner
+from controller.capacity.refreshes import RefreshCache
 from controller.clock import Clock
 from controller.config import Settings
 from controller.effects.drain import NodeDrains
@@ -52,6 +53,7 @@ class Memory:
     announced: dict[str, str] = dataclasses.field(default_factory=dict)  # node -> the notice its Event announced
     recording: set[str] = dataclasses.field(default_factory=set)  # batches whose member records are being written
     hooks: HookCache = dataclasses.field(default_factory=HookCache)  # group -> its lifecycle hooks, read lately
+    refreshes: RefreshCache = dataclasses.field(default_factory=RefreshCache)  # group -> its active refresh
     lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
 
 

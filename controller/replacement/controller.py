@@ -48,7 +48,7 @@ from controller.replacement.decisions import (
     untrusted,
 )
 from controller.replacement.record_book import on_demand_claim_key, spot_claim_key
-from controller.replacement.scale_up import Batch, record_batch, scale_up
+from controller.replacement.scale_up import Batch, record_batch, refresh_waits, scale_up
 from controller.workers import run_passes
 from nodewatch import annotations as contract
 
@@ -62,6 +62,9 @@ IDLE = 30.0  # the longest a pass sleeps when nothing asks for an earlier one
 # Passes start at least this far apart when woken by watch events (a burst's 500 Node events make ~20 passes a
 # second, not 500): an arrival is seen at most this much later, well inside the batch window.
 PASS_GAP = 0.05
+#: How soon a rebalance waiting for an instance refresh is looked at again (seconds; the refresh is read at most
+#: once per controller.capacity.refreshes.REFRESHES_MAX_AGE, so most looks cost no AWS call).
+REFRESH_RECHECK = 5.0
 
 
 class ReplacementController:
@@ -78,6 +81,7 @@ class ReplacementController:
         self._in_flight: set[str] = set()  # the nodes those jobs took from the queues
         self._sent: list[Batch] = []  # batches whose call was made, members still to record
         self._retry: dict[str, tuple[list[Queued], float]] = {}  # group -> nodes whose scale-up failed, when to retry
+        self._refresh_held: set[str] = set()  # groups of _retry whose nodes wait for an instance refresh
         self._quiet = threading.Event()  # no recommendation waits for its call: member records may be written
         self._quiet.set()
         self._node_states: dict[str, tuple[bool, bool]] = {}  # node -> (ready, annotated): notify's memory
@@ -121,9 +125,10 @@ class ReplacementController:
         batches = self._visit(now)
         with self._handoff:
             retries, self._retry = self._retry, {}
+            held, self._refresh_held = self._refresh_held, set()
             sent, self._sent = self._sent, []
         for asg, (items, retry_at) in retries.items():
-            self._queues.put_back(asg, items, retry_at)
+            self._queues.put_back(asg, items, retry_at, refresh_held=asg in held)
         for asg in self._queues.due(now):
             if asg not in self._scaling:
                 self._start_scale_up(asg, now)
@@ -477,7 +482,12 @@ class ReplacementController:
 
         def job() -> None:
             try:
-                batch = scale_up(self.ctx, asg, items)
+                going, waiting = refresh_waits(self.ctx, asg, items)
+                if waiting:  # queued again, not dropped: looked at again after a poll interval, until the bound
+                    with self._handoff:
+                        self._retry[asg] = (waiting, self.ctx.clock.monotonic() + REFRESH_RECHECK)
+                        self._refresh_held.add(asg)
+                batch = scale_up(self.ctx, asg, going) if going else None
                 if batch is not None:
                     with self._handoff:
                         self._sent.append(batch)

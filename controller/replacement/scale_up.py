@@ -18,6 +18,7 @@ import uuid
 from controller import failpoints
 from controller.adapters.aws import AwsError
 from controller.capacity.owner import ChangesHeldError, Plan
+from controller.checks.instance_refresh import Step, refresh_wait
 from controller.config import format_duration
 from controller.model.asg import instance_id_from_provider_id
 from controller.model.node import NodeView
@@ -51,6 +52,30 @@ class Batch:
     @property
     def names(self) -> list[str]:
         return [node.name for node, _ in self.members]
+
+
+def refresh_waits(ctx: Context, asg: str, items: list[Queued]) -> tuple[list[Queued], list[Queued]]:
+    """``items`` split into those whose scale-up goes ahead and those that wait for an active instance refresh of
+    ``asg`` (``controller.checks.instance_refresh``). The refreshes are read only when a rebalance is among them."""
+    if all(item.trigger != "rebalance" for item in items):
+        return items, []
+    refresh = ctx.memory.refreshes.active(ctx.owner.asg, ctx.clock, asg)
+    now = ctx.clock.monotonic()
+    go: list[Queued] = []
+    wait: list[Queued] = []
+    for item in items:
+        step = Step.REBALANCE_SCALE_UP if item.trigger == "rebalance" else Step.INTERRUPTION_SCALE_UP
+        (wait if refresh_wait(step, refresh is not None, False, now - item.seen).waits else go).append(item)
+    ctx.reporter.instance_refresh(asg, refresh, tuple(item.node for item in wait))
+    if wait and refresh is not None:
+        log.info(
+            "spot scale-up of %s for %s waits for instance refresh %s (%s)",
+            asg,
+            ", ".join(item.node for item in wait),
+            refresh.refresh_id,
+            refresh.status,
+        )
+    return go, wait
 
 
 def scale_up(ctx: Context, asg: str, items: list[Queued]) -> Batch | None:

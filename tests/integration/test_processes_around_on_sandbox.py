@@ -1,6 +1,7 @@
 """The controller copes with the Auto Scaling processes around it, on the real sandbox (API server, kwok, moto +
 capacity simulator) with the controller's production wiring: launch hooks holding a replacement in Pending:Wait,
-termination hooks holding a retired instance in Terminating:Wait, scale-in protection on new instances."""
+termination hooks holding a retired instance in Terminating:Wait, scale-in protection on new instances, an instance
+refresh of the spot group."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from tests.integration.test_replacement_on_sandbox import (
     SPOT,
     Running,
     _desired,
+    _events,
     _gone,
     _instance,
     _instances,
@@ -339,3 +341,78 @@ def test_a_mixed_instances_group_with_every_pool_short_falls_back_once_each_pool
     assert len(failed) >= 3, "each of the three pools failed before the fallback"
     _until("the old node retired and gone", lambda: _gone(core, old.metadata.name), timeout=60)
     assert _desired(aws_sim, ON_DEMAND) == 1
+
+
+def _start_paused_refresh(autoscaling: Any, group: str) -> str:
+    """An instance refresh of ``group`` that stays InProgress and replaces nothing yet: its group's InstanceRefresh
+    process is suspended ("Suspend and resume a process for an Auto Scaling group": the refresh pauses)."""
+    autoscaling.suspend_processes(AutoScalingGroupName=group, ScalingProcesses=["InstanceRefresh"])
+    refresh = str(autoscaling.start_instance_refresh(AutoScalingGroupName=group)["InstanceRefreshId"])
+    _until(
+        "the refresh InProgress",
+        lambda: (
+            autoscaling.describe_instance_refreshes(AutoScalingGroupName=group)["InstanceRefreshes"][0]["Status"]
+            == "InProgress"
+        ),
+    )
+    return refresh
+
+
+def test_a_rebalance_waits_for_an_instance_refresh_of_its_spot_group_and_proceeds_when_it_ends(
+    start_controller: Callable[..., Running],  # noqa: F811 - the fixture imported above
+    core: k8s.CoreV1Api,
+    aws_sim: SandboxAWSClient,
+    autoscaling: Any,
+) -> None:
+    aws_sim.set_capacity(SPOT, pending_seconds=0.5)
+    old = _spot_nodes(core)[0]
+    before = _instances(aws_sim, SPOT)
+    refresh = _start_paused_refresh(autoscaling, SPOT)
+    start_controller()
+    _recommend(core, old)
+
+    _until(
+        "a Warning Event naming the refresh and what waits",
+        lambda: any(
+            e.startswith("Warning InstanceRefreshActive: ") and refresh in e and SPOT in e
+            for e in _events(core, old.metadata.name)
+        ),
+    )
+    time.sleep(5)  # many batch windows and recheck intervals
+    assert _desired(aws_sim, SPOT) == len(before) and aws_sim.count_calls("SetDesiredCapacity", asg=SPOT) == 0
+    assert _record(core, old.metadata.name) is None, "queued, not started"
+
+    autoscaling.cancel_instance_refresh(AutoScalingGroupName=SPOT)
+    _until("the old node retired and gone", lambda: _gone(core, old.metadata.name), timeout=60)
+    after = _instances(aws_sim, SPOT)
+    assert len(after) == len(before) and before - {_instance(old)} < after, "only the old instance was terminated"
+    terminations = aws_sim.calls("TerminateInstanceInAutoScalingGroup")
+    assert len(terminations) == 1 and _instance(old) in str(terminations[0]["params"])
+    assert aws_sim.count_calls("SetDesiredCapacity", asg=SPOT) == 1
+    assert _desired(aws_sim, ON_DEMAND) == 0
+
+
+def test_an_interruption_during_an_instance_refresh_is_replaced_at_once(
+    start_controller: Callable[..., Running],  # noqa: F811 - the fixture imported above
+    core: k8s.CoreV1Api,
+    aws_sim: SandboxAWSClient,
+    autoscaling: Any,
+) -> None:
+    aws_sim.set_capacity(SPOT, pending_seconds=0.5)
+    old = _spot_nodes(core)[0]
+    before = _instances(aws_sim, SPOT)
+    _start_paused_refresh(autoscaling, SPOT)
+    start_controller()
+    _recommend(
+        core,
+        old,
+        **{"spotguard.io/interruption-action": "terminate", "spotguard.io/interruption-time": "2026-11-21T10:02:00Z"},
+    )
+
+    _until("the spot scale-up, at once", lambda: _desired(aws_sim, SPOT) == len(before) + 1, timeout=5)
+    _until("the old node retired and gone", lambda: _gone(core, old.metadata.name), timeout=60)
+    after = _instances(aws_sim, SPOT)
+    assert len(after) == len(before) and before - {_instance(old)} < after, "only the old instance was terminated"
+    assert not any("InstanceRefreshActive" in e for e in _events(core, old.metadata.name)), "nothing waited"
+    active = autoscaling.describe_instance_refreshes(AutoScalingGroupName=SPOT)["InstanceRefreshes"][0]["Status"]
+    assert active == "InProgress", "the refresh was left alone"

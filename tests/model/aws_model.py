@@ -161,6 +161,9 @@ class AutoScalingModel:
         self.on_call("DescribeScalingActivities")
         return {"Activities": copy.deepcopy(self.activities.get(AutoScalingGroupName, [])[:MaxRecords])}
 
+    def describe_instance_refreshes(self, AutoScalingGroupName: str, MaxRecords: int = 50) -> JSON:  # noqa: N803
+        return {"InstanceRefreshes": []}  # the model's groups are never refreshed
+
     def describe_auto_scaling_instances(self, InstanceIds: list[str]) -> JSON:  # noqa: N803
         self.on_call("DescribeAutoScalingInstances")
         return {

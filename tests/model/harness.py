@@ -141,6 +141,9 @@ class Reports:
             f"{group}: desired {desired}, justified {justified}, claims {claims}; {self.context(group)}"
         )
 
+    def instance_refresh(self, group: str, refresh: object, nodes: tuple[str, ...]) -> None:
+        return None
+
     def refused_effect(self, what: str, message: str) -> None:
         self.refused_effects.append(f"{what}: {message}")
 

@@ -119,3 +119,37 @@ def test_capacity_changes_move_as_a_change_begins_and_ends_even_when_it_fails() 
     after_call = asg.capacity_changes("on-demand")
     asg.terminate_instance("i-0123456789abcdef0")
     assert asg.capacity_changes("on-demand") != after_call, "a termination names no group: every count moves"
+
+
+class RefreshClient:
+    """DescribeInstanceRefreshes' answer, shaped as the API Reference documents it
+    (https://docs.aws.amazon.com/autoscaling/ec2/APIReference/API_DescribeInstanceRefreshes.html)."""
+
+    def __init__(self) -> None:
+        self.calls: list[dict[str, Any]] = []
+
+    def describe_instance_refreshes(self, **kwargs: Any) -> dict[str, Any]:
+        self.calls.append(kwargs)
+        return {
+            "InstanceRefreshes": [
+                {
+                    "InstanceRefreshId": "08b91cf7-8fa6-48af-b6a6-d227f40f1b9b",
+                    "AutoScalingGroupName": "spot",
+                    "Status": "InProgress",
+                    "StatusReason": "Waiting for instances to warm up before continuing.",
+                    "PercentageComplete": 50,
+                },
+                {"InstanceRefreshId": "dd7728d0-5bc4-4575-96a3-1b2c52bf8bb1", "Status": "Successful"},
+            ]
+        }
+
+
+def test_instance_refreshes_are_read_with_their_status() -> None:
+    client = RefreshClient()
+    refreshes = AutoScaling(client=client, sleep=lambda s: None).instance_refreshes("spot")
+    assert client.calls == [{"AutoScalingGroupName": "spot", "MaxRecords": 5}]
+    assert [(r.refresh_id[:8], r.group, r.status, r.active) for r in refreshes] == [
+        ("08b91cf7", "spot", "InProgress", True),
+        ("dd7728d0", "spot", "Successful", False),
+    ]
+    assert refreshes[0].status_reason.startswith("Waiting for instances to warm up")

@@ -171,6 +171,23 @@ def test_after_an_aws_error_the_nodes_are_kept_and_retried_no_sooner_than_asked(
     assert queues.due_at("spot-a") == pytest.approx(7.1), "the retry delay ends with the retry"
 
 
+def test_an_interruption_does_not_wait_behind_recommendations_held_for_an_instance_refresh() -> None:
+    queues = BatchQueues(window=0.1, max_delay=2.0)
+    _add(queues, "n1", at=1.0)
+    queues.put_back("spot-a", queues.take("spot-a"), retry_at=6.0, refresh_held=True)
+    assert queues.due(3.0) == []
+    queues.add("spot-a", Queued("n2", "interruption", PAIR, 3.0))
+    assert queues.due_at("spot-a") == pytest.approx(3.3), "closes on quiet, as if nothing waited (two queued)"
+
+
+def test_an_interruption_still_waits_out_an_aws_error_backoff() -> None:
+    queues = BatchQueues(window=0.1, max_delay=2.0)
+    _add(queues, "n1", at=1.0)
+    queues.put_back("spot-a", queues.take("spot-a"), retry_at=6.0)
+    queues.add("spot-a", Queued("n2", "interruption", PAIR, 3.0))
+    assert queues.due_at("spot-a") == 6.0
+
+
 @pytest.mark.parametrize(("window", "max_delay", "size"), [(-0.1, 1.0, 10), (2.0, 1.0, 10), (0.1, 1.0, 0)])
 def test_impossible_settings_are_refused(window: float, max_delay: float, size: int) -> None:
     with pytest.raises(ValueError, match="batch"):

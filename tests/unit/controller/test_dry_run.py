@@ -331,6 +331,7 @@ READS = {
     "memberships",
     "activities",
     "lifecycle_hooks",
+    "instance_refreshes",
     "capacity_changes",
 }
 

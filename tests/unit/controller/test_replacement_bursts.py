@@ -63,6 +63,9 @@ class FakeAutoScaling:
     def activities(self, group: str, max_records: int = 20) -> list[Any]:
         return []
 
+    def instance_refreshes(self, group: str) -> list[Any]:
+        return []
+
     def set_desired_capacity(self, group: str, desired: int) -> None:
         self.changes += 1
         self.in_call.set()

@@ -62,6 +62,10 @@ class FakeAutoScaling:
         self.groups = {g["AutoScalingGroupName"]: g for g in groups}
         self.hooks: dict[str, list[dict[str, Any]]] = {}  # group name -> DescribeLifecycleHooks' answer
         self.hooks_error: Exception | None = None
+        self.refreshes: dict[str, list[dict[str, Any]]] = {}  # group name -> DescribeInstanceRefreshes' answer
+
+    def describe_instance_refreshes(self, AutoScalingGroupName: str, MaxRecords: int = 50) -> dict[str, Any]:
+        return {"InstanceRefreshes": self.refreshes.get(AutoScalingGroupName, [])[:MaxRecords]}
 
     def describe_lifecycle_hooks(self, AutoScalingGroupName: str) -> dict[str, Any]:
         if self.hooks_error is not None:

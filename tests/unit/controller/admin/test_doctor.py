@@ -111,7 +111,7 @@ def test_a_healthy_setup_passes_and_exits_0(run: Run, aws: FakeAws) -> None:
         **{
             f"{check}/{name}": PASS
             for name in ("spot-a", "od-a")
-            for check in ("az-rebalance", "managed-tag", "launch-hooks", "scale-in-protection")
+            for check in ("az-rebalance", "managed-tag", "launch-hooks", "scale-in-protection", "instance-refresh")
         },
         "iam": PASS,
     }
@@ -130,7 +130,7 @@ def test_the_table_shows_progress_on_stderr_and_a_summary(run: Run) -> None:
     lines = result.stdout.splitlines()
     assert lines[0].split() == ["STATUS", "CHECK", "FINDING"]
     assert lines[1].split()[:2] == ["PASS", "api-server"]
-    assert lines[-1] == "21 passed, 0 warnings, 0 failed"
+    assert lines[-1] == "23 passed, 0 warnings, 0 failed"
     assert "[1/6] the Kubernetes API server" in result.stderr
     assert "[6/6] AWS Auto Scaling groups and IAM" in result.stderr
     assert yaml.safe_load(run("doctor", "-o", "yaml").stdout)["ok"] is True
@@ -385,6 +385,28 @@ def test_lifecycle_hooks_that_cannot_be_read_are_a_warning(run: Run, aws: FakeAw
 
     assert found["launch-hooks/spot-a"].status == WARN
     assert "autoscaling:DescribeLifecycleHooks" in found["launch-hooks/spot-a"].what_to_do
+
+
+@pytest.mark.usefixtures("healthy")
+def test_an_active_instance_refresh_is_a_warning_saying_what_waits(run: Run, aws: FakeAws) -> None:
+    # DescribeInstanceRefreshes' shape (https://docs.aws.amazon.com/autoscaling/ec2/APIReference/API_InstanceRefresh.html)
+    aws.autoscaling.refreshes["spot-a"] = [
+        {"InstanceRefreshId": "r-new", "AutoScalingGroupName": "spot-a", "Status": "InProgress"},
+        {"InstanceRefreshId": "r-old", "AutoScalingGroupName": "spot-a", "Status": "Successful"},
+    ]
+    aws.autoscaling.refreshes["od-a"] = [
+        {"InstanceRefreshId": "r-od", "AutoScalingGroupName": "od-a", "Status": "Cancelled"},
+    ]
+
+    code, found = findings(run)
+
+    assert code == 0  # a warning
+    finding = found["instance-refresh/spot-a"]
+    assert finding.status == WARN
+    assert "r-new" in finding.finding and "spot-a" in finding.finding and "InProgress" in finding.finding
+    assert "rebalance replacements wait" in finding.finding and "interruptions are replaced at once" in finding.finding
+    assert "cancel-instance-refresh --auto-scaling-group-name spot-a" in finding.what_to_do
+    assert found["instance-refresh/od-a"].status == PASS, "a cancelled refresh is over"
 
 
 @pytest.mark.usefixtures("healthy")

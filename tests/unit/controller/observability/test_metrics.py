@@ -104,6 +104,17 @@ def test_a_group_pair_gets_zero_series_then_counts_scale_ups_and_fallbacks() -> 
     )
 
 
+def test_an_active_instance_refresh_shows_in_its_gauge_until_it_ends() -> None:
+    metrics = Metrics(process_metrics=False)
+    metrics.prepare_group_pair("spot-a", "od-a")
+    assert value(metrics, "spotguard_instance_refresh_active", asg="spot-a") == 0
+    metrics.instance_refresh("spot-a", True)
+    assert value(metrics, "spotguard_instance_refresh_active", asg="spot-a") == 1
+    assert value(metrics, "spotguard_instance_refresh_active", asg="od-a") == 0
+    metrics.instance_refresh("spot-a", False)
+    assert value(metrics, "spotguard_instance_refresh_active", asg="spot-a") == 0
+
+
 def test_durations_land_in_their_histograms() -> None:
     metrics = Metrics(process_metrics=False)
     metrics.replacement_ready(CapacityType.SPOT, 75.0)
