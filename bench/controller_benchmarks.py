@@ -29,6 +29,7 @@ from bench.controller_harness import (
 )
 from bench.figures import Figure, Peer, Target
 from bench.registry import Context, benchmark
+from controller.adapters.aws import AutoScaling
 from tests.integration.controller_process import annotate_rebalance, spot_nodes
 
 log = logging.getLogger("bench.controller")
@@ -189,10 +190,15 @@ def _fallback_sample(context: Context) -> tuple[float, float]:
         with controller(context):
             annotate_rebalance(core, spot_nodes(core)[0])
             call = wait_until("the on-demand scale-up", new_call(aws, SET_DESIRED, ON_DEMAND_ASG, 0), timeout=60)
-        failed = [a for a in aws.activities(SPOT_ASG) if a["status_code"] == "Failed"]
-        if not failed:
-            raise RuntimeError("the simulator logged no Failed spot activity")
-        first = min(failed, key=lambda a: epoch(a["start_time"]))
+        failed = sorted(
+            (a for a in aws.activities(SPOT_ASG) if a["status_code"] == "Failed"), key=lambda a: epoch(a["start_time"])
+        )
+        # The Failed activity that tells Spot Guard spot is short: the one that completes the group's pools
+        # (controller.checks.capacity_check.pools_exhausted: a group of several pools tries the others first).
+        pools = AutoScaling(autoscaling(context)).describe_groups([SPOT_ASG])[SPOT_ASG].pools
+        if len(failed) < pools:
+            raise RuntimeError(f"the simulator logged {len(failed)} Failed spot activities for {pools} pools")
+        first = failed[pools - 1]
         sent = epoch(call["time"])
         ended = epoch(first["end_time"]) if first["end_time"] else epoch(first["start_time"])
         return sent - epoch(first["start_time"]), sent - ended
@@ -241,7 +247,9 @@ def fallback(context: Context) -> list[Figure]:
             list(from_start),
             "s",
             f"spot group short of capacity (simulator retry 1 s), capacity poll interval {POLL_INTERVAL:g} s "
-            "(default); from the StartTime of the first Failed spot activity to the on-demand "
+            "(default); from the StartTime of the Failed spot activity that completes the group's pools (its "
+            "MixedInstancesPolicy types x zones: a group of several pools tries the others first, "
+            "controller.checks.capacity_check.pools_exhausted) to the on-demand "
             f"SetDesiredCapacity call; {repeats} runs. The simulator fails the first launch at once, so the Failed "
             "activity appears with the scale-up and the controller's first check right after it finds it: a "
             "best-case phase (a failure at a random phase would wait up to one poll interval more)",
