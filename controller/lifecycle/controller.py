@@ -9,8 +9,8 @@ on-demand node and terminates exactly its instance with decrement (``controller.
 One pass (``reconcile``) lists the SGFEs, reads AWS once per ASG, takes the Node view from the informer's
 cache, and moves each event one step; every write goes through ``FallbackEvents`` with the resourceVersion
 read, and every AWS change is recorded on the SGFE before it is made (``controller.model.progress``), so a
-successor neither repeats nor skips a step. Scale-downs run in their own threads. A ``NotLeaderError`` from
-the fenced AWS calls stops the controller: the new leader carries on.
+successor neither repeats nor skips a step. Scale-downs run as jobs on the workers' ``sgfe`` lane. A
+``NotLeaderError`` from the fenced AWS calls stops the controller: the new leader carries on.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from controller.adapters.kube import KubeRequests, list_all
 from controller.adapters.sgfe_store import ConflictError, FallbackEvents
 from controller.capacity.hooks import HookCache
 from controller.capacity.owner import CapacityOwner, Change, ChangesHeldError, Plan
+from controller.capacity.refreshes import RefreshCache
 from controller.checks.arrivals import GroupClaims
 from controller.checks.drain_plan import DrainOptions
 from controller.checks.launch_hooks import HELD_STATES, hook_wait
@@ -43,6 +44,7 @@ from controller.lifecycle.decisions import (
     AbortScaleDown,
     Action,
     BeginScaleDown,
+    CheckRefreshes,
     CheckSafety,
     ConfirmReturn,
     Delete,
@@ -55,7 +57,7 @@ from controller.lifecycle.decisions import (
     decide,
 )
 from controller.lifecycle.scale_down import AbortKind, ScaleDown, ScaleDownContext
-from controller.model.asg import Activity
+from controller.model.asg import Activity, InstanceRefresh
 from controller.model.claim import Claim, Claims
 from controller.model.node import NodeView
 from controller.model.progress import ANNOTATION, LifecycleProgress, MalformedRecordError, parse_time
@@ -129,6 +131,7 @@ class LifecycleController:
         self.recorder: LifecycleReporter = SafeLifecycleReporter(recorder or LogLifecycleReporter())
         self._wake = threading.Event()
         self._hooks = HookCache()  # spot group -> its lifecycle hooks, read when a returned instance is held
+        self._refreshes = RefreshCache()  # group -> its active instance refresh, read when a step may wait for it
         self._jobs: dict[str, ScaleDown] = {}  # uid -> running (or finished) scale-down
         self._job_retry_at: dict[str, float] = {}  # uid -> monotonic time before which a failed job is not rerun
         self._next_safety: dict[str, float] = {}  # uid -> monotonic time of the next safety check
@@ -262,6 +265,9 @@ class LifecycleController:
             return self.settings.lifecycle_poll_interval
         try:
             action = decide(event, record, facts, self.settings)
+            if isinstance(action, CheckRefreshes):
+                facts = dataclasses.replace(facts, refreshes=self._active_refreshes(event))
+                action = decide(event, record, facts, self.settings)
             if isinstance(action, CheckSafety):
                 due = self._next_safety.get(event.uid, 0.0) - self.clock.monotonic()
                 if due > 0:
@@ -277,6 +283,13 @@ class LifecycleController:
         except (AwsError, ApiException, DrainError, NodeGoneError, MalformedRecordError) as exc:
             self._warn_once(event, "LifecycleStepFailed", f"{_describe_error(exc)}; retrying in {ERROR_RETRY:g}s")
             return ERROR_RETRY
+
+    def _active_refreshes(self, event: FallbackEvent) -> tuple[InstanceRefresh, ...]:
+        """The active instance refreshes of the event's spot and on-demand groups (each read at most once per
+        ``REFRESHES_MAX_AGE``)."""
+        groups = dict.fromkeys((event.spec.spot_asg_name, event.spec.on_demand_asg_name))
+        found = (self._refreshes.active(self.asg, self.clock, group) for group in groups if group)
+        return tuple(refresh for refresh in found if refresh is not None)
 
     # -- applying decisions ----------------------------------------------------------------------------------
     def _apply(self, event: FallbackEvent, record: LifecycleProgress, action: Action, facts: Facts) -> float:
@@ -301,7 +314,7 @@ class LifecycleController:
             self.sgfes.delete(event)
             log.info("deleted SpotGuardFallbackEvent %s/%s: %s", event.namespace, event.name, action.why)
             return self.settings.lifecycle_poll_interval
-        return self.settings.lifecycle_poll_interval  # CheckSafety twice cannot happen
+        return self.settings.lifecycle_poll_interval  # a Check* twice cannot happen
 
     def _transition(self, event: FallbackEvent, action: Transition) -> FallbackEvent:
         if action.record is not None:

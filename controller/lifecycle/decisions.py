@@ -13,6 +13,8 @@ Phases (the seed's): Pending -> Monitoring -> ReadyForScaleDown -> ScalingDown -
   all passed -> ScalingDown (the seed's race point); one failed -> stay, check again later (not a failure).
 * ScalingDown: run or resume the scale-down (``controller.lifecycle.scale_down``); a spot relapse before the
   terminate intent is recorded aborts it (drain stopped, node uncordoned, back to Monitoring).
+* The return to spot and the scale-down wait while an instance refresh of either group runs
+  (``controller.checks.instance_refresh``): the refreshes are read (``CheckRefreshes``) only when one is next.
 * Completed: deleted ``completed_ttl`` after it finished. Failed: kept, with the reason, for an operator.
 """
 
@@ -24,11 +26,12 @@ import math
 from collections.abc import Sequence
 
 from controller.checks import capacity_check as capacity
+from controller.checks.instance_refresh import Step, refresh_wait
 from controller.checks.launch_hooks import HookWait
 from controller.checks.safety import CheckResult
 from controller.checks.spot_health import SpotHealth, assess
 from controller.config import ConfigError, Settings, format_duration, parse_duration
-from controller.model.asg import Activity, Group
+from controller.model.asg import Activity, Group, InstanceRefresh
 from controller.model.progress import LifecycleProgress, MalformedRecordError, format_time, parse_time
 from controller.model.sgfe import FallbackEvent, Phase, Status
 
@@ -50,6 +53,7 @@ class Facts:
     return_arrivals: tuple[str, ...] = ()  # the return's new spot instances, whatever their state
     return_held: tuple[str, ...] = ()  # the return's new spot instances a launch hook holds (Pending:Wait)
     hooks: HookWait | None = None  # the spot group's launch hooks, read when an instance is held
+    refreshes: tuple[InstanceRefresh, ...] | None = None  # active refreshes of the pair's groups; None: not read
 
 
 # -- actions -----------------------------------------------------------------------------------------------
@@ -111,6 +115,12 @@ class CheckSafety:
 
 
 @dataclasses.dataclass(frozen=True)
+class CheckRefreshes:
+    """Read the active instance refreshes of the event's two groups, then decide again with ``Facts.refreshes``
+    filled in (read only when a step that waits for them is next: ``controller.checks.instance_refresh``)."""
+
+
+@dataclasses.dataclass(frozen=True)
 class BeginScaleDown:
     """The race point: write ``status`` (ScalingDown, scaleDownInitiated) with the resourceVersion read; only
     the writer that succeeds starts the scale-down."""
@@ -144,6 +154,7 @@ Action = (
     | ConfirmReturn
     | Withdraw
     | CheckSafety
+    | CheckRefreshes
     | BeginScaleDown
     | RunScaleDown
     | AbortScaleDown
@@ -270,6 +281,9 @@ def _monitoring(event: FallbackEvent, record: LifecycleProgress, facts: Facts, s
         next_at = parse_time("next return attempt", record.next_return_at)
         if facts.now < next_at:
             return Wait(min(poll, _seconds(next_at, facts.now)), "backing off after a short return")
+    held = _refresh_hold(event, facts, settings, Step.RETURN_TO_SPOT)
+    if held is not None:
+        return held
     assert facts.spot is not None  # healthy implies the group exists
     target, granted = capacity.plan_scale_up(facts.spot, 1)
     if not granted:
@@ -397,6 +411,35 @@ def _short_message(event: FallbackEvent, reason: str, record: LifecycleProgress,
     )
 
 
+# -- instance refreshes ------------------------------------------------------------------------------------
+
+
+def _refresh_hold(event: FallbackEvent, facts: Facts, settings: Settings, step: Step) -> Action | None:
+    """None when ``step`` may go ahead; else read the refreshes first, or wait for the active one (said once on
+    the event: the on-demand node keeps the workload meanwhile)."""
+    if facts.refreshes is None:
+        return CheckRefreshes()
+    spot = next((r for r in facts.refreshes if r.group == event.spec.spot_asg_name and r.active), None)
+    on_demand = next((r for r in facts.refreshes if r.group == event.spec.on_demand_asg_name and r.active), None)
+    if not refresh_wait(step, spot is not None, on_demand is not None).waits:
+        return None
+    refresh = spot or on_demand
+    assert refresh is not None
+    role = "spot" if refresh is spot else "on-demand"
+    node = event.spec.on_demand_node_name
+    what = "returning to spot" if step is Step.RETURN_TO_SPOT else f"scaling down on-demand node {node}"
+    message = (
+        f"Waiting for instance refresh {refresh.refresh_id} of {role} ASG {refresh.group} ({refresh.status}) to end "
+        f"before {what}: a capacity change would fight the refresh; on-demand node {event.spec.on_demand_node_name} "
+        f"keeps the workload meanwhile (let the refresh finish, or cancel it: aws autoscaling cancel-instance-refresh "
+        f"--auto-scaling-group-name {refresh.group})"
+    )
+    poll = settings.lifecycle_poll_interval
+    if event.status.message != message:
+        return Transition(_status(event, message=message), "WaitingForInstanceRefresh", message, wake_in=poll)
+    return Wait(poll, f"instance refresh {refresh.refresh_id} of {refresh.group} is active")
+
+
 # -- ReadyForScaleDown -------------------------------------------------------------------------------------
 
 
@@ -417,6 +460,9 @@ def _ready(event: FallbackEvent, facts: Facts, settings: Settings) -> Action:
     if not health.healthy:
         status = _relapsed(event, health, "before the scale-down")
         return Transition(status, "SpotRelapsed", status.message, WARNING)
+    held = _refresh_hold(event, facts, settings, Step.ON_DEMAND_SCALE_DOWN)
+    if held is not None:
+        return held
     if facts.safety is None:
         return CheckSafety()
     failed = [r for r in facts.safety if not r.passed]

@@ -416,3 +416,38 @@ def test_an_interruption_during_an_instance_refresh_is_replaced_at_once(
     assert not any("InstanceRefreshActive" in e for e in _events(core, old.metadata.name)), "nothing waited"
     active = autoscaling.describe_instance_refreshes(AutoScalingGroupName=SPOT)["InstanceRefreshes"][0]["Status"]
     assert active == "InProgress", "the refresh was left alone"
+
+
+def test_the_lifecycle_waits_for_an_instance_refresh_of_its_on_demand_group_before_returning_to_spot(
+    kube: Kube, aws_sim: SandboxAWSClient, autoscaling: Any, namespace: str
+) -> None:
+    """An SGFE whose spot group is stable does not return to spot (nor drain the on-demand node) while the on-demand
+    group refreshes; its status and an Event name the refresh; once the refresh is cancelled it finishes."""
+    fb = fall_back(kube, aws_sim, autoscaling, namespace)
+    refresh = _start_paused_refresh(autoscaling, ON_DEMAND)
+    run = LifecycleRun(kube, autoscaling, compressed(namespace, completed_ttl=600), "leader").start()
+    try:
+        sgfes = FallbackEvents(kube, namespace)
+        _until(
+            "the SGFE waiting for the refresh",
+            lambda: (e := sgfes.find(fb.sgfe)) is not None and refresh in e.status.message,
+            timeout=30,
+        )
+        time.sleep(5)  # ten lifecycle polls; the minimum wait (2 s) and stability window (3 s) are long over
+        event = sgfes.find(fb.sgfe)
+        assert event is not None and event.status.phase == Phase.MONITORING, event
+        assert f"instance refresh {refresh} of on-demand ASG {ON_DEMAND}" in event.status.message
+        assert "WaitingForInstanceRefresh" in run.recorder.reasons()
+        assert _desired(aws_sim, SPOT) == 2 and aws_sim.count_calls("SetDesiredCapacity", asg=SPOT) == 0
+        assert fb.on_demand_instance in _instances(aws_sim, ON_DEMAND)
+
+        autoscaling.cancel_instance_refresh(AutoScalingGroupName=ON_DEMAND)
+        _until(
+            "the SGFE Completed",
+            lambda: (e := sgfes.find(fb.sgfe)) is not None and e.status.phase == Phase.COMPLETED,
+            timeout=90,
+        )
+    finally:
+        run.stop()
+    assert _desired(aws_sim, SPOT) == 3 and _desired(aws_sim, ON_DEMAND) == 0
+    assert fb.on_demand_instance not in _instances(aws_sim, ON_DEMAND)

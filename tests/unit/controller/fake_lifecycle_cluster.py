@@ -170,6 +170,8 @@ class FakeAutoScalingClient:
         self.launch_state = "InService"
         self.on_launch: Callable[[str, str], None] = lambda group, instance: None
         self.on_terminate: Callable[[str, str], None] = lambda group, instance: None
+        self.refreshes: dict[str, list[JSON]] = {}  # group -> its instance refreshes, newest first
+        self.refresh_reads: list[str] = []  # the groups DescribeInstanceRefreshes was called for
         self._ids = itertools.count(1)
 
     def add_group(self, name: str, instances: list[str], max_size: int = 10) -> None:
@@ -228,6 +230,10 @@ class FakeAutoScalingClient:
 
     def describe_scaling_activities(self, AutoScalingGroupName: str, MaxRecords: int) -> JSON:  # noqa: N803
         return {"Activities": copy.deepcopy(self.activities.get(AutoScalingGroupName, []))}
+
+    def describe_instance_refreshes(self, AutoScalingGroupName: str, MaxRecords: int) -> JSON:  # noqa: N803
+        self.refresh_reads.append(AutoScalingGroupName)
+        return {"InstanceRefreshes": copy.deepcopy(self.refreshes.get(AutoScalingGroupName, []))}
 
     def set_desired_capacity(self, AutoScalingGroupName: str, DesiredCapacity: int, HonorCooldown: bool) -> None:  # noqa: N803
         self.calls.append(("SetDesiredCapacity", {"group": AutoScalingGroupName, "desired": DesiredCapacity}))

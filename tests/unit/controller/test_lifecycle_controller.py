@@ -199,6 +199,59 @@ def test_the_seed_timeline_from_fallback_to_cleanup(world: World) -> None:
         assert reason in recorder.reasons()
 
 
+@pytest.mark.parametrize("refreshed", ["spot", "od"])
+def test_an_instance_refresh_of_either_group_holds_the_return_to_spot_until_it_ends(
+    world: World, refreshed: str
+) -> None:
+    """The return to spot waits while an instance refresh of the spot or the on-demand group runs (a capacity
+    change would fight it); the event says so once; the refreshes are read at most once per 15 s per group; once
+    the refresh ends the lifecycle finishes as before."""
+    refresh = {"InstanceRefreshId": "08b91cf7-refresh", "AutoScalingGroupName": refreshed, "Status": "InProgress"}
+    world.aws.refreshes[refreshed] = [refresh]
+    recorder = Recording()
+    controller = world.controller(recorder=recorder)
+    drive(controller, world.clock, lambda: "WaitingForInstanceRefresh" in recorder.reasons())
+    waiting_since = world.clock.monotonic()
+    for _ in range(60):  # ten minutes of passes
+        world.clock.advance(min(max(controller.reconcile(), 0.01), 3600.0))
+    event = world.event()
+    assert event is not None and event.status.phase == Phase.MONITORING
+    assert "08b91cf7-refresh" in event.status.message and f"ASG {refreshed}" in event.status.message
+    assert world.aws.count("SetDesiredCapacity") == 0 and world.aws.count("TerminateInstanceInAutoScalingGroup") == 0
+    assert recorder.reasons().count("WaitingForInstanceRefresh") == 1, "said once"
+    minutes = (world.clock.monotonic() - waiting_since) / 60
+    assert world.aws.refresh_reads.count(refreshed) <= 4 * minutes + 2, "at most one read per 15 s per group"
+
+    refresh["Status"] = "Successful"
+    drive(controller, world.clock, lambda: cast(FallbackEvent, world.event()).status.phase == Phase.COMPLETED)
+    assert [c for c in world.aws.calls if c[0] != "DescribeAutoScalingGroups"] == [
+        ("SetDesiredCapacity", {"group": "spot", "desired": 3}),
+        ("TerminateInstanceInAutoScalingGroup", {"instance": "i-o1", "decrement": True}),
+    ]
+
+
+def test_an_instance_refresh_starting_after_spot_returned_holds_the_scale_down(world: World) -> None:
+    """A refresh of the on-demand group that begins once spot is back holds the scale-down (in ReadyForScaleDown:
+    nothing is cordoned or drained meanwhile), then the on-demand instance goes as before."""
+    recorder = Recording()
+    controller = world.controller(recorder=recorder)
+    ready = Phase.READY_FOR_SCALE_DOWN
+    drive(controller, world.clock, lambda: cast(FallbackEvent, world.event()).status.phase == ready)
+    refresh = {"InstanceRefreshId": "r-od", "AutoScalingGroupName": "od", "Status": "Pending"}
+    world.aws.refreshes["od"] = [refresh]
+    world.clock.advance(20)  # past the 15 s the refreshes are kept
+    for _ in range(30):
+        world.clock.advance(min(max(controller.reconcile(), 0.01), 3600.0))
+    event = world.event()
+    assert event is not None and event.status.phase == Phase.READY_FOR_SCALE_DOWN, event
+    assert "r-od" in event.status.message and "scaling down on-demand node od-1" in event.status.message
+    assert not world.node("od-1")["spec"].get("unschedulable") and len(world.cluster.pods.pods) == 2
+    assert world.aws.count("TerminateInstanceInAutoScalingGroup") == 0
+    refresh["Status"] = "Cancelled"
+    drive(controller, world.clock, lambda: cast(FallbackEvent, world.event()).status.phase == Phase.COMPLETED)
+    assert world.aws.groups["od"]["DesiredCapacity"] == 0
+
+
 def test_a_malformed_lifecycle_record_is_reported_once_counted_and_touches_nothing(world: World) -> None:
     recorder = Recording()
     controller = world.controller(recorder=recorder)

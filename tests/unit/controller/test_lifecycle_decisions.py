@@ -16,6 +16,7 @@ from controller.lifecycle.decisions import (
     AbortScaleDown,
     Action,
     BeginScaleDown,
+    CheckRefreshes,
     CheckSafety,
     ConfirmReturn,
     Delete,
@@ -28,7 +29,7 @@ from controller.lifecycle.decisions import (
     backoff,
     decide,
 )
-from controller.model.asg import Activity, Group, Instance
+from controller.model.asg import Activity, Group, Instance, InstanceRefresh
 from controller.model.claim import Claim
 from controller.model.progress import ANNOTATION, LifecycleProgress, format_time
 from controller.model.sgfe import FallbackEvent, Phase, Spec, Status
@@ -111,6 +112,7 @@ def facts(
         state = assign(spot, [claim])
         more.setdefault("return_ready", state.ready("sgfe/e", ready))
         more.setdefault("return_short", state.short.get("sgfe/e", 0))
+    more.setdefault("refreshes", ())  # read, none active (tests of the refresh rule pass their own)
     return Facts(now=clock.now(), spot=spot, ready_instances=ready, **more)  # type: ignore[arg-type]
 
 
@@ -425,6 +427,57 @@ def test_a_relapse_before_the_scale_down_goes_back_to_monitoring(clock: FakeCloc
     assert action.status.phase == Phase.MONITORING
     assert not action.status.spot_capacity_restored and not action.status.spot_healthy_since
     assert action.reason == "SpotRelapsed"
+
+
+# -- instance refreshes --------------------------------------------------------------------------------------
+
+ON_DEMAND = "my-ondemand-asg"
+
+
+@pytest.mark.parametrize(
+    ("phase", "refreshing", "status", "waits"),
+    [
+        # the return to spot and the scale-down wait while a refresh of either group of the pair is active
+        (Phase.MONITORING, SPOT, "InProgress", True),
+        (Phase.MONITORING, ON_DEMAND, "Pending", True),
+        (Phase.MONITORING, ON_DEMAND, "Cancelling", True),
+        (Phase.READY_FOR_SCALE_DOWN, SPOT, "RollbackInProgress", True),
+        (Phase.READY_FOR_SCALE_DOWN, ON_DEMAND, "InProgress", True),
+        # an ended refresh, or one of a group outside the pair, holds nothing
+        (Phase.MONITORING, SPOT, "Successful", False),
+        (Phase.MONITORING, "someone-elses-asg", "InProgress", False),
+        (Phase.READY_FOR_SCALE_DOWN, ON_DEMAND, "Cancelled", False),
+    ],
+)
+def test_the_return_to_spot_and_the_scale_down_wait_for_an_instance_refresh_of_either_group(
+    clock: FakeClock, phase: str, refreshing: str, status: str, waits: bool
+) -> None:
+    current = stable_event(clock) if phase == Phase.MONITORING else event(phase, spot_capacity_restored=True)
+    refresh = InstanceRefresh("08b91cf7-8fa6-48af-b6a6-d227f40f1b9b", refreshing, status)
+    assert isinstance(decide(current, LifecycleProgress(), facts(clock, refreshes=None), SETTINGS), CheckRefreshes)
+    action = decide(current, LifecycleProgress(), facts(clock, refreshes=(refresh,)), SETTINGS)
+    if not waits:
+        assert isinstance(action, RequestReturn if phase == Phase.MONITORING else CheckSafety), action
+        return
+    assert isinstance(action, Transition), action
+    assert action.status.phase == phase, "waiting is not a phase change"
+    assert action.reason == "WaitingForInstanceRefresh"
+    assert refresh.refresh_id in action.status.message and refreshing in action.status.message
+    assert "on-demand node ip-10-0-2-100 keeps the workload" in action.status.message
+    assert "cancel-instance-refresh" in action.status.message
+    # said once; then it waits, with no write, until the refresh ends
+    again = decide(step(current, action), LifecycleProgress(), facts(clock, refreshes=(refresh,)), SETTINGS)
+    assert isinstance(again, Wait) and again.seconds == SETTINGS.lifecycle_poll_interval
+    ended = decide(step(current, action), LifecycleProgress(), facts(clock), SETTINGS)
+    assert isinstance(ended, RequestReturn if phase == Phase.MONITORING else CheckSafety), ended
+
+
+def test_a_scale_down_already_under_way_does_not_wait_for_a_refresh(clock: FakeClock) -> None:
+    """Once ScalingDown began (the race point passed) the drain and the exact termination go on: a refresh
+    does not undo TerminateInstanceInAutoScalingGroup of exactly the on-demand instance."""
+    current = event(Phase.SCALING_DOWN, spot_capacity_restored=True, scale_down_initiated=True)
+    refresh = InstanceRefresh("r-1", ON_DEMAND, "InProgress")
+    assert isinstance(decide(current, LifecycleProgress(), facts(clock, refreshes=(refresh,)), SETTINGS), RunScaleDown)
 
 
 # -- ScalingDown, Completed, Failed --------------------------------------------------------------------------
