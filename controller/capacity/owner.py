@@ -38,6 +38,7 @@ from typing import Protocol
 
 from controller.adapters.aws import AutoScaling, AwsError
 from controller.checks.arrivals import GroupClaims, assign
+from controller.checks.left_undecremented import ACTIVITIES_READ, Owed, Owes, owed
 from controller.clock import Clock
 from controller.model.asg import LEAVING_STATES, Group
 from controller.model.claim import Claims
@@ -232,7 +233,7 @@ class CapacityOwner:
         claims = self.claims()
         states: dict[str, GroupClaims] = {}
         for name, group in groups.items():
-            state = assign(group, claims.on(name), claims.bound)
+            state = assign(group, claims.on(name), claims.bound, claims.ready)
             ledger = self._ledger(name)
             if ledger.changes == positions[name] and positions[name] % 2 == 0 and self._settled():
                 self._observe(ledger, state)
@@ -267,7 +268,7 @@ class CapacityOwner:
         activity = newest.result().newest_activity if newest is not None else self._newest_activity(name)
         if group is not None and ledger.changes == position and position % 2 == 0 and self._settled():
             claims = self.claims()
-            self._observe(ledger, assign(group, claims.on(name), claims.bound))
+            self._observe(ledger, assign(group, claims.on(name), claims.bound, claims.ready))
         return Read(group, activity, started, position)
 
     def _current_read(self, name: str) -> Read:
@@ -400,10 +401,13 @@ class CapacityOwner:
                 return GiveBack(tuple(removed), 0, True)
             claims = self.claims()
             mine = [c for c in claims.on(name) if c.key == claim_key]
-            state = assign(read.group, claims.on(name), claims.bound)
-            if state.arrivals.get(claim_key):
+            state = assign(read.group, claims.on(name), claims.bound, claims.ready)
+            # Its launches that came late and were removed just now count as got: a claim gets at most its count,
+            # so a new instance after those is someone else's (the group's own in place of one EC2 took, say).
+            late = len([r for r in removed if not mine or r.instance not in mine[0].taken])
+            unlaunched = max(0, mine[0].count - len(mine[0].taken) - late) if mine else 0
+            if state.arrivals.get(claim_key) and unlaunched > 0:
                 return GiveBack(tuple(removed), 0, False)  # one more launched meanwhile: the next call removes it
-            unlaunched = max(0, mine[0].count - len(mine[0].taken)) if mine else 0
             others = state.justified - state.outstanding.get(claim_key, 0)  # what the other claims still need
             lowered = max(0, min(unlaunched, read.group.desired - others))
             if lowered:
@@ -451,13 +455,41 @@ class CapacityOwner:
         log.info("ASG %s: terminated exactly instance %s with decrement", group, instance)
         return Removal(instance, Outcome.TERMINATED, group)
 
+    def owed_for(self, left: str, name: str) -> Owed:
+        """What group ``name`` owes back for instance ``left``, which left it before Spot Guard terminated it
+        (``controller.checks.left_undecremented``), from a fresh read of the group and its newest activities."""
+        state = self.state_of(name)
+        if state is None:
+            return Owed(Owes.NOTHING, f"ASG {name} does not exist any more")
+        activities = self.asg.activities(name, max_records=ACTIVITIES_READ)
+        return owed(left, state, activities, self.claims().bound)
+
+    def lower_unlaunched(self, name: str) -> bool:
+        """Lower desired capacity by one for a launch the group owes but cannot make (``Owes.LOWER``), only while
+        desired capacity is above what the live instances and the open claims justify: it terminates nothing.
+        Idempotent: once lowered, nothing more is owed. Returns whether it lowered it."""
+        ledger = self._ledger(name)
+        with self._holding(ledger):
+            read = self._read(name)
+            if read.group is None:
+                return False
+            claims = self.claims()
+            if assign(read.group, claims.on(name), claims.bound, claims.ready).unexplained <= 0:
+                return False
+            desired = read.group.desired
+            self._set_desired(ledger, name, desired - 1, -1)
+        log.info(
+            "ASG %s: lowered desired capacity %d -> %d for a launch it owes but cannot make", name, desired, desired - 1
+        )
+        return True
+
     def state_of(self, name: str) -> GroupClaims | None:
         """A fresh read of ``name`` with its claims' arrivals (None when AWS does not know the group)."""
         group = self._read(name).group
         if group is None:
             return None
         claims = self.claims()
-        return assign(group, claims.on(name), claims.bound)
+        return assign(group, claims.on(name), claims.bound, claims.ready)
 
     # -- plumbing -------------------------------------------------------------------------------------------
     def _refusal(self, instance: str, group: str, expect_group: str) -> str:

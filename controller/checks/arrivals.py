@@ -4,8 +4,10 @@ A pure function over one snapshot (the group, its open claims, the instances alr
 
 * An instance *arrives for* a claim when it is live in the group (Pending, Pending:Wait, Pending:Proceed or
   InService), was not in the group when the claim asked (``Claim.known``) and is bound to no node yet. New
-  instances are fungible, so the oldest claim is served first, with the instances that arrived earliest (those
-  that younger claims already knew, then by id).
+  instances are fungible, so the oldest claim is served first: with the instances that younger claims already
+  knew (they arrived before those claims asked), then those whose Node is Ready (they can serve now: a launch the
+  group made for someone else, an instance refresh's or one in place of an instance EC2 took, must not keep a claim
+  waiting on a slow Node while a Ready one is there), then by id.
 * A claim being given back keeps the instances it had when that began (``Claim.taken``, recorded then) and may
   still get launches that come late, but only as many as it had not got: it never takes another claim's share
   again once its own instances are gone.
@@ -19,7 +21,7 @@ A pure function over one snapshot (the group, its open claims, the instances alr
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 
 from controller.model.asg import COUNTED_STATES, IN_SERVICE, Group, Instance
 from controller.model.claim import Claim
@@ -58,8 +60,11 @@ def live_instances(group: Group) -> list[Instance]:
     return [i for i in group.instances if i.lifecycle_state in COUNTED_STATES]
 
 
-def assign(group: Group, claims: Iterable[Claim], bound: Iterable[str] = ()) -> GroupClaims:
-    """Give each open claim of ``group`` its arrived instances (see the module's text)."""
+def assign(
+    group: Group, claims: Iterable[Claim], bound: Iterable[str] = (), ready: Collection[str] = ()
+) -> GroupClaims:
+    """Give each open claim of ``group`` its arrived instances (see the module's text); ``ready``: the instances
+    whose Node is Ready."""
     ordered = sorted((c for c in claims if c.group == group.name), key=lambda c: (c.requested_at, c.key))
     taken = set(bound).union(*(c.taken for c in ordered))
     live = live_instances(group)
@@ -68,7 +73,9 @@ def assign(group: Group, claims: Iterable[Claim], bound: Iterable[str] = ()) -> 
         younger = ordered[index + 1 :]
         own = [i for i in live if i.instance_id in claim.taken]
         candidates = [i for i in live if i.instance_id not in claim.known and i.instance_id not in taken]
-        candidates.sort(key=lambda i: (-sum(i.instance_id in c.known for c in younger), i.instance_id))
+        candidates.sort(
+            key=lambda i: (-sum(i.instance_id in c.known for c in younger), i.instance_id not in ready, i.instance_id)
+        )
         mine = (*own, *candidates[: max(0, claim.count - len(claim.taken))])
         taken.update(i.instance_id for i in mine)
         arrivals[claim.key] = mine

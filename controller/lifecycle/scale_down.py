@@ -31,6 +31,7 @@ from controller import failpoints
 from controller.adapters.sgfe_store import ConflictError, FallbackEvents
 from controller.capacity.owner import CapacityOwner, Outcome
 from controller.checks.drain_plan import DrainOptions, PodRef, plan_drain
+from controller.checks.left_undecremented import Owes
 from controller.checks.spot_health import SpotHealth
 from controller.clock import Cancellation, Clock
 from controller.config import Settings, format_duration
@@ -75,6 +76,11 @@ class EventGoneError(RuntimeError):
 
 class SteppedBackError(RuntimeError):
     """Another controller owns the scale-down now; this one stops without touching anything."""
+
+
+class NotYetError(RuntimeError):
+    """A step must wait (the group has not launched in place of the instance that left it, say): the scale-down
+    stops where it is and resumes on a later pass."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -153,6 +159,9 @@ class ScaleDown:
             log.error("scale-down of SpotGuardFallbackEvent %s stopped: %s", self.key, exc)
         except (ConflictError, SteppedBackError) as exc:
             log.warning("scale-down of SpotGuardFallbackEvent %s: %s; stepping back", self.key, exc)
+        except NotYetError as exc:
+            self.failed = True  # rerun after a while, not at once
+            log.info("scale-down of SpotGuardFallbackEvent %s: %s; resuming on a later pass", self.key, exc)
         except EventGoneError:
             self._released_for_deleted_event()
         except Exception:
@@ -360,14 +369,49 @@ class ScaleDown:
                 f"SpotGuardFallbackEvent {self.key} names no onDemandInstanceID and node {self.node} is gone, so "
                 "which instance to terminate is unknown; terminate it by hand and delete the event"
             )
+        if LifecycleProgress.of(event.annotations).owed_instance:
+            return self._terminate_in_place(event, instance)
         removal = self.ctx.owner.remove(instance, expect_group=asg_name, drain=False)
         if removal.outcome is Outcome.REFUSED:
             raise SteppedBackError(f"not terminating instance {instance}: {removal.message}")
         if removal.outcome is Outcome.ALREADY_GONE:
-            log.info("on-demand instance %s of %s: %s; nothing to terminate", instance, asg_name, removal.message)
-            return f"instance {instance} had already left on-demand ASG {asg_name} ({removal.message})"
+            return self._terminate_in_place(event, instance)
         note = f"terminated instance {instance} with ShouldDecrementDesiredCapacity (on-demand ASG {asg_name})"
         log.info("SpotGuardFallbackEvent %s: %s", self.key, note)
+        self.ctx.recorder.sgfe_event(event, "Normal", "OnDemandInstanceTerminated", note)
+        return note
+
+    def _terminate_in_place(self, event: FallbackEvent, left: str) -> str:
+        """The on-demand instance left its group before Spot Guard terminated it (an instance refresh, a health
+        check, by hand): settle what the group owes for it (``controller.checks.left_undecremented``): terminate
+        exactly the instance launched in its place (its intent recorded first), or lower desired capacity for a
+        launch the group cannot make, or nothing. A sentence saying which."""
+        asg_name = event.spec.on_demand_asg_name
+        record = LifecycleProgress.of(event.annotations)
+        instance = record.owed_instance
+        if not instance:
+            owed = self.ctx.owner.owed_for(left, asg_name)
+            log.info("SpotGuardFallbackEvent %s: %s", self.key, owed.reason)
+            if owed.owes is Owes.WAIT:
+                raise NotYetError(owed.reason)
+            if owed.owes is Owes.LOWER:
+                self.ctx.owner.lower_unlaunched(asg_name)
+            if owed.owes is not Owes.TERMINATE:
+                if owed.owes is Owes.UNKNOWN:
+                    self.ctx.recorder.sgfe_event(event, "Warning", "InstanceLeftUndecremented", owed.reason)
+                return f"instance {left} had already left on-demand ASG {asg_name}: {owed.reason}"
+            event = self._fresh(owned=True)
+            record = LifecycleProgress.of(event.annotations).replace(owed_instance=owed.instance)
+            event = self.ctx.sgfes.annotate(event, {ANNOTATION: record.to_json()})
+            instance = owed.instance
+            self.ctx.recorder.sgfe_event(event, "Normal", "InstanceLeftUndecremented", f"{owed.reason}: terminating it")
+        removal = self.ctx.owner.remove(instance, expect_group=asg_name, drain=True)
+        if removal.outcome in (Outcome.NOT_DRAINED, Outcome.REFUSED):
+            raise NotYetError(f"instance {instance}, launched in place of {left}: {removal.message}")
+        note = (
+            f"instance {left} had already left on-demand ASG {asg_name} without a decrement; drained and terminated "
+            f"{instance}, which the group launched in its place, with ShouldDecrementDesiredCapacity"
+        )
         self.ctx.recorder.sgfe_event(event, "Normal", "OnDemandInstanceTerminated", note)
         return note
 

@@ -27,13 +27,15 @@ class Claim:
 
 @dataclasses.dataclass(frozen=True)
 class Claims:
-    """Every open claim on the groups, and the instances already bound to a node (never an arrival again)."""
+    """Every open claim on the groups, the instances already bound to a node (never an arrival again), and the
+    instances whose Node is Ready (a claim takes those first: they can serve at once)."""
 
     open: tuple[Claim, ...] = ()
     bound: frozenset[str] = frozenset()
+    ready: frozenset[str] = frozenset()
 
     def __add__(self, other: Claims) -> Claims:
-        return Claims(self.open + other.open, self.bound | other.bound)
+        return Claims(self.open + other.open, self.bound | other.bound, self.ready | other.ready)
 
     def on(self, group: str) -> list[Claim]:
         """The open claims on ``group``, oldest first."""

@@ -55,6 +55,9 @@ class LifecycleProgress:
     drain_started_at: str = ""
     terminate_requested_at: str = ""  # intent: terminate exactly the on-demand instance, with decrement
     terminate_by: str = ""
+    # intent: the on-demand instance had left its group without a decrement and the group launched this one in its
+    # place; terminate exactly it (controller.checks.left_undecremented)
+    owed_instance: str = ""
     finished_at: str = ""  # when the event reached Completed or Failed (the TTL counts from here)
     given_back: str = ""  # ended by a give-back of its on-demand replacement (why), not by a return to spot
     version: int = SCHEMA_VERSION

@@ -104,6 +104,9 @@ class ReplacementRecord:
     sgfe: str = ""
     failed_reason: str = ""
     cordoned: bool = False  # Spot Guard cordoned this node (a drain): it retires it or uncordons it again
+    # intent (Retiring): this node's instance left its group without a decrement and the group launched this one in
+    # its place; Spot Guard terminates exactly it (controller.checks.left_undecremented)
+    owed_instance: str = ""
     previous: str = ""  # the outcome of an earlier replacement of this node (a new notice came after it)
     traceparent: str = ""  # W3C context of the detection span: every later span joins its trace
     # Only on a batch's intent record (SpotRequested): the batch's other nodes, whose own records are written

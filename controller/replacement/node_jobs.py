@@ -18,6 +18,7 @@ import logging
 from controller import failpoints
 from controller.adapters.sgfe_store import ConflictError
 from controller.capacity.owner import Outcome
+from controller.checks.left_undecremented import Owes
 from controller.config import format_duration
 from controller.effects.node_writes import NodeGoneError
 from controller.model.node import NodeView
@@ -116,25 +117,68 @@ def retire(ctx: Context, node: NodeView, record: ReplacementRecord, interrupted:
         if not drained:
             _drain_failed(ctx, node, record, interrupted)
             return
+        said = f"drained and terminated instance {record.instance_id} with decrement; capacity is neutral again"
+        current = record
         if record.instance_id:
             with span(record, "termination", node=node.name, instance=record.instance_id, asg=record.spot_asg):
-                removal = ctx.owner.remove(record.instance_id, expect_group=record.spot_asg, drain=False)
-            if removal.outcome is Outcome.REFUSED:
+                removal = (
+                    ctx.owner.remove(record.instance_id, expect_group=record.spot_asg, drain=False)
+                    if not record.owed_instance
+                    else None
+                )
+            if removal is not None and removal.outcome is Outcome.REFUSED:
                 ctx.reporter.node_event(node.name, "Warning", "SpotGuardRefused", f"not retired: {removal.message}")
                 retry_later(ctx, node.name)
                 return
+            if removal is None or removal.outcome is Outcome.ALREADY_GONE:
+                settled = _settle_left(ctx, node, record, record.instance_id, record.spot_asg)
+                if settled is None:
+                    retry_later(ctx, node.name)
+                    return
+                current, said = settled
         failpoints.hit("replacement:terminated")
-        ctx.book.write(node.name, record, record.advance(Phase.RETIRED, ctx.clock.now()))
+        ctx.book.write(node.name, current, current.advance(Phase.RETIRED, ctx.clock.now()))
         ctx.memory.drain_attempts.pop(node.name, None)
-        ctx.reporter.node_event(
-            node.name,
-            "Normal",
-            "Retired",
-            f"drained and terminated instance {record.instance_id} with decrement; capacity is neutral again",
-        )
+        ctx.reporter.node_event(node.name, "Normal", "Retired", said)
         ctx.wake()
 
     submit(ctx, node.name, "retire", job)
+
+
+def _settle_left(
+    ctx: Context, node: NodeView, record: ReplacementRecord, left: str, group: str
+) -> tuple[ReplacementRecord, str] | None:
+    """Instance ``left`` of ``group``, which Spot Guard was about to terminate with decrement, left the group another
+    way: make the group give back what it owes for it (``controller.checks.left_undecremented``), the instance it
+    launched in its place terminated exactly (that intent written on the record first, so a successor terminates
+    that one and no other). Returns the record and what happened, in words; None to look again later (the group has
+    not launched in its place yet, or that instance is not drained yet)."""
+    instance = record.owed_instance
+    if not instance:
+        owed = ctx.owner.owed_for(left, group)
+        log.info("node %s: %s", node.name, owed.reason)
+        if owed.owes is Owes.WAIT:
+            return None
+        if owed.owes is Owes.LOWER:
+            ctx.owner.lower_unlaunched(group)
+        if owed.owes is not Owes.TERMINATE:
+            if owed.owes is not Owes.NOTHING:
+                kind = "Warning" if owed.owes is Owes.UNKNOWN else "Normal"
+                ctx.reporter.node_event(node.name, kind, "InstanceLeftUndecremented", owed.reason)
+            return record, f"instance {left} had already left ASG {group}: {owed.reason}"
+        intent = dataclasses.replace(record, owed_instance=owed.instance)
+        if not ctx.book.write(node.name, record, intent):
+            return None
+        record, instance = intent, owed.instance
+        ctx.reporter.node_event(node.name, "Normal", "InstanceLeftUndecremented", f"{owed.reason}: terminating it")
+    removal = ctx.owner.remove(instance, expect_group=group, drain=True)
+    if removal.outcome in (Outcome.NOT_DRAINED, Outcome.REFUSED):
+        ctx.reporter.node_event(node.name, "Warning", "InstanceLeftUndecremented", removal.message)
+        return None
+    return record, (
+        f"instance {left} had already left ASG {group} without a decrement; drained and terminated {instance}, which "
+        "the group launched in its place, with decrement"
+    )
 
 
 def _drain_failed(ctx: Context, node: NodeView, record: ReplacementRecord, interrupted: bool) -> None:
@@ -179,20 +223,26 @@ def release(ctx: Context, node: NodeView, record: ReplacementRecord, interrupted
         if instance and _being_replaced(ctx, instance):
             retry_later(ctx, node.name)  # the stand-in got a replacement of its own first: wait until it ends
             return
+        current, said = record, f"{why}: taint lifted, replacement {instance or '(none)'} given back"
         if instance:
-            removal = ctx.owner.remove(instance, expect_group=group, drain=True)
-            if removal.outcome in (Outcome.NOT_DRAINED, Outcome.REFUSED):
+            removal = ctx.owner.remove(instance, expect_group=group, drain=True) if not record.owed_instance else None
+            if removal is not None and removal.outcome in (Outcome.NOT_DRAINED, Outcome.REFUSED):
                 ctx.reporter.node_event(node.name, "Warning", "ReleaseIncomplete", removal.message)
                 retry_later(ctx, node.name)
                 return
+            if removal is None or removal.outcome is Outcome.ALREADY_GONE:
+                settled = _settle_left(ctx, node, record, instance, group)
+                if settled is None:
+                    retry_later(ctx, node.name)
+                    return
+                current, left = settled
+                said = f"{why}: taint lifted; {left}"
         with contextlib.suppress(NodeGoneError):
             ctx.writer.remove_taint(node.name, TAINT_KEY)
         if record.cordoned and not interrupted:
             ctx.drains.uncordon(node.name)
-        ctx.book.write(node.name, record, record.advance(Phase.RELEASED, ctx.clock.now(), cordoned=False))
-        ctx.reporter.node_event(
-            node.name, "Normal", "Released", f"{why}: taint lifted, replacement {instance or '(none)'} given back"
-        )
+        ctx.book.write(node.name, current, current.advance(Phase.RELEASED, ctx.clock.now(), cordoned=False))
+        ctx.reporter.node_event(node.name, "Normal", "Released", said)
         ctx.wake()
 
     submit(ctx, node.name, "release", job)

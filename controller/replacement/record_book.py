@@ -12,6 +12,7 @@ import logging
 import threading
 from collections.abc import Callable, Iterable
 
+from controller.checks.spot_health import ready_instances
 from controller.effects.node_writes import NodeGoneError, NodeWriter, RecordChangedError
 from controller.model.claim import Claim, Claims
 from controller.model.node import NodeView
@@ -122,15 +123,16 @@ class RecordBook:
 
     # -- claims ---------------------------------------------------------------------------------------------
     def claims(self) -> Claims:
-        """The open claims of the records (a batch's spot increase, its on-demand request) and the instances
-        bound to nodes as their replacement."""
+        """The open claims of the records (a batch's spot increase, its on-demand request), the instances bound to
+        nodes as their replacement, and the instances whose Node is Ready."""
         members: dict[str, set[str]] = {}
         shapes: dict[str, tuple[str, frozenset[str], str, bool]] = {}
         taken: dict[str, set[str]] = {}
         bound: set[str] = set()
         written = self.written_nodes()
         distrusted = self.distrusted
-        for node in self.nodes().values():
+        views = self.nodes()
+        for node in views.values():
             if (ANNOTATION not in node.annotations and node.name not in written) or node.name in distrusted:
                 continue
             record = self.record(node)
@@ -148,7 +150,7 @@ class RecordBook:
             Claim(key, group, len(members[key]), known, asked_at, withdrawing, frozenset(taken.get(key, ())))
             for key, (group, known, asked_at, withdrawing) in shapes.items()
         )
-        return Claims(claims, frozenset(bound))
+        return Claims(claims, frozenset(bound), ready_instances(views))
 
 
 def _claims_of(

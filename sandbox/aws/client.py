@@ -224,6 +224,11 @@ class SandboxAWSClient:
         }
         return cast(CapacitySettingsJson, self._call("POST", f"/groups/{urllib.parse.quote(group)}/capacity", changes))
 
+    def reclaim(self, instance_id: str) -> ActivityJson:
+        """EC2 takes ``instance_id`` away on its own (a spot interruption, a failed health check): it leaves its group
+        without a decrement and the group launches one in its place."""
+        return cast(ActivityJson, self._call("POST", f"/instances/{urllib.parse.quote(instance_id)}/reclaim"))
+
     def set_launch_failure(self, group: str, failure: str | None) -> CapacitySettingsJson:
         """Every launch of ``group`` fails with this shape (a name from ``launch_failures()``); None: none does."""
         path = f"/groups/{urllib.parse.quote(group)}/capacity"

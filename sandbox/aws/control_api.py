@@ -9,6 +9,8 @@ Routes:
   GET  /_sandbox/groups/<name>/pools           the group's pool settings, by "type/zone" ("*" for any)
   POST /_sandbox/groups/<name>/pools           {"zone"?, "instance_type"?, "short"?, "spot_price"?, "capacity_score"?}
                                                (a missing zone or type means every one; all values null clears)
+  POST /_sandbox/instances/<id>/reclaim        EC2 takes the instance away (a spot interruption, a failed health
+                                               check): no decrement, the group launches one in its place
   GET  /_sandbox/launch-failures               every launch failure shape: name, code, category, source
   GET  /_sandbox/activities[?asg=NAME]         scaling activities, newest first
   GET  /_sandbox/faults                        faults still waiting to fire
@@ -35,6 +37,7 @@ from sandbox.aws.call_log import CallLog
 from sandbox.aws.faults import Fault, FaultInjector
 from sandbox.aws.group_state import UnknownGroupError
 from sandbox.aws.pools import PoolSettings
+from sandbox.aws.query_protocol import AwsApiError
 from sandbox.aws.simulator import CapacitySimulator
 
 log = logging.getLogger(__name__)
@@ -94,6 +97,8 @@ class ControlApi:
             return self._capacity(request.method, parts[1], request)
         if len(parts) == 3 and parts[0] == "groups" and parts[2] == "pools":
             return self._pools(request.method, parts[1], request)
+        if len(parts) == 3 and parts[0] == "instances" and parts[2] == "reclaim" and request.method == "POST":
+            return self._reclaim(parts[1])
         if path == "/faults":
             return self._faults(request.method, request)
         handler = self._routes().get((request.method, path))
@@ -175,6 +180,13 @@ class ControlApi:
         except ValueError as error:
             raise ControlError(400, f"pool settings of {group} unchanged: {error}") from None
         raise ControlError(405, f"{method} is not allowed on {request.path}; use GET or POST")
+
+    def _reclaim(self, instance_id: str) -> Response:
+        try:
+            activity = self.simulator.reclaim(instance_id)
+        except AwsApiError as error:
+            raise ControlError(404, f"instance {instance_id} not reclaimed: {error}") from None
+        return _json(activity.to_json())
 
     def _activities(self, group: str | None) -> Response:
         activities = self.simulator.describe_scaling_activities(group, [], include_deleted_groups=True)

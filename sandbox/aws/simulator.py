@@ -104,6 +104,27 @@ class CapacitySimulator(GroupEngine):
             # AWS answers before the work is done: the activity it returns is always just starting.
             return dataclasses.replace(activity, status_code=IN_PROGRESS, progress=0, end_time=None)
 
+    def reclaim(self, instance_id: str) -> Activity:
+        """EC2 takes the instance away on its own: a spot interruption two minutes after its notice ("Spot Instance
+        interruptions", EC2 User Guide), or a failed health check. The group takes it out of service with the cause
+        AWS writes for a terminated instance ("Why did Amazon EC2 Auto Scaling terminate an instance?", AWS
+        knowledge center: "...in response to an EC2 health check indicating it has been terminated or stopped") and,
+        its desired capacity unchanged, launches one in its place ("Health checks for instances in an Auto Scaling
+        group": an unhealthy instance is replaced). An instance already leaving is left as it is."""
+        with self.lock:
+            self._sync_groups()
+            owner = next((g for g in self._groups.values() if instance_id in g.tracked), None)
+            if owner is None:
+                raise AwsApiError("ValidationError", msg.instance_not_managed(instance_id))
+            tracked = owner.tracked[instance_id]
+            if tracked.lifecycle in LEAVING_STATES and tracked.terminate_activity is not None:
+                return dataclasses.replace(tracked.terminate_activity)
+            now = self.clock.now()
+            activity = self._terminate(owner, tracked, msg.health_check_terminate_cause(now, instance_id), now)
+            log.info("Instance %s of %s reclaimed by EC2 (desired capacity unchanged)", instance_id, owner.name)
+            self._reconcile(owner)
+            return dataclasses.replace(activity)
+
     def describe_scaling_activities(
         self, group_name: str | None, activity_ids: list[str], include_deleted_groups: bool
     ) -> list[Activity]:

@@ -400,3 +400,48 @@ def test_a_node_cordoned_for_an_interruption_is_uncordoned_when_it_clears(
     scene.wait("the node uncordoned once the interruption cleared", lambda: not _cordoned(core, old.name), 15)
     scene.check(_terminated(aws_sim) == [], "nothing terminated")
     scene.check(_desired(aws_sim, SPOT_ASG) == 3 and _desired(aws_sim, ON_DEMAND_ASG) == 0, "no capacity left")
+
+
+# -- an instance EC2 takes away before Spot Guard retires it --------------------------------------------------------
+
+
+def test_an_interrupted_instance_ec2_reclaims_before_its_retirement_leaves_the_group_where_it_was(
+    launcher: ControllerLauncher, hold: KubeletHold, aws_sim: SandboxAWSClient, core: k8s.CoreV1Api
+) -> None:
+    """An interruption notice; the spot replacement launches but its Node is slow to become Ready, and EC2 takes
+    the interrupted instance back first (two minutes after the notice), without a decrement, so the group launches
+    one more in its place. When the replacement's Node is Ready, the retirement finds the old instance gone and
+    removes exactly the instance the group launched in its place (drained, with decrement): the spot group ends
+    where it was, one new instance for the old one, and nothing Spot Guard did not choose was terminated."""
+    old = spot_nodes(core)[0]
+    originals = _live(aws_sim, SPOT_ASG)
+    scene = Scene(aws_sim, launcher.start("owner", SPOT_GUARD_CAPACITY_CHECK_TIMEOUT="60"))
+
+    _notice_interruption(core, old)
+    scene.wait("the replacement InService", lambda: len(_in_service(aws_sim, SPOT_ASG) - originals) == 1)
+    (replacement,) = _in_service(aws_sim, SPOT_ASG) - originals
+    scene.wait("its Node registered (held NotReady)", lambda: _node_of(core, replacement))
+
+    aws_sim.reclaim(old.instance_id)  # two minutes after the notice: EC2 takes it back
+    scene.wait(
+        "the group launching one in place of the reclaimed instance",
+        lambda: len(_live(aws_sim, SPOT_ASG) - originals - {replacement}) == 1,
+    )
+    (in_place,) = _live(aws_sim, SPOT_ASG) - originals - {replacement}
+    scene.check(_desired(aws_sim, SPOT_ASG) == 4, "the reclaim did not lower desired capacity")
+
+    hold.release(str(_node_of(core, replacement)))
+    scene.wait("the in-place instance terminated", lambda: in_place not in _live(aws_sim, SPOT_ASG), 60)
+    scene.wait("the reclaimed node's record gone with its Node", lambda: _gone(core, old.name), 30)
+
+    scene.check(_desired(aws_sim, SPOT_ASG) == 3, "the spot group is back where it was")
+    scene.check(
+        _live(aws_sim, SPOT_ASG) == originals - {old.instance_id} | {replacement},
+        f"the replacement {replacement} serves in place of {old.instance_id}; the other old nodes untouched",
+    )
+    scene.check(
+        _terminated(aws_sim) == [(in_place, "true")],
+        f"exactly the instance launched in its place, {in_place}, terminated with decrement",
+    )
+    scene.check(_desired_set(aws_sim, SPOT_ASG) == [4], "one scale-up, no lowering that lets AWS choose")
+    scene.check(_desired_set(aws_sim, ON_DEMAND_ASG) == [], "no on-demand asked for")

@@ -263,6 +263,33 @@ def test_an_instance_refresh_replaces_every_instance_and_the_activities_show_it(
     assert sum("in response to an instance refresh" in c for c in causes) == len(before)
 
 
+def test_an_instance_ec2_reclaims_leaves_without_a_decrement_and_the_group_launches_one_in_its_place(
+    aws_sim: SandboxAWSClient, autoscaling: Any, core: k8s.CoreV1Api
+) -> None:
+    aws_sim.set_capacity(SPOT, pending_seconds=0.5)
+    before = states(autoscaling, SPOT)
+    desired = group(autoscaling, SPOT)["DesiredCapacity"]
+    victim = sorted(before)[0]
+
+    aws_sim.reclaim(victim)
+
+    def replaced() -> dict[str, str] | None:
+        now = states(autoscaling, SPOT)
+        return now if victim not in now and list(now.values()) == ["InService"] * desired else None
+
+    after = poll("one launched in its place, InService", replaced)
+    assert group(autoscaling, SPOT)["DesiredCapacity"] == desired, "no decrement"
+    (in_place,) = set(after) - set(before)
+    newest = activities(autoscaling, SPOT)
+    described = [a["Description"] for a in newest]
+    termination = described.index(f"Terminating EC2 instance: {victim}")
+    assert described.index(f"Launching a new EC2 instance: {in_place}") < termination, "launched after it left"
+    cause = newest[termination]["Cause"]
+    assert "in response to an EC2 health check indicating it has been terminated or stopped" in cause
+    assert "shrinking the capacity" not in cause
+    poll("the victim's Node gone", lambda: node_of(core, victim) is None)
+
+
 def test_a_suspended_launch_process_holds_a_scale_out_until_it_is_resumed(
     aws_sim: SandboxAWSClient, autoscaling: Any
 ) -> None:

@@ -11,6 +11,12 @@ does where Spot Guard's correctness depends on it, not as Spot Guard would like.
 * TerminateInstanceInAutoScalingGroup removes exactly that instance, with ShouldDecrementDesiredCapacity lowering
   desired by one (API reference); an instance already leaving or gone is refused with AWS's ValidationError.
 * DescribeAutoScalingInstances answers the instance's group and lifecycle state.
+* Each launch and termination writes the scaling activity AWS writes: "Launching a new EC2 instance: i-..." and
+  "Terminating EC2 instance: i-..." whose cause says "shrinking the capacity" only when desired capacity was lowered
+  with it (the shapes of ``sandbox/aws/aws_messages.py``, which cites its sources).
+* ``reclaim``: EC2 takes an instance away on its own (a spot interruption two minutes after its notice, "Spot
+  Instance interruptions"; a health check or an instance refresh's batch): it leaves without a decrement, so the
+  group launches one in its place at its next tick ("Health checks for instances in an Auto Scaling group").
 """
 
 from __future__ import annotations
@@ -101,15 +107,57 @@ class AutoScalingModel:
         victims = sorted(self.live(name), key=lambda i: i.launched)[:count]
         for victim in victims:
             victim.state = "Terminating"
+            self._activity(
+                name,
+                f"Terminating EC2 instance: {victim.instance_id}",
+                "At a time an instance was taken out of service in response to a difference between desired and actual "
+                "capacity, shrinking the capacity from a to b.",
+            )
             cordoned = self.node_cordoned(victim.instance_id)
             self.terminations.append(Termination(victim.instance_id, name, "aws", self.step, cordoned))
+
+    def reclaim(self, instance_id: str) -> None:
+        """EC2 takes the instance away on its own: no decrement; the group launches one in its place at its next
+        tick."""
+        instance = self.instances[instance_id]
+        assert instance.state in ("Pending", "InService"), instance
+        instance.state = "Terminating"
+        self._activity(
+            instance.group,
+            f"Terminating EC2 instance: {instance_id}",
+            "At a time an instance was taken out of service in response to an EC2 health check indicating it has been "
+            f"terminated or stopped.  Instance {instance_id} is no longer in the group.",
+        )
+        cordoned = self.node_cordoned(instance_id)
+        self.terminations.append(Termination(instance_id, instance.group, "ec2", self.step, cordoned))
 
     def _new(self, group: str, state: str) -> ModelInstance:
         instance = ModelInstance(f"i-{next(self._ids):017x}", group, state, next(self._order))
         self.instances[instance.instance_id] = instance
         if state == "InService":
             self.on_launch(instance)
+        else:
+            self._activity(
+                group,
+                f"Launching a new EC2 instance: {instance.instance_id}",
+                "At a time an instance was started in response to a difference between desired and actual capacity, "
+                "increasing the capacity from a to b.",
+            )
         return instance
+
+    def _activity(self, group: str, description: str, cause: str) -> None:
+        """A finished scaling activity, newest first (the model's launches and terminations take no time)."""
+        self.activities[group].insert(
+            0,
+            {
+                "ActivityId": f"act-{next(self._ids)}",
+                "AutoScalingGroupName": group,
+                "StatusCode": "Successful",
+                "Description": description,
+                "Cause": cause,
+                "StartTime": self.now(),
+            },
+        )
 
     def _failed_activity(self, group: str) -> JSON:
         return {
@@ -196,6 +244,12 @@ class AutoScalingModel:
                 "ValidationError", f"Instance Id not found - No managed instance found for instance ID: {InstanceId}"
             )
         instance.state = "Terminating"
+        shrinking = ", shrinking the capacity from a to b" if ShouldDecrementDesiredCapacity else ""
+        self._activity(
+            instance.group,
+            f"Terminating EC2 instance: {InstanceId}",
+            f"At a time instance {InstanceId} was taken out of service in response to a user request{shrinking}.",
+        )
         if ShouldDecrementDesiredCapacity:
             self.groups[instance.group]["desired"] -= 1
         cordoned = self.node_cordoned(InstanceId)

@@ -1,7 +1,8 @@
 """Both controllers, the real code, against in-memory AWS and Kubernetes models, through random interleavings
-(Hypothesis stateful testing): notices on many nodes of two groups, launches that come late or fail, retirements
-and releases, spot recovering and relapsing, lifecycle returns, drains that never finish, and the leader crashing
-at any step boundary. After every step nothing AWS chose and nothing undrained was terminated, and no change of
+(Hypothesis stateful testing): notices on many nodes of two groups, launches that come late or fail, instances EC2
+takes away on its own (interrupted ones, or any by a health check or refresh), retirements and releases, spot
+recovering and relapsing, lifecycle returns, drains that never finish, and the leader crashing at any step
+boundary. After every step nothing AWS chose and nothing undrained was terminated, and no change of
 Spot Guard's own was taken for someone else's; whenever everything has settled, every group's desired capacity is
 what its instances justify, the pairs are capacity neutral, no node is left cordoned or tainted, and every notice
 ended in a replacement or a recorded failure.
@@ -86,6 +87,22 @@ class CapacityModel(RuleBasedStateMachine):
         self.world.slow_kubelets = slow
         if not slow:
             self.world.kubelets_catch_up()
+
+    @rule(data=st.data())
+    def ec2_reclaims_an_interrupted_instance(self, data: st.DataObject) -> None:
+        """Two minutes after its notice EC2 takes the interrupted spot instance back, whether its replacement is
+        there yet or not; the group launches one in its place (desired capacity unchanged)."""
+        interrupted = [n for n in self.world.spot_nodes() if self._has(n, "interruption") and self._live(n)]
+        if interrupted:
+            self.world.aws.reclaim(self._instance(data.draw(st.sampled_from(interrupted), label="reclaimed")))
+
+    @rule(data=st.data())
+    def aws_replaces_an_instance(self, data: st.DataObject) -> None:
+        """A health check or an instance refresh's batch takes any instance of any group away (an old spot node, a
+        replacement still booting, an on-demand node an SGFE will scale down); the group launches one in its place."""
+        live = sorted(i.instance_id for group in self.world.aws.groups for i in self.world.aws.live(group))
+        if live:
+            self.world.aws.reclaim(data.draw(st.sampled_from(live), label="replaced by AWS"))
 
     @rule()
     def aws_moves(self) -> None:
@@ -240,6 +257,10 @@ class CapacityModel(RuleBasedStateMachine):
         if kind == "rebalance":
             return notices.rebalance is not None
         return notices.interruption is not None and notices.interruption.cleared is None
+
+    def _live(self, node: str) -> bool:
+        instance = self.world.aws.instances.get(self._instance(node))
+        return instance is not None and instance.state in ("Pending", "InService")
 
     def _instance(self, node: str) -> str:
         return str(self.world.kube.nodes[node]["spec"]["providerID"]).rsplit("/", 1)[-1]

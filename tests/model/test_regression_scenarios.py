@@ -609,3 +609,50 @@ def test_a_batch_member_reclaimed_by_aws_before_its_record_gives_its_share_back(
 
     s.run_jobs()  # the members' records: the gone member's cannot be written
     _assert_replaced_and_neutral(s, (first, third), spared=reclaimed)
+
+
+# -- instances EC2 takes away on its own (issue 17) ------------------------------------------------------------------
+
+
+def test_an_interrupted_instance_ec2_takes_before_its_retirement_is_settled_by_removing_the_one_in_its_place() -> None:
+    """An interruption notice; the spot replacement launches, its Node slow to become Ready; EC2 takes the
+    interrupted instance back first (no decrement) and the group launches one in its place. When the replacement is
+    Ready the retirement finds the old instance gone and terminates exactly the instance launched in its place
+    (drained, with decrement), recorded first: the group ends where it was."""
+    s = Scenario()
+    old = s.nodes[0]
+    instance = _instance_of(s, old)
+    s.world.slow_kubelets = True
+    s.world.notice(old, "interruption")
+    s.until("the replacement launched", lambda: len(s.live("spot-a")) == 5)
+    s.world.aws.reclaim(instance)
+    s.world.aws.tick()  # it leaves; the group launches one in its place (desired 5 unchanged)
+    assert len(s.live("spot-a")) == 5 and s.desired("spot-a") == 5
+    s.world.slow_kubelets = False
+    s.world.kubelets_catch_up()
+    s.until("the interrupted node retired", lambda: s.retired(old))
+    s.settle()
+
+    assert s.desired("spot-a") == 4 and len(s.live("spot-a")) == 4, "back where it was"
+    ours = [t for t in s.terminated() if t[2] == "spot-guard"]
+    assert len(ours) == 1 and ours[0][3] is not False, f"one exact, drained termination: {s.terminated()}"
+    assert not [t for t in s.terminated() if t[2] == "aws"], "nothing chosen by the termination policy"
+    assert invariants.settled(s.world, s.process) == []
+
+
+def test_a_spot_claim_given_back_as_spot_recovers_leaves_the_launch_in_place_of_an_instance_ec2_took() -> None:
+    """Spot is short; EC2 takes an instance of the group (no decrement: the group owes a launch it cannot make); a
+    rebalance recommendation's scale-up fails and is given back just as spot recovers and the group launches both
+    (its own in place of the one taken, and the claim's). The give-back removes the claim's one launch and no more:
+    the group's launch in place of the taken instance stays, and the pair ends capacity neutral."""
+    s = Scenario()
+    s.world.aws.short.add("spot-a")
+    s.world.aws.reclaim(sorted(s.live("spot-a"))[0])
+    s.world.aws.tick()  # gone; the group cannot launch in its place (short)
+    s.world.notice(s.nodes[1], "rebalance")
+    s.rounds(3, seconds=1.0, aws=True)  # scaled up, launches fail
+    s.settle()  # spot recovers: both launches happen while the scale-up falls back and is given back
+
+    assert invariants.settled(s.world, s.process) == []
+    ours = [t for t in s.terminated() if t[2] == "spot-guard" and t[1] == "spot-a"]
+    assert len(ours) == 2, f"the claim's one launch and the retired node, nothing more: {s.terminated()}"

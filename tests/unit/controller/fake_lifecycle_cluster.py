@@ -259,6 +259,18 @@ class FakeAutoScalingClient:
             "StartTime": self.clock.now() + dt.timedelta(seconds=1),
         }
 
+    def termination_activity(self, instance: str, decremented: bool) -> JSON:
+        """The activity AWS writes for a termination on request (the shapes of sandbox/aws/aws_messages.py)."""
+        shrinking = ", shrinking the capacity from 1 to 0" if decremented else ""
+        return {
+            "ActivityId": f"act-{next(self._ids)}",
+            "StatusCode": "Successful",
+            "Description": f"Terminating EC2 instance: {instance}",
+            "Cause": f"At a time instance {instance} was taken out of service in response to a user request{shrinking}"
+            ".",
+            "StartTime": self.clock.now(),
+        }
+
     def terminate_instance_in_auto_scaling_group(self, InstanceId: str, ShouldDecrementDesiredCapacity: bool) -> JSON:  # noqa: N803
         self.calls.append(
             (
@@ -272,6 +284,9 @@ class FakeAutoScalingClient:
                     group["Instances"].remove(instance)
                     if ShouldDecrementDesiredCapacity:
                         group["DesiredCapacity"] -= 1
+                    self.activities[name].insert(
+                        0, self.termination_activity(InstanceId, ShouldDecrementDesiredCapacity)
+                    )
                     self.on_terminate(name, InstanceId)
                     return {"Activity": {}}
         raise ClientError(

@@ -119,6 +119,20 @@ def test_the_oldest_claim_is_served_first_with_the_earliest_arrivals() -> None:
     assert state.arrivals["younger"][0].instance_id == "i-n2"
 
 
+def test_a_claim_takes_an_instance_with_a_ready_node_before_one_still_booting() -> None:
+    """The group launched two new instances (the claim's own, and one in place of an instance EC2 took): the claim
+    takes the one whose Node is Ready, whichever id sorts first, so a slow Node does not keep it waiting; the other
+    is nobody's."""
+    one = claim("a", 1, set(OLD), "2026-01-01T00:00:01Z")
+    states = {"i-o1": "InService", "i-o2": "InService", "i-n1": "InService", "i-n2": "InService"}
+    assert assign(group(4, states), [one]).arrivals["a"][0].instance_id == "i-n1", "by id when neither is Ready"
+    assert assign(group(4, states), [one], ready={"i-n2"}).arrivals["a"][0].instance_id == "i-n2"
+    # what younger claims knew still comes first: that instance arrived before they asked
+    younger = claim("b", 1, {*OLD, "i-n1"}, "2026-01-01T00:00:05Z")
+    state = assign(group(5, states), [one, younger], ready={"i-n2"})
+    assert state.arrivals["a"][0].instance_id == "i-n1" and state.arrivals["b"][0].instance_id == "i-n2"
+
+
 def test_the_newest_claims_lose_their_increase_first() -> None:
     older = claim("older", 2, set(OLD), "t1")
     younger = claim("younger", 2, set(OLD), "t2")

@@ -367,12 +367,54 @@ def test_a_successor_resumes_a_recorded_terminate_without_draining_again(world: 
 
 def test_a_terminate_that_already_happened_is_not_sent_again(world: World) -> None:
     scaling_down(world, terminate_requested_at=format_time(world.clock.now()), terminate_by="dead")
-    world.aws.set_state("i-o1", "Terminating")
+    world.aws.set_state("i-o1", "Terminating")  # the predecessor's call went out: AWS wrote it down
+    world.aws.activities["od"].insert(0, world.aws.termination_activity("i-o1", decremented=True))
     world.controller("successor", settings=dataclasses.replace(SETTINGS, scale_down_takeover=0)).reconcile()
     assert world.aws.count("TerminateInstanceInAutoScalingGroup") == 0
+    assert world.aws.count("SetDesiredCapacity") == 0
     event = cast(FallbackEvent, world.event())
     assert event.status.phase == Phase.COMPLETED
-    assert "instance i-o1 had already left on-demand ASG od (Terminating)" in event.status.message
+    assert "instance i-o1 had already left on-demand ASG od" in event.status.message
+    assert "with its desired capacity lowered" in event.status.message
+
+
+def test_an_on_demand_instance_aws_replaced_before_the_scale_down_is_settled_by_terminating_the_one_in_its_place(
+    world: World,
+) -> None:
+    """An instance refresh (or a health check) of the on-demand group replaced the SGFE's instance before the
+    scale-down terminated it: the group launched another in its place and kept its desired capacity. The scale-down
+    terminates exactly that one (intent recorded first), so the on-demand group ends where it was."""
+    scaling_down(world, terminate_requested_at=format_time(world.clock.now()), terminate_by="dead")
+    group = world.aws.groups["od"]
+    group["Instances"] = [FakeAutoScalingClient._instance("i-o9", "InService")]  # i-o1 gone, i-o9 in its place
+    world.aws.activities["od"][:0] = [
+        {
+            "ActivityId": "act-launch",
+            "StatusCode": "Successful",
+            "Description": "Launching a new EC2 instance: i-o9",
+            "Cause": "At a time an instance was started in response to a difference between desired and actual "
+            "capacity, increasing the capacity from 0 to 1.",
+            "StartTime": world.clock.now(),
+        },
+        {
+            "ActivityId": "act-refresh",
+            "StatusCode": "Successful",
+            "Description": "Terminating EC2 instance: i-o1",
+            "Cause": "At a time an instance was taken out of service in response to an instance refresh.  At a time "
+            "instance i-o1 was selected for termination.",
+            "StartTime": world.clock.now(),
+        },
+    ]
+    world.controller("successor", settings=dataclasses.replace(SETTINGS, scale_down_takeover=0)).reconcile()
+
+    event = cast(FallbackEvent, world.event())
+    assert event.status.phase == Phase.COMPLETED, event.status
+    assert [c for c in world.aws.calls if c[0] == "TerminateInstanceInAutoScalingGroup"] == [
+        ("TerminateInstanceInAutoScalingGroup", {"instance": "i-o9", "decrement": True})
+    ]
+    assert group["DesiredCapacity"] == 0 and group["Instances"] == []
+    assert "i-o9, which the group launched in its place" in event.status.message
+    assert LifecycleProgress.of(event.annotations).owed_instance == "i-o9", "the intent was written first"
 
 
 def test_another_owners_scale_down_is_taken_over_only_after_it_stalled(world: World) -> None:
