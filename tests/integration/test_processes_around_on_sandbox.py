@@ -451,3 +451,46 @@ def test_the_lifecycle_waits_for_an_instance_refresh_of_its_on_demand_group_befo
         run.stop()
     assert _desired(aws_sim, SPOT) == 3 and _desired(aws_sim, ON_DEMAND) == 0
     assert fb.on_demand_instance not in _instances(aws_sim, ON_DEMAND)
+
+
+def test_an_interruption_while_an_instance_refresh_replaces_the_group_ends_with_the_group_where_it_was(
+    start_controller: Callable[..., Running],  # noqa: F811 - the fixture imported above
+    core: k8s.CoreV1Api,
+    aws_sim: SandboxAWSClient,
+    autoscaling: Any,
+) -> None:
+    """A refresh that really replaces instances (batches of one, no warm-up) runs while an interrupted node is
+    replaced at once. Whatever the refresh takes (the interrupted instance itself, possibly, before its retirement)
+    and whatever it launches (which the claim may take as its arrival: new instances are fungible), the refresh
+    completes, no on-demand is asked for, every instance Spot Guard terminated was terminated exactly with decrement,
+    and the spot group ends at its desired capacity of before, all InService."""
+    aws_sim.set_capacity(SPOT, pending_seconds=0.5, terminating_seconds=0.5)
+    old = _spot_nodes(core)[0]
+    size = len(_instances(aws_sim, SPOT))
+    start_controller()
+    refresh = autoscaling.start_instance_refresh(
+        AutoScalingGroupName=SPOT, Preferences={"MinHealthyPercentage": 67, "InstanceWarmup": 0}
+    )["InstanceRefreshId"]
+    _recommend(
+        core,
+        old,
+        **{"spotguard.io/interruption-action": "terminate", "spotguard.io/interruption-time": "2026-11-21T10:02:00Z"},
+    )
+
+    def refresh_status() -> str:
+        (current,) = autoscaling.describe_instance_refreshes(AutoScalingGroupName=SPOT, InstanceRefreshIds=[refresh])[
+            "InstanceRefreshes"
+        ]
+        return str(current["Status"])
+
+    _until("the refresh Successful", lambda: refresh_status() == "Successful", timeout=120)
+    _until("the interrupted node's replacement ended", lambda: _gone(core, old.metadata.name), timeout=60)
+    _until(
+        "the spot group back at its size, all InService",
+        lambda: _desired(aws_sim, SPOT) == size and list(_states(autoscaling, SPOT).values()) == ["InService"] * size,
+        timeout=60,
+    )
+    terminations = aws_sim.calls("TerminateInstanceInAutoScalingGroup")
+    assert terminations and all(str(c["params"]["ShouldDecrementDesiredCapacity"]) == "true" for c in terminations)
+    assert aws_sim.count_calls("SetDesiredCapacity", asg=SPOT) == 1, "one scale-up, never a lowering"
+    assert _desired(aws_sim, ON_DEMAND) == 0 and aws_sim.count_calls("SetDesiredCapacity", asg=ON_DEMAND) == 0
