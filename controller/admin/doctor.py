@@ -607,7 +607,7 @@ class Doctor:
     def _group_setting_findings(self, group: Group, role: str, asg: AutoScaling) -> list[Finding]:
         """The settings of one group of a pair that break Spot Guard, each with what to do."""
         name = group.name
-        findings = [_az_rebalance_finding(group), _managed_tag_finding(group)]
+        findings = [_az_rebalance_finding(group), _launch_process_finding(group, role), _managed_tag_finding(group)]
         findings.append(self._launch_hooks_finding(group, role, asg))
         findings.append(self._instance_refresh_finding(group, role, asg))
         if group.new_instances_protected:
@@ -824,6 +824,25 @@ def _az_rebalance_finding(group: Group) -> Finding:
         "unbalanced, AWS launches in the emptiest zone and then terminates an instance Spot Guard did not choose, "
         "without draining it",
         f"aws autoscaling suspend-processes --auto-scaling-group-name {group.name} --scaling-processes AZRebalance",
+    )
+
+
+def _launch_process_finding(group: Group, role: str) -> Finding:
+    """A group whose Launch process is suspended launches nothing ("Suspend and resume a process for an Auto Scaling
+    group"): every replacement in it falls back (spot) or fails (on-demand) at once, and a return to spot waits."""
+    check = f"launch-process/{group.name}"
+    if group.launches:
+        return Finding(check, PASS, f"the Launch process of {group.name} is not suspended")
+    consequence = (
+        "every spot replacement falls back to on-demand at once, and no return to spot happens"
+        if role == "spot"
+        else "an on-demand fallback cannot launch: a replacement with spot short fails"
+    )
+    return Finding(
+        check,
+        FAIL,
+        f"the Launch process of {role} ASG {group.name} is suspended, so it launches nothing: {consequence}",
+        f"aws autoscaling resume-processes --auto-scaling-group-name {group.name} --scaling-processes Launch",
     )
 
 

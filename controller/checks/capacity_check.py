@@ -9,7 +9,8 @@ the group's desired capacity below what its live instances and open claims need 
 deadline, exactly, unless a launch lifecycle hook holds one of its new instances (``Pending:Wait``): then it waits
 as ``controller.checks.launch_hooks`` says (the hook's timeout, capped), and a hook that abandons the launch is a
 failed launch. A group with several instance pools gets to try them: capacity failures fall back only once as
-many failed as the group has pools (``pools_exhausted``; measured in docs/simulator.md).
+many failed as the group has pools (``pools_exhausted``; measured in docs/simulator.md). A group whose Launch
+process is suspended launches nothing: the claim falls back at once, reported as the configuration it is.
 """
 
 from __future__ import annotations
@@ -123,15 +124,27 @@ def evaluate(
     held: Sequence[str] = (),
     hooks: HookWait | None = None,
     pools: int = 1,
+    launch_suspended: bool = False,
 ) -> Decision:
     """Decide for one claim of ``wanted`` instances: ``ready`` are its arrived instances that are InService with
     a Ready Node, ``short`` how many of its launches the group's desired capacity no longer covers, ``held`` its
     arrived instances a launch hook holds (Pending:Wait, Pending:Proceed), ``hooks`` the group's launch hooks,
-    ``pools`` how many instance pools the group tries before it has tried them all (``pools_exhausted``)."""
+    ``pools`` how many instance pools the group tries before it has tried them all (``pools_exhausted``),
+    ``launch_suspended`` whether the group's Launch process is suspended."""
     arrived = tuple(ready)
     if len(arrived) >= wanted:
         return Ready(arrived[:wanted])
     shortfall = wanted - len(arrived)
+    if launch_suspended:
+        return Fallback(
+            reason=f"the Launch process of {group_name} is suspended, so it launches nothing until it is resumed: "
+            f"aws autoscaling resume-processes --auto-scaling-group-name {group_name} --scaling-processes Launch "
+            "(spotguard doctor checks it)",
+            code="LaunchProcessSuspended",
+            instances=arrived,
+            shortfall=shortfall,
+            category=CONFIGURATION,
+        )
     failures = launch_failures(activities, requested_at, seen_before)
     if pools_exhausted(failures, pools):
         failure = next((f for f in failures if f.category != CAPACITY), failures[0])

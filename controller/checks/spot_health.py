@@ -1,6 +1,7 @@
 """Is a spot ASG healthy? A pure verdict over one snapshot: the group, its activities, the Ready Nodes.
 
-Healthy (the seed's Phase 5) means all three at once:
+Healthy (the seed's Phase 5) means all three at once, and the group's Launch process not suspended (a suspended
+one launches nothing, so a return to spot could not happen):
 
 * InService == Desired: every instance the group wants is in service (none Pending, none missing);
 * every InService instance has a Node, and that Node is Ready;
@@ -53,6 +54,12 @@ def assess(group: Group | None, activities: Sequence[Activity], ready: Collectio
     """The verdict for spot ASG ``group`` (None: AWS does not know ``name``)."""
     if group is None:
         return SpotHealth(False, f"spot ASG {name} does not exist (DescribeAutoScalingGroups does not return it)")
+    if not group.launches:
+        return SpotHealth(
+            False,
+            f"the Launch process of spot ASG {group.name} is suspended: it can launch nothing for a return to spot "
+            f"(aws autoscaling resume-processes --auto-scaling-group-name {group.name} --scaling-processes Launch)",
+        )
     in_service = group.in_service
     if len(in_service) != group.desired:
         states = sorted({i.lifecycle_state for i in group.instances if i.lifecycle_state != "InService"})

@@ -428,7 +428,7 @@ class LifecycleController:
                         taken=frozenset(progress.withdraw_instances),
                     )
                 )
-        return Claims(tuple(open_), frozenset(bound), ready_instances(self.nodes()))
+        return Claims(tuple(open_), frozenset(bound))  # the Ready instances come with the replacement's claims
 
     # -- safety checks ---------------------------------------------------------------------------------------
     def _safety_checks(self, event: FallbackEvent) -> list[CheckResult]:

@@ -335,6 +335,7 @@ def _return_in_flight(event: FallbackEvent, record: LifecycleProgress, facts: Fa
         held=facts.return_held,
         hooks=facts.hooks,
         pools=facts.spot.pools,
+        launch_suspended=not facts.spot.launches,
     )
     if isinstance(decision, capacity.Ready):
         instance = decision.instances[0]

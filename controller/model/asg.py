@@ -23,6 +23,10 @@ class Instance:
     instance_type: str
 
 
+#: The scaling process that launches instances ("Suspend and resume a process for an Auto Scaling group").
+LAUNCH_PROCESS = "Launch"
+
+
 @dataclasses.dataclass(frozen=True)
 class Group:
     name: str
@@ -37,6 +41,12 @@ class Group:
     #: Instance pools (instance types of the MixedInstancesPolicy, or the one of the launch template, times the
     #: group's Availability Zones): a failed launch in one pool is followed by tries in the others.
     pools: int = 1
+
+    @property
+    def launches(self) -> bool:
+        """Its Launch process is not suspended: a suspended one launches nothing, whatever desired capacity says
+        ("Suspend and resume a process for an Auto Scaling group")."""
+        return LAUNCH_PROCESS not in self.suspended_processes
 
     @property
     def in_service(self) -> list[Instance]:

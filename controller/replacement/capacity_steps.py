@@ -172,6 +172,7 @@ def _decide(
         held=held,
         hooks=hooks,
         pools=group.pools,
+        launch_suspended=not group.launches,
     )
     if isinstance(decision, capacity_check.Wait):
         return decision.until_monotonic

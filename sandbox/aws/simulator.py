@@ -82,11 +82,7 @@ class CapacitySimulator(GroupEngine):
         not cover it: "Use instance scale-in protection"); desired drops by one if asked. An instance already leaving
         is not terminated again: the call answers with its termination under way."""
         with self.lock:
-            self._sync_groups()
-            owner = next((g for g in self._groups.values() if instance_id in g.tracked), None)
-            if owner is None:
-                raise AwsApiError("ValidationError", msg.instance_not_managed(instance_id))
-            tracked = owner.tracked[instance_id]
+            owner, tracked = self._member(instance_id)
             now = self.clock.now()
             if tracked.lifecycle in LEAVING_STATES and tracked.terminate_activity is not None:
                 return dataclasses.replace(tracked.terminate_activity)
@@ -112,11 +108,7 @@ class CapacitySimulator(GroupEngine):
         its desired capacity unchanged, launches one in its place ("Health checks for instances in an Auto Scaling
         group": an unhealthy instance is replaced). An instance already leaving is left as it is."""
         with self.lock:
-            self._sync_groups()
-            owner = next((g for g in self._groups.values() if instance_id in g.tracked), None)
-            if owner is None:
-                raise AwsApiError("ValidationError", msg.instance_not_managed(instance_id))
-            tracked = owner.tracked[instance_id]
+            owner, tracked = self._member(instance_id)
             if tracked.lifecycle in LEAVING_STATES and tracked.terminate_activity is not None:
                 return dataclasses.replace(tracked.terminate_activity)
             now = self.clock.now()
@@ -124,6 +116,15 @@ class CapacitySimulator(GroupEngine):
             log.info("Instance %s of %s reclaimed by EC2 (desired capacity unchanged)", instance_id, owner.name)
             self._reconcile(owner)
             return dataclasses.replace(activity)
+
+    def _member(self, instance_id: str) -> tuple[GroupState, TrackedInstance]:
+        """The group holding ``instance_id`` and its tracking (call with the lock held); AWS's ValidationError if no
+        group does."""
+        self._sync_groups()
+        owner = next((g for g in self._groups.values() if instance_id in g.tracked), None)
+        if owner is None:
+            raise AwsApiError("ValidationError", msg.instance_not_managed(instance_id))
+        return owner, owner.tracked[instance_id]
 
     def describe_scaling_activities(
         self, group_name: str | None, activity_ids: list[str], include_deleted_groups: bool

@@ -494,3 +494,35 @@ def test_an_interruption_while_an_instance_refresh_replaces_the_group_ends_with_
     assert terminations and all(str(c["params"]["ShouldDecrementDesiredCapacity"]) == "true" for c in terminations)
     assert aws_sim.count_calls("SetDesiredCapacity", asg=SPOT) == 1, "one scale-up, never a lowering"
     assert _desired(aws_sim, ON_DEMAND) == 0 and aws_sim.count_calls("SetDesiredCapacity", asg=ON_DEMAND) == 0
+
+
+def test_a_spot_group_whose_launch_process_is_suspended_falls_back_at_once_saying_why(
+    start_controller: Callable[..., Running],  # noqa: F811 - the fixture imported above
+    core: k8s.CoreV1Api,
+    aws_sim: SandboxAWSClient,
+    autoscaling: Any,
+) -> None:
+    """A suspended Launch process launches nothing ("Suspend and resume a process for an Auto Scaling group"): a
+    rebalance replacement does not wait out its 60 s deadline but falls back at the first capacity poll, and the
+    node's Warning says it is the Launch process (a configuration), not a shortage."""
+    aws_sim.set_capacity(ON_DEMAND, pending_seconds=0.5)
+    autoscaling.suspend_processes(AutoScalingGroupName=SPOT, ScalingProcesses=["Launch"])
+    old = _spot_nodes(core)[0]
+    before = _instances(aws_sim, SPOT)
+    start_controller(capacity_check_timeout=60.0)
+    _recommend(core, old)
+
+    _until("the spot scale-up", lambda: _desired(aws_sim, SPOT) == len(before) + 1, timeout=10)
+    asked = time.monotonic()
+    _until("on-demand asked for", lambda: _desired(aws_sim, ON_DEMAND) == 1, timeout=10)
+    assert time.monotonic() - asked < 5, "within a capacity poll or two, not the 60 s deadline"
+    _until(
+        "a Warning naming the suspended Launch process",
+        lambda: any(
+            e.startswith("Warning LaunchConfigurationError: ") and "Launch process" in e and SPOT in e
+            for e in _events(core, old.metadata.name)
+        ),
+    )
+    _until("the old node retired for its on-demand replacement", lambda: _gone(core, old.metadata.name), timeout=60)
+    assert _instances(aws_sim, SPOT) == before - {_instance(old)}, "nothing launched in the spot group"
+    assert _desired(aws_sim, SPOT) == len(before) - 1, "the spot increase was given back, the old node retired"

@@ -104,6 +104,14 @@ def test_every_failed_launch_falls_back_at_the_next_poll_saying_what_it_is(
     assert said in decision.reason and message in decision.reason and "spot" in decision.reason
 
 
+def test_a_group_whose_launch_process_is_suspended_falls_back_at_once_as_a_configuration_error() -> None:
+    decision = _evaluate(launch_suspended=True)
+    assert isinstance(decision, capacity.Fallback)
+    assert decision.code == "LaunchProcessSuspended" and decision.category == "configuration"
+    assert "--scaling-processes Launch" in decision.reason and "resume-processes" in decision.reason
+    assert _evaluate(ready=("i-new",), launch_suspended=True) == capacity.Ready(("i-new",)), "arrived is arrived"
+
+
 def test_a_configuration_error_tells_the_operator_to_fix_the_group() -> None:
     decision = _evaluate(activities=(_failed(T0 + dt.timedelta(seconds=1), NO_AMI),))
     assert isinstance(decision, capacity.Fallback)

@@ -199,6 +199,14 @@ def test_an_activity_in_progress_is_not_healthy(clock: FakeClock) -> None:
     assert "1 scaling activity(ies) of spot ASG my-spot-asg in progress (InProgress" in action.status.message
 
 
+def test_a_spot_group_whose_launch_process_is_suspended_is_not_returned_to(clock: FakeClock) -> None:
+    suspended = dataclasses.replace(HEALTHY, suspended_processes=frozenset({"Launch", "AZRebalance"}))
+    action = decide(stable_event(clock), LifecycleProgress(), facts(clock, spot=suspended), SETTINGS)
+    assert isinstance(action, Transition) and action.reason == "SpotRelapsed", action
+    assert "the Launch process of spot ASG my-spot-asg is suspended" in action.status.message
+    assert "resume-processes" in action.status.message
+
+
 def test_a_termination_a_hook_holds_in_terminating_wait_does_not_make_spot_unstable(clock: FakeClock) -> None:
     leaving = group(2, {"i-s1": "InService", "i-s2": "InService", "i-s0": "Terminating:Wait"})
     held = Activity("a-1", "MidLifecycleAction", "", "Terminating EC2 instance: i-s0", "", clock.now())

@@ -111,7 +111,14 @@ def test_a_healthy_setup_passes_and_exits_0(run: Run, aws: FakeAws) -> None:
         **{
             f"{check}/{name}": PASS
             for name in ("spot-a", "od-a")
-            for check in ("az-rebalance", "managed-tag", "launch-hooks", "scale-in-protection", "instance-refresh")
+            for check in (
+                "az-rebalance",
+                "launch-process",
+                "managed-tag",
+                "launch-hooks",
+                "scale-in-protection",
+                "instance-refresh",
+            )
         },
         "iam": PASS,
     }
@@ -130,7 +137,7 @@ def test_the_table_shows_progress_on_stderr_and_a_summary(run: Run) -> None:
     lines = result.stdout.splitlines()
     assert lines[0].split() == ["STATUS", "CHECK", "FINDING"]
     assert lines[1].split()[:2] == ["PASS", "api-server"]
-    assert lines[-1] == "23 passed, 0 warnings, 0 failed"
+    assert lines[-1] == "25 passed, 0 warnings, 0 failed"
     assert "[1/6] the Kubernetes API server" in result.stderr
     assert "[6/6] AWS Auto Scaling groups and IAM" in result.stderr
     assert yaml.safe_load(run("doctor", "-o", "yaml").stdout)["ok"] is True
@@ -328,6 +335,24 @@ def test_az_rebalance_running_on_either_group_of_a_pair_fails_with_the_command_t
         assert finding.what_to_do == (
             f"aws autoscaling suspend-processes --auto-scaling-group-name {name} --scaling-processes AZRebalance"
         )
+
+
+@pytest.mark.usefixtures("healthy")
+def test_a_suspended_launch_process_fails_saying_what_it_breaks_and_how_to_resume_it(run: Run, aws: FakeAws) -> None:
+    aws.autoscaling.groups["spot-a"] = group("spot-a", tags={TAG: "od-a"}, suspended=("AZRebalance", "Launch"))
+    aws.autoscaling.groups["od-a"] = group("od-a", desired=0, suspended=("AZRebalance", "Launch"))
+
+    code, found = findings(run)
+
+    assert code == 1
+    assert "every spot replacement falls back to on-demand at once" in found["launch-process/spot-a"].finding
+    assert "an on-demand fallback cannot launch" in found["launch-process/od-a"].finding
+    for name in ("spot-a", "od-a"):
+        assert found[f"launch-process/{name}"].status == FAIL
+        assert found[f"launch-process/{name}"].what_to_do == (
+            f"aws autoscaling resume-processes --auto-scaling-group-name {name} --scaling-processes Launch"
+        )
+        assert found[f"az-rebalance/{name}"].status == PASS
 
 
 @pytest.mark.usefixtures("healthy")
