@@ -150,7 +150,8 @@ class RecordBook:
             Claim(key, group, len(members[key]), known, asked_at, withdrawing, frozenset(taken.get(key, ())))
             for key, (group, known, asked_at, withdrawing) in shapes.items()
         )
-        return Claims(claims, frozenset(bound), ready_instances(views))
+        # which new instances have a Ready Node matters only to open claims (one pass over the Nodes: ~2 ms per 5,000)
+        return Claims(claims, frozenset(bound), ready_instances(views) if claims else frozenset())
 
 
 def _claims_of(
