@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import threading
 from collections.abc import Callable, Iterable
 
 from controller.adapters.aws import AutoScaling, AwsError
@@ -57,6 +58,9 @@ class GroupResolver:
         self._failures = 0  # listings failed in a row
         self._retry_at = 0.0  # no listing before this (after a failure)
         self._load_error: AwsError | None = None  # the last failed listing's error, reported once
+        # The replacement loop and the queue pollers resolve at once: one listing at a time (a second caller waits
+        # for it and finds it fresh) rather than a listing each.
+        self._lock = threading.RLock()
 
     def pairs(self) -> dict[str, Pair]:
         self.refresh(ahead=0.0)
@@ -74,6 +78,10 @@ class GroupResolver:
 
         A failed listing is tried again only after a backoff; meanwhile the last good listing stays in use, and if
         there is none, the failure's AwsError is raised again without asking AWS."""
+        with self._lock:
+            self._refresh(ahead)
+
+    def _refresh(self, ahead: float) -> None:
         now = self.clock()
         if self._loaded_at is not None and now - self._loaded_at < self.refresh_seconds - ahead:
             return
@@ -138,6 +146,10 @@ class GroupResolver:
         """Look up the groups of many instances in as few calls as possible: the configured spot groups'
         instances come with the groups; others in one DescribeAutoScalingInstances per 50. An instance
         in no group is asked about again only after ``refresh_seconds``."""
+        with self._lock:
+            self._prefetch(instance_ids)
+
+    def _prefetch(self, instance_ids: Iterable[str]) -> None:
         self.pairs()
         now = self.clock()
         unknown = sorted(

@@ -246,7 +246,8 @@ class Metrics:
         self.outside_changes = Counter(
             PREFIX + "outside_capacity_changes",
             "Times a group's desired capacity was found other than Spot Guard's instances and claims justify "
-            "(changed by a person or another autoscaler), by group",
+            "(changed by a person or another autoscaler, or above them while the group relaunches an instance EC2 "
+            "took back), by group",
             ["asg"],
             registry=registry,
         )

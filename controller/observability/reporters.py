@@ -104,7 +104,8 @@ class LogReplacementReporter:
     def outside_change(self, group: str, desired: int, justified: int, claims: tuple[str, ...]) -> None:
         log.warning(
             "ASG %s: desired capacity is %d, but Spot Guard's instances and open claims justify %d: someone else "
-            "changed it",
+            "changed it, or an instance left without a decrement (EC2 took it back, a health check, a refresh) and "
+            "the group is launching one in its place",
             group,
             desired,
             justified,
@@ -161,7 +162,8 @@ class KubeReplacementReporter:
     def outside_change(self, group: str, desired: int, justified: int, claims: tuple[str, ...]) -> None:
         log.warning(
             "ASG %s: desired capacity is %d, but Spot Guard's instances and open claims justify %d: someone else "
-            "changed it (open claims: %s)",
+            "changed it, or an instance left without a decrement (EC2 took it back, a health check, a refresh) and "
+            "the group is launching one in its place (open claims: %s)",
             group,
             desired,
             justified,

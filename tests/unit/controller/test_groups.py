@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
@@ -213,3 +214,38 @@ def test_a_failing_listing_backs_off_and_is_reported_once(aws: Any, caplog: pyte
     now[0] = 100.0
     assert resolver.resolve(node) == (node.rsplit("/", 1)[1], Pair("spot-a", "od-a"))
     assert any("works again" in r.getMessage() for r in caplog.records)
+
+
+def test_callers_resolving_at_once_share_one_listing(aws: Any) -> None:
+    """The replacement loop and the queue pollers resolve at the same moment: while one lists the groups the
+    others wait for that listing instead of each making their own."""
+    calls: Counter[str] = Counter()
+    resolver = _resolver(aws, calls, [0.0])
+    spot = _instances(aws, "spot-a")
+    entered = threading.Event()
+    release = threading.Event()
+    describe = resolver.asg.describe_groups
+
+    listings: list[int] = []
+
+    def slow_describe(*args: Any, **kwargs: Any) -> Any:
+        listings.append(1)
+        entered.set()
+        release.wait(5)
+        return describe(*args, **kwargs)
+
+    resolver.asg.describe_groups = slow_describe  # type: ignore[method-assign]
+    results: list[object] = []
+    threads = [
+        threading.Thread(target=lambda i=i: results.append(resolver.resolve(f"aws:///us-east-1a/{spot[i]}")))
+        for i in range(4)
+    ]
+    for thread in threads:
+        thread.start()
+    assert entered.wait(5)
+    release.set()
+    for thread in threads:
+        thread.join(10)
+    assert len(results) == 4 and all(isinstance(r, tuple) for r in results), results
+    assert len(listings) == 1, f"{len(listings)} listings for 4 callers at once"
+    assert calls["DescribeAutoScalingGroups"] == 2, "one listing: the tagged groups, then the configured one"
