@@ -455,16 +455,21 @@ class CapacityOwner:
         log.info("ASG %s: terminated exactly instance %s with decrement", group, instance)
         return Removal(instance, Outcome.TERMINATED, group)
 
-    def owed_for(self, left: str, name: str) -> Owed:
+    def settle_left(self, left: str, name: str) -> Owed:
         """What group ``name`` owes back for instance ``left``, which left it before Spot Guard terminated it
-        (``controller.checks.left_undecremented``), from a fresh read of the group and its newest activities."""
+        (``controller.checks.left_undecremented``), from a fresh read of the group and its newest activities; a
+        LOWER is applied here (``_lower_unlaunched``). TERMINATE is the caller's to apply: it records which instance
+        first, then ``remove``s it; WAIT, to look again later."""
         state = self.state_of(name)
         if state is None:
             return Owed(Owes.NOTHING, f"ASG {name} does not exist any more")
         activities = self.asg.activities(name, max_records=ACTIVITIES_READ)
-        return owed(left, state, activities, self.claims().bound)
+        verdict = owed(left, state, activities, self.claims().bound)
+        if verdict.owes is Owes.LOWER:
+            self._lower_unlaunched(name)
+        return verdict
 
-    def lower_unlaunched(self, name: str) -> bool:
+    def _lower_unlaunched(self, name: str) -> bool:
         """Lower desired capacity by one for a launch the group owes but cannot make (``Owes.LOWER``), only while
         desired capacity is above what the live instances and the open claims justify: it terminates nothing.
         Idempotent: once lowered, nothing more is owed. Returns whether it lowered it."""

@@ -35,10 +35,11 @@ import enum
 from collections.abc import Collection, Sequence
 
 from controller.checks.arrivals import GroupClaims, live_instances
+from controller.checks.spot_health import TERMINATION
 from controller.model.asg import Activity
 
 #: How EC2 Auto Scaling describes a termination activity and a launch activity of one instance.
-TERMINATING = "Terminating EC2 instance: "
+TERMINATING = f"{TERMINATION}: "
 LAUNCHING = "Launching a new EC2 instance: "
 #: The clause AWS writes in a termination's cause when desired capacity was lowered with it.
 SHRINKING = "shrinking the capacity from"

@@ -56,8 +56,6 @@ def job_key(event: str) -> str:
     return f"scale-down/{event}"
 
 
-#: AWS's answers when the instance already left its group (terminated by EC2 or by hand).
-ALREADY_GONE = ("Instance Id not found", "No managed instance found", "not part of Auto Scaling group")
 #: A successor resuming a drain whose time is up still gets this long (at most drain_timeout) to confirm it.
 MIN_DRAIN_ATTEMPT = 10.0
 #: Drain rounds when the node keeps changing under the drain (re-created, uncordoned by hand).
@@ -390,12 +388,10 @@ class ScaleDown:
         record = LifecycleProgress.of(event.annotations)
         instance = record.owed_instance
         if not instance:
-            owed = self.ctx.owner.owed_for(left, asg_name)
+            owed = self.ctx.owner.settle_left(left, asg_name)
             log.info("SpotGuardFallbackEvent %s: %s", self.key, owed.reason)
             if owed.owes is Owes.WAIT:
                 raise NotYetError(owed.reason)
-            if owed.owes is Owes.LOWER:
-                self.ctx.owner.lower_unlaunched(asg_name)
             if owed.owes is not Owes.TERMINATE:
                 if owed.owes is Owes.UNKNOWN:
                     self.ctx.recorder.sgfe_event(event, "Warning", "InstanceLeftUndecremented", owed.reason)

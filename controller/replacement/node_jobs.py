@@ -155,12 +155,10 @@ def _settle_left(
     not launched in its place yet, or that instance is not drained yet)."""
     instance = record.owed_instance
     if not instance:
-        owed = ctx.owner.owed_for(left, group)
+        owed = ctx.owner.settle_left(left, group)
         log.info("node %s: %s", node.name, owed.reason)
         if owed.owes is Owes.WAIT:
             return None
-        if owed.owes is Owes.LOWER:
-            ctx.owner.lower_unlaunched(group)
         if owed.owes is not Owes.TERMINATE:
             if owed.owes is not Owes.NOTHING:
                 kind = "Warning" if owed.owes is Owes.UNKNOWN else "Normal"

@@ -44,6 +44,22 @@ TERMINATING = "autoscaling:EC2_INSTANCE_TERMINATING"
 DEADLINE = 4.0  # the capacity-check deadline these scenarios run with (seconds)
 
 
+def _hook(autoscaling: Any, name: str, transition: str, *, heartbeat: int, default: str) -> None:
+    """A lifecycle hook on the spot group (PutLifecycleHook, as an operator adds one)."""
+    autoscaling.put_lifecycle_hook(
+        LifecycleHookName=name,
+        AutoScalingGroupName=SPOT,
+        LifecycleTransition=transition,
+        HeartbeatTimeout=heartbeat,
+        DefaultResult=default,
+    )
+
+
+def _first_spot_node(core: k8s.CoreV1Api, aws_sim: SandboxAWSClient) -> tuple[k8s.V1Node, set[str]]:
+    """The spot node a scenario recommends or interrupts, and the spot group's instances before it starts."""
+    return _spot_nodes(core)[0], _instances(aws_sim, SPOT)
+
+
 def _states(autoscaling: Any, group: str) -> dict[str, str]:
     (raw,) = autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=[group])["AutoScalingGroups"]
     return {i["InstanceId"]: i["LifecycleState"] for i in raw["Instances"]}
@@ -60,15 +76,8 @@ def test_a_launch_hook_holding_the_replacement_past_the_deadline_is_no_shortage_
     autoscaling: Any,
 ) -> None:
     aws_sim.set_capacity(SPOT, pending_seconds=0.5)
-    autoscaling.put_lifecycle_hook(
-        LifecycleHookName="bootstrap",
-        AutoScalingGroupName=SPOT,
-        LifecycleTransition=LAUNCHING,
-        HeartbeatTimeout=120,
-        DefaultResult="ABANDON",
-    )
-    old = _spot_nodes(core)[0]
-    before = _instances(aws_sim, SPOT)
+    _hook(autoscaling, "bootstrap", LAUNCHING, heartbeat=120, default="ABANDON")
+    old, before = _first_spot_node(core, aws_sim)
     start_controller(capacity_check_timeout=DEADLINE)
     _recommend(core, old)
 
@@ -94,15 +103,8 @@ def test_a_launch_hook_that_abandons_the_replacement_falls_back_saying_so(
 ) -> None:
     aws_sim.set_capacity(SPOT, pending_seconds=0.5)
     aws_sim.set_capacity(ON_DEMAND, pending_seconds=0.5)
-    autoscaling.put_lifecycle_hook(
-        LifecycleHookName="bootstrap",
-        AutoScalingGroupName=SPOT,
-        LifecycleTransition=LAUNCHING,
-        HeartbeatTimeout=120,
-        DefaultResult="CONTINUE",
-    )
-    old = _spot_nodes(core)[0]
-    before = _instances(aws_sim, SPOT)
+    _hook(autoscaling, "bootstrap", LAUNCHING, heartbeat=120, default="CONTINUE")
+    old, before = _first_spot_node(core, aws_sim)
     start_controller(capacity_check_timeout=DEADLINE)
     _recommend(core, old)
 
@@ -149,8 +151,7 @@ def test_scale_in_protection_does_not_block_the_retirement_of_the_old_spot_node(
 ) -> None:
     aws_sim.set_capacity(SPOT, pending_seconds=0.5)
     _protect_everything(autoscaling, SPOT)
-    old = _spot_nodes(core)[0]
-    before = _instances(aws_sim, SPOT)
+    old, before = _first_spot_node(core, aws_sim)
     start_controller()
     _recommend(core, old)
 
@@ -172,8 +173,7 @@ def test_scale_in_protection_does_not_block_giving_back_a_launch_that_never_happ
     aws_sim.set_capacity(ON_DEMAND, pending_seconds=0.5)
     _protect_everything(autoscaling, SPOT)
     _protect_everything(autoscaling, ON_DEMAND)
-    old = _spot_nodes(core)[0]
-    before = _instances(aws_sim, SPOT)
+    old, before = _first_spot_node(core, aws_sim)
     start_controller()
     _recommend(core, old)
 
@@ -193,13 +193,7 @@ def test_a_termination_hook_holding_the_retired_instance_is_leaving_and_terminat
     autoscaling: Any,
 ) -> None:
     aws_sim.set_capacity(SPOT, pending_seconds=0.5)
-    autoscaling.put_lifecycle_hook(
-        LifecycleHookName="drain",
-        AutoScalingGroupName=SPOT,
-        LifecycleTransition=TERMINATING,
-        HeartbeatTimeout=120,
-        DefaultResult="CONTINUE",
-    )
+    _hook(autoscaling, "drain", TERMINATING, heartbeat=120, default="CONTINUE")
     first, second = _spot_nodes(core)[:2]
     before = _instances(aws_sim, SPOT)
     start_controller()
@@ -271,13 +265,7 @@ def test_the_lifecycle_returns_to_spot_and_removes_the_on_demand_node_of_protect
 def test_a_spot_instance_a_termination_hook_holds_does_not_keep_the_lifecycle_from_returning_to_spot(
     kube: Kube, aws_sim: SandboxAWSClient, autoscaling: Any, namespace: str
 ) -> None:
-    autoscaling.put_lifecycle_hook(
-        LifecycleHookName="drain",
-        AutoScalingGroupName=SPOT,
-        LifecycleTransition=TERMINATING,
-        HeartbeatTimeout=600,
-        DefaultResult="CONTINUE",
-    )
+    _hook(autoscaling, "drain", TERMINATING, heartbeat=600, default="CONTINUE")
     # the retired spot instance stays in Terminating:Wait (and its Node with it)
     fb = fall_back(kube, aws_sim, autoscaling, namespace, retired_node_goes=False)
     assert _states(autoscaling, SPOT)[fb.retired_spot_instance] == "Terminating:Wait"
@@ -307,8 +295,7 @@ def test_a_mixed_instances_group_with_short_pools_gets_to_try_its_other_pools_be
     aws_sim.set_capacity(SPOT, pending_seconds=0.5)
     for zone in ("us-east-1a", "us-east-1b"):
         aws_sim.set_pool(SPOT, zone=zone, short=True)
-    old = _spot_nodes(core)[0]
-    before = _instances(aws_sim, SPOT)
+    old, before = _first_spot_node(core, aws_sim)
     start_controller()
     _recommend(core, old)
 
@@ -365,8 +352,7 @@ def test_a_rebalance_waits_for_an_instance_refresh_of_its_spot_group_and_proceed
     autoscaling: Any,
 ) -> None:
     aws_sim.set_capacity(SPOT, pending_seconds=0.5)
-    old = _spot_nodes(core)[0]
-    before = _instances(aws_sim, SPOT)
+    old, before = _first_spot_node(core, aws_sim)
     refresh = _start_paused_refresh(autoscaling, SPOT)
     start_controller()
     _recommend(core, old)
@@ -399,8 +385,7 @@ def test_an_interruption_during_an_instance_refresh_is_replaced_at_once(
     autoscaling: Any,
 ) -> None:
     aws_sim.set_capacity(SPOT, pending_seconds=0.5)
-    old = _spot_nodes(core)[0]
-    before = _instances(aws_sim, SPOT)
+    old, before = _first_spot_node(core, aws_sim)
     _start_paused_refresh(autoscaling, SPOT)
     start_controller()
     _recommend(
@@ -503,19 +488,22 @@ def test_a_spot_group_whose_launch_process_is_suspended_falls_back_at_once_sayin
     autoscaling: Any,
 ) -> None:
     """A suspended Launch process launches nothing ("Suspend and resume a process for an Auto Scaling group"): a
-    rebalance replacement does not wait out its 60 s deadline but falls back at the first capacity poll, and the
-    node's Warning says it is the Launch process (a configuration), not a shortage."""
+    rebalance replacement does not wait out its 60 s deadline but falls back saying the Launch process is why, and
+    the node's Warning says it is the Launch process (a configuration), not a shortage."""
     aws_sim.set_capacity(ON_DEMAND, pending_seconds=0.5)
     autoscaling.suspend_processes(AutoScalingGroupName=SPOT, ScalingProcesses=["Launch"])
-    old = _spot_nodes(core)[0]
-    before = _instances(aws_sim, SPOT)
+    old, before = _first_spot_node(core, aws_sim)
     start_controller(capacity_check_timeout=60.0)
     _recommend(core, old)
 
     _until("the spot scale-up", lambda: _desired(aws_sim, SPOT) == len(before) + 1, timeout=10)
-    asked = time.monotonic()
+    record = _until(
+        "the fallback recorded",
+        lambda: (r := _record(core, old.metadata.name)) is not None and r.get("fallbackReason") and r,
+    )
+    assert "Launch process" in record["fallbackReason"], record["fallbackReason"]
+    assert "deadline" not in record["fallbackReason"], "not a wait until the 60 s deadline"
     _until("on-demand asked for", lambda: _desired(aws_sim, ON_DEMAND) == 1, timeout=10)
-    assert time.monotonic() - asked < 5, "within a capacity poll or two, not the 60 s deadline"
     _until(
         "a Warning naming the suspended Launch process",
         lambda: any(

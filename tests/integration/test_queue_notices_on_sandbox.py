@@ -21,7 +21,6 @@ import pytest
 from click.testing import CliRunner
 from kubernetes import client as k8s
 
-from controller import config
 from controller.adapters.kube import Kube
 from controller.app.cli import main
 from controller.app.run import leader_components, run_leader
@@ -44,18 +43,7 @@ from tests.integration.controller_process import (
     replacement_finished,
     spot_nodes,
 )
-
-SPOT = "spotguard-spot-1"
-ON_DEMAND = "spotguard-ondemand-1"
-SETTINGS = config.Settings(
-    spot_asg_name=SPOT,
-    on_demand_asg_name=ON_DEMAND,
-    capacity_check_timeout=15.0,
-    capacity_poll_interval=0.5,
-    batch_window=0.3,
-    drain_timeout=15.0,
-    minimum_wait_duration=600.0,
-)
+from tests.integration.test_replacement_on_sandbox import ON_DEMAND, SETTINGS, SPOT
 
 
 @dataclasses.dataclass
