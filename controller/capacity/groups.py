@@ -58,8 +58,9 @@ class GroupResolver:
         self._failures = 0  # listings failed in a row
         self._retry_at = 0.0  # no listing before this (after a failure)
         self._load_error: AwsError | None = None  # the last failed listing's error, reported once
-        # The replacement loop and the queue pollers resolve at once: one listing at a time (a second caller waits
-        # for it and finds it fresh) rather than a listing each.
+        # The replacement loop and the queue pollers resolve at once: one listing at a time (a second caller that
+        # needs one waits for it and finds it fresh) rather than a listing each; a caller whose listing is fresh
+        # does not wait at all.
         self._lock = threading.RLock()
 
     def pairs(self) -> dict[str, Pair]:
@@ -77,9 +78,18 @@ class GroupResolver:
         (hundreds of instances: a fraction of a second that held up every detection behind it).
 
         A failed listing is tried again only after a backoff; meanwhile the last good listing stays in use, and if
-        there is none, the failure's AwsError is raised again without asking AWS."""
+        there is none, the failure's AwsError is raised again without asking AWS.
+
+        Callers that find the listing fresh never wait for the lock: while the loop lists ahead of time, the
+        detections read the listing that is still valid."""
+        if self._fresh(ahead):
+            return
         with self._lock:
             self._refresh(ahead)
+
+    def _fresh(self, ahead: float) -> bool:
+        loaded = self._loaded_at
+        return loaded is not None and self.clock() - loaded < self.refresh_seconds - ahead
 
     def _refresh(self, ahead: float) -> None:
         now = self.clock()
@@ -146,8 +156,12 @@ class GroupResolver:
         """Look up the groups of many instances in as few calls as possible: the configured spot groups'
         instances come with the groups; others in one DescribeAutoScalingInstances per 50. An instance
         in no group is asked about again only after ``refresh_seconds``."""
+        wanted = list(instance_ids)
+        self.pairs()
+        if all(i in self._group_of for i in wanted):
+            return  # known already (the usual case): no lock, no wait behind another caller's lookup
         with self._lock:
-            self._prefetch(instance_ids)
+            self._prefetch(wanted)
 
     def _prefetch(self, instance_ids: Iterable[str]) -> None:
         self.pairs()

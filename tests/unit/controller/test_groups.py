@@ -249,3 +249,36 @@ def test_callers_resolving_at_once_share_one_listing(aws: Any) -> None:
     assert len(results) == 4 and all(isinstance(r, tuple) for r in results), results
     assert len(listings) == 1, f"{len(listings)} listings for 4 callers at once"
     assert calls["DescribeAutoScalingGroups"] == 2, "one listing: the tagged groups, then the configured one"
+
+
+def test_a_detection_reads_the_fresh_listing_while_the_loop_lists_ahead(aws: Any) -> None:
+    """The replacement loop lists the groups ahead of time (``refresh(ahead=...)``) so no detection waits for a
+    listing: while that listing is under way, a resolve finds the current one fresh and does not wait for it."""
+    calls: Counter[str] = Counter()
+    now = [0.0]
+    resolver = _resolver(aws, calls, now)
+    spot = _instances(aws, "spot-a")
+    resolver.pairs()  # the first listing
+    now[0] = 250.0  # stale within the 60 s the loop lists ahead, still fresh for a detection
+    entered, release = threading.Event(), threading.Event()
+    describe = resolver.asg.describe_groups
+
+    def slow_describe(*args: Any, **kwargs: Any) -> Any:
+        entered.set()
+        release.wait(5)
+        return describe(*args, **kwargs)
+
+    resolver.asg.describe_groups = slow_describe  # type: ignore[method-assign]
+    ahead = threading.Thread(target=resolver.refresh, kwargs={"ahead": 60.0})
+    ahead.start()
+    assert entered.wait(5)
+    results: list[object] = []
+    detection = threading.Thread(target=lambda: results.append(resolver.resolve(f"aws:///us-east-1a/{spot[0]}")))
+    detection.start()
+    detection.join(5)
+    done_while_listing = not detection.is_alive()
+    release.set()
+    ahead.join(5)
+    detection.join(5)
+    assert done_while_listing, "the detection waited for the listing ahead"
+    assert results == [(spot[0], Pair("spot-a", "od-a"))]
