@@ -22,6 +22,7 @@ from click.testing import CliRunner
 from kubernetes import client as k8s
 
 from controller.adapters.kube import Kube
+from controller.adapters.kube import api_client as kube_api_client
 from controller.app.cli import main
 from controller.app.run import leader_components, run_leader
 from controller.clock import Cancellation, SystemClock
@@ -109,7 +110,11 @@ def start_controller(
         settings = dataclasses.replace(SETTINGS, **{"queue_url": sandbox.queue_url, **overrides}).validate()
         cancel = Cancellation()
         metrics = Metrics(SystemClock(), process_metrics=False)
-        parts = leader_components(settings, Kube(api_client), SystemClock(), lambda op: None, cancel, metrics=metrics)
+        # the controller's own client, as `spotguard run` makes it (its connection pool sized for the pollers)
+        controller_client = kube_api_client(str(sandbox.kubeconfig))
+        parts = leader_components(
+            settings, Kube(controller_client), SystemClock(), lambda op: None, cancel, metrics=metrics
+        )
         thread = threading.Thread(target=run_leader, args=(parts, cancel), daemon=True)
         thread.start()
         running = Running(cancel, thread, metrics)
